@@ -1,0 +1,86 @@
+"""Dispatch: durable background jobs, workflows and cron for Python.
+
+The public API is re-exported here; submodules hold the details.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+from dispatch_core.backoff import Backoff, Constant, Exponential, ExponentialJitter, Linear
+from dispatch_core.context import JobContext, current_job, current_tenant
+from dispatch_core.definition import JobDefinition
+from dispatch_core.engine import Engine
+from dispatch_core.errors import (
+    ConfigurationError,
+    DispatchError,
+    DLQEntryNotFoundError,
+    InvalidTransitionError,
+    JobNotFoundError,
+    JobTimeoutError,
+    NotFoundError,
+    PayloadError,
+    PluginMissingError,
+    StoreUnavailableError,
+    StoreURLError,
+    SyncInAsyncContextError,
+    UnknownJobError,
+)
+from dispatch_core.hookspecs import hookimpl
+from dispatch_core.middleware import CallNext, Middleware, MiddlewareRegistry
+from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome, OutcomeKind
+from dispatch_core.registry import StoreRegistry
+from dispatch_core.states import JobState
+from dispatch_core.store import Store, SyncStore
+from dispatch_core.worker import DrainResult, Worker, WorkerStats
+
+__version__ = importlib.metadata.version("dispatch-core")
+
+__all__ = [
+    "__version__",
+    # engine and jobs
+    "Engine",
+    "JobDefinition",
+    "JobContext",
+    "current_job",
+    "current_tenant",
+    "Worker",
+    "WorkerStats",
+    "DrainResult",
+    # values
+    "Job",
+    "JobState",
+    "JobFilter",
+    "NewJob",
+    "Outcome",
+    "OutcomeKind",
+    "DLQEntry",
+    # retries
+    "Backoff",
+    "Constant",
+    "Linear",
+    "Exponential",
+    "ExponentialJitter",
+    # plugins and stores
+    "hookimpl",
+    "Store",
+    "SyncStore",
+    "StoreRegistry",
+    "Middleware",
+    "MiddlewareRegistry",
+    "CallNext",
+    # errors
+    "DispatchError",
+    "ConfigurationError",
+    "StoreURLError",
+    "PluginMissingError",
+    "StoreUnavailableError",
+    "PayloadError",
+    "UnknownJobError",
+    "NotFoundError",
+    "JobNotFoundError",
+    "DLQEntryNotFoundError",
+    "InvalidTransitionError",
+    "SyncInAsyncContextError",
+    "JobTimeoutError",
+]

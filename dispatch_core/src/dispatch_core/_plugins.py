@@ -1,0 +1,208 @@
+"""The plugin manager and the out-of-band caller for lifecycle hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import importlib.metadata
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pluggy
+
+from dispatch_core import hookspecs
+
+__all__ = ["ENTRY_POINT_GROUP", "make_plugin_manager", "Hooks", "PluginInfo", "list_plugins"]
+
+ENTRY_POINT_GROUP = "dispatch_core.plugins"
+log = logging.getLogger("dispatch_core.plugins")
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+def make_plugin_manager(
+    *, load_entrypoints: bool = True, plugins: Iterable[object] = ()
+) -> pluggy.PluginManager:
+    """Build a plugin manager for one engine (never a module global).
+
+    Built-ins are registered ``trylast`` so user plugins win; ``DISPATCH_DISABLE_PLUGINS``
+    (comma-separated names) blocks plugins; ``DISPATCH_TRACE_PLUGINS=1`` logs every hook call.
+    """
+    from dispatch_core import _builtins
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    for name in filter(None, (n.strip() for n in os.environ.get("DISPATCH_DISABLE_PLUGINS", "").split(","))):
+        pm.set_blocked(name)
+    pm.register(_builtins, name="dispatch_core.builtins")
+    for plugin in plugins:
+        pm.register(plugin)
+    if load_entrypoints:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    pm.check_pending()
+    if os.environ.get("DISPATCH_TRACE_PLUGINS"):
+        pm.add_hookcall_monitoring(
+            lambda name, impls, kwargs: log.debug("hook %s -> %d impls", name, len(impls)),
+            lambda outcome, name, impls, kwargs: None,
+        )
+    return pm
+
+
+class PluginInfo:
+    """A loaded plugin: its name, distribution, version and the hooks it implements."""
+
+    def __init__(self, name: str, distribution: str | None, version: str | None, hooks: list[str]):
+        self.name = name
+        self.distribution = distribution
+        self.version = version
+        self.hooks = hooks
+
+
+def list_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
+    """Describe the plugins registered with ``pm`` (for ``dispatch plugins``)."""
+    dists = {id(p): d for p, d in pm.list_plugin_distinfo()}
+    out: list[PluginInfo] = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        dist = dists.get(id(plugin))
+        dist_name = dist.project_name if dist is not None else None
+        version = dist.version if dist is not None else None
+        if dist is None and name.startswith("dispatch_core"):
+            dist_name = "dispatch-core"
+            version = importlib.metadata.version("dispatch-core")
+        hooks = sorted(h.name for h in (pm.get_hookcallers(plugin) or []))
+        out.append(PluginInfo(name, dist_name, version, hooks))
+    return sorted(out, key=lambda p: p.name)
+
+
+class Hooks:
+    """Emits lifecycle hooks out of band.
+
+    ``emit`` never blocks and never raises: it records the call for listeners (tests) and, if
+    any plugin implements the hook, queues it for a background task that awaits each
+    implementation under ``timeout`` and logs its failures. A hook nobody implements costs a
+    set lookup.
+    """
+
+    def __init__(self, pm: pluggy.PluginManager, *, timeout: float = 10.0) -> None:
+        self._pm = pm
+        self._timeout = timeout
+        self._listeners: list[Listener] = []
+        self._implemented: frozenset[str] = frozenset()
+        self._queue: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+        self._thread_lock = threading.Lock()
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute which lifecycle hooks have implementations (after registering a plugin)."""
+        self._implemented = frozenset(
+            name
+            for name in hookspecs.LIFECYCLE_HOOKS
+            if getattr(self._pm.hook, name).get_hookimpls()
+        )
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(hook_name, kwargs)`` synchronously on every emit."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Undo :meth:`add_listener`."""
+        self._listeners.remove(listener)
+
+    def wants(self, name: str) -> bool:
+        """Whether emitting ``name`` would reach anyone (lets callers skip building arguments)."""
+        return bool(self._listeners) or name in self._implemented
+
+    def emit(self, name: str, **kwargs: Any) -> None:
+        """Queue lifecycle hook ``name`` with ``kwargs``; safe from any thread."""
+        for listener in self._listeners:
+            try:
+                listener(name, kwargs)
+            except Exception:
+                log.exception("event listener failed on %s", name)
+        if name not in self._implemented:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            # Called from plain sync code (a Flask view): hand over to a private loop thread.
+            asyncio.run_coroutine_threadsafe(self._call_all(name, kwargs), self._background_loop())
+            return
+        if self._loop is not loop or self._task is None or self._task.done():
+            self._start(loop)
+        self._queue.append((name, kwargs))
+        assert self._wakeup is not None and self._idle is not None
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def flush(self) -> None:
+        """Wait until every queued hook call of this loop has run."""
+        if self._task is None or self._idle is None or self._loop is not asyncio.get_running_loop():
+            return
+        await self._idle.wait()
+
+    async def aclose(self) -> None:
+        """Flush, then stop the background task."""
+        await self.flush()
+        if self._task is not None and self._loop is asyncio.get_running_loop():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._task = None
+        self._loop = None
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue.clear()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task = loop.create_task(self._run(), name="dispatch-hooks")
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None and self._idle is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                name, kwargs = self._queue.popleft()
+                await self._call_all(name, kwargs)
+            self._idle.set()
+
+    async def _call_all(self, name: str, kwargs: dict[str, Any]) -> None:
+        caller = getattr(self._pm.hook, name)
+        # Same order as pluggy: last registered first, tryfirst/trylast respected.
+        for impl in reversed(caller.get_hookimpls()):
+            try:
+                args = [kwargs[a] for a in impl.argnames]
+                result = impl.function(*args)
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, self._timeout)
+            except TimeoutError:
+                log.warning("plugin %s: hook %s timed out after %ss", impl.plugin_name, name, self._timeout)
+            except Exception:
+                log.exception("plugin %s: hook %s raised; ignored", impl.plugin_name, name)
+
+    def _background_loop(self) -> asyncio.AbstractEventLoop:
+        with self._thread_lock:
+            if self._thread_loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="dispatch-hooks", daemon=True
+                ).start()
+                self._thread_loop = loop
+            return self._thread_loop

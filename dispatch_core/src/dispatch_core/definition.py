@@ -1,0 +1,196 @@
+"""Job definitions: what ``@engine.job`` returns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from dispatch_core.backoff import Backoff
+from dispatch_core.context import JobContext
+from dispatch_core.errors import ConfigurationError
+from dispatch_core.models import Job
+
+if TYPE_CHECKING:
+    from dispatch_core.engine import Engine
+
+__all__ = ["JobDefinition", "EnqueueOptions", "inspect_handler"]
+
+P = TypeVar("P")
+
+#: Keyword options accepted by every enqueue method.
+EnqueueOptions = dict[str, Any]
+
+_NO_PAYLOAD: Any = object()
+
+
+def inspect_handler(fn: Callable[..., Any]) -> tuple[int | None, bool, Any]:
+    """Return ``(ctx_position, takes_payload, payload_type)`` for a handler.
+
+    A handler takes at most one payload parameter plus, optionally, one parameter annotated
+    :class:`JobContext` (in either position). An unannotated payload is any JSON value.
+    """
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:
+        raise ConfigurationError(f"cannot resolve the type hints of {fn!r}: {exc}") from exc
+    params = [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    ctx_position: int | None = None
+    payload_params = []
+    for i, p in enumerate(params):
+        if hints.get(p.name) is JobContext:
+            ctx_position = i
+        else:
+            payload_params.append(p)
+    if len(payload_params) > 1:
+        names = ", ".join(p.name for p in payload_params)
+        raise ConfigurationError(
+            f"job handler {fn.__qualname__} takes several payload parameters ({names}); a job "
+            "takes one payload (an attrs class, a dataclass or a JSON type) and optionally a "
+            "JobContext"
+        )
+    if not payload_params:
+        return ctx_position, False, None
+    return ctx_position, True, hints.get(payload_params[0].name, Any)
+
+
+class JobDefinition(Generic[P]):
+    """A registered job: its handler, its defaults and its enqueue methods.
+
+    Calling the definition calls the handler directly (handy in tests); ``enqueue`` /
+    ``aenqueue`` put a job in the store for a worker.
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        fn: Callable[..., Any],
+        name: str,
+        queue: str,
+        max_retries: int,
+        timeout: float | None,
+        priority: int,
+        backoff: Backoff | None,
+        aliases: Iterable[str] = (),
+    ) -> None:
+        if max_retries < 0:
+            raise ConfigurationError(f"job {name!r}: max_retries must be >= 0, got {max_retries}")
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"job {name!r}: timeout must be > 0 seconds or None")
+        self.engine = engine
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.priority = priority
+        self.backoff = backoff
+        self.aliases = tuple(aliases)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._ctx_position, self.takes_payload, self.payload_type = inspect_handler(fn)
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", name)
+        self.__qualname__ = getattr(fn, "__qualname__", name)
+        self.__module__ = getattr(fn, "__module__", __name__)
+
+    def __repr__(self) -> str:
+        return f"<JobDefinition {self.name!r} queue={self.queue!r}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    # -- enqueue -----------------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        payload: P = _NO_PAYLOAD,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        unique_key: str | None = None,
+        tenant: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Job:
+        """Enqueue one job from synchronous code and return it as stored.
+
+        Args:
+            payload: The payload; validated against the handler's type.
+            queue: Override the definition's queue.
+            priority: Higher runs first.
+            run_at: Do not run before this (timezone-aware) time.
+            delay: Do not run before this many seconds (or this timedelta) from now.
+            max_retries: Retries after the first attempt.
+            timeout: Seconds an attempt may run.
+            unique_key: Idempotency key; a second enqueue with it returns the first job.
+            tenant: Tenant scope (defaults to the running job's).
+            headers: String metadata carried with the job (trace context...).
+
+        Raises:
+            PayloadError: the payload does not fit; nothing was written.
+            SyncInAsyncContextError: called inside a running event loop; use ``aenqueue``.
+        """
+        return self.engine.enqueue(
+            self, payload, queue=queue, priority=priority, run_at=run_at, delay=delay,
+            max_retries=max_retries, timeout=timeout, unique_key=unique_key, tenant=tenant,
+            headers=headers,
+        )
+
+    async def aenqueue(
+        self,
+        payload: P = _NO_PAYLOAD,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        unique_key: str | None = None,
+        tenant: str | None = None,
+        headers: dict[str, str] | None = None,
+        conn: Any = None,
+    ) -> Job:
+        """Async twin of :meth:`enqueue`; ``conn`` enqueues in a caller's SQL transaction
+        where the store supports it."""
+        return await self.engine.aenqueue(
+            self, payload, queue=queue, priority=priority, run_at=run_at, delay=delay,
+            max_retries=max_retries, timeout=timeout, unique_key=unique_key, tenant=tenant,
+            headers=headers, conn=conn,
+        )
+
+    def enqueue_many(self, payloads: Iterable[P], **options: Any) -> list[Job]:
+        """Enqueue many jobs in one store transaction (sync). Options as for :meth:`enqueue`,
+        applied to every job. All payloads are validated before anything is written."""
+        return self.engine.enqueue_many(self, payloads, **options)
+
+    async def aenqueue_many(self, payloads: Iterable[P], **options: Any) -> list[Job]:
+        """Async twin of :meth:`enqueue_many`."""
+        return await self.engine.aenqueue_many(self, payloads, **options)
+
+    # -- execution -------------------------------------------------------------------------------
+
+    async def _invoke(self, ctx: JobContext, payload: Any, executor: Executor) -> Any:
+        args: list[Any] = [payload] if self.takes_payload else []
+        if self._ctx_position is not None:
+            args.insert(self._ctx_position, ctx)
+        if self.is_async:
+            return await self.fn(*args)
+        # Sync handlers run in the worker's bounded pool, with the job's context variables.
+        call = functools.partial(contextvars.copy_context().run, self.fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
+

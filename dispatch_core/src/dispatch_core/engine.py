@@ -1,0 +1,578 @@
+"""The :class:`Engine`: the object an application holds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import cattrs
+import pluggy
+
+from dispatch_core._ids import new_id
+from dispatch_core._plugins import Hooks, make_plugin_manager
+from dispatch_core.backoff import DEFAULT_BACKOFF, Backoff
+from dispatch_core.context import JobContext, current_tenant
+from dispatch_core.definition import _NO_PAYLOAD, JobDefinition
+from dispatch_core.errors import (
+    ConfigurationError,
+    PayloadError,
+    StoreUnavailableError,
+    SyncInAsyncContextError,
+    UnknownJobError,
+)
+from dispatch_core.middleware import Middleware, MiddlewareRegistry
+from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, utcnow
+from dispatch_core.registry import StoreRegistry
+from dispatch_core.serde import make_converter, to_json_payload
+from dispatch_core.states import JobState
+from dispatch_core.store import Store, SyncStore
+
+if TYPE_CHECKING:
+    from dispatch_core.worker import DrainResult, Worker
+
+__all__ = ["Engine", "DEFAULT_QUEUE"]
+
+log = logging.getLogger("dispatch_core.engine")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_QUEUE = "default"
+_DEFAULT_TIMEOUT = 300.0
+
+
+class Engine:
+    """Registers jobs, enqueues them and runs workers over one store.
+
+    Args:
+        store: A store URL (``sqlite:///jobs.db``, ``memory://``, ``postgresql://…``) or a
+            :class:`~dispatch_core.store.Store`. Without one, ``DISPATCH_URL`` is read, then
+            ``sqlite:///dispatch.db`` is used if dispatch-sqlite is installed.
+        plugins: Plugin objects to register besides the entry-point plugins.
+        load_entrypoints: Load plugins from the ``dispatch_core.plugins`` entry points.
+        backoff: The default retry backoff (exponential with full jitter, 1 s to 60 s).
+        middleware: User middleware, innermost, in order (outermost first).
+        auto_migrate: Migrate the store's schema when the engine opens it.
+        hook_timeout: Seconds one lifecycle-hook implementation may take.
+
+    Raises:
+        StoreURLError: the URL is malformed or no installed plugin serves its scheme.
+        PluginMissingError: the scheme's plugin is known but not installed.
+    """
+
+    def __init__(
+        self,
+        store: str | Store | None = None,
+        *,
+        plugins: Iterable[object] = (),
+        load_entrypoints: bool = True,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        middleware: Sequence[Middleware] = (),
+        auto_migrate: bool = True,
+        hook_timeout: float = 10.0,
+    ) -> None:
+        self.pm: pluggy.PluginManager = make_plugin_manager(
+            load_entrypoints=load_entrypoints, plugins=plugins
+        )
+        self.stores = StoreRegistry()
+        self.pm.hook.dispatch_register_stores(registry=self.stores)
+        if isinstance(store, Store):
+            self.store = store
+            self.url = getattr(store, "url", type(store).__name__)
+        else:
+            self.url = self._resolve_url(store)
+            self.store = self.stores.create(self.url)
+        self.converter: cattrs.Converter = make_converter()
+        self.pm.hook.dispatch_configure_converter(converter=self.converter)
+        self.middleware = MiddlewareRegistry()
+        self.pm.hook.dispatch_register_middleware(registry=self.middleware)
+        for i, mw in enumerate(middleware):
+            self.middleware.add(f"user.{i}", mw)
+        self.backoff = backoff
+        self.auto_migrate = auto_migrate
+        self.hooks = Hooks(self.pm, timeout=hook_timeout)
+        self._jobs: dict[str, JobDefinition[Any]] = {}
+        self._open_loop: asyncio.AbstractEventLoop | None = None
+        self._open_lock: asyncio.Lock | None = None
+        self._sync: SyncStore | None = None
+        self._sync_lock = threading.Lock()
+        self._portal: _Portal | None = None
+        self._wakers: list[Callable[[], None]] = []
+
+    def __repr__(self) -> str:
+        return f"<Engine {self.url!r} jobs={sorted(self._jobs)}>"
+
+    def _resolve_url(self, url: str | None) -> str:
+        if url:
+            return url
+        env = os.environ.get("DISPATCH_URL")
+        if env:
+            return env
+        if "sqlite" in self.stores.schemes():
+            return "sqlite:///dispatch.db"
+        raise ConfigurationError(
+            "no store URL given and DISPATCH_URL is not set; pass one, e.g. "
+            "Engine('postgresql://localhost/app'), or install the embedded default with: "
+            "pip install dispatch-sqlite"
+        )
+
+    def register_plugin(self, plugin: object, name: str | None = None) -> None:
+        """Register a plugin object after construction (lifecycle hooks only)."""
+        self.pm.register(plugin, name=name)
+        self.hooks.refresh()
+
+    # -- definitions -----------------------------------------------------------------------------
+
+    @overload
+    def job(self, fn: F) -> JobDefinition[Any]: ...
+
+    @overload
+    def job(
+        self,
+        fn: None = None,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        max_retries: int = 3,
+        timeout: float | None = _DEFAULT_TIMEOUT,
+        priority: int = 0,
+        backoff: Backoff | None = None,
+        aliases: Iterable[str] = (),
+    ) -> Callable[[F], JobDefinition[Any]]: ...
+
+    def job(
+        self,
+        fn: F | None = None,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        max_retries: int = 3,
+        timeout: float | None = _DEFAULT_TIMEOUT,
+        priority: int = 0,
+        backoff: Backoff | None = None,
+        aliases: Iterable[str] = (),
+    ) -> JobDefinition[Any] | Callable[[F], JobDefinition[Any]]:
+        """Register a job handler; use as ``@engine.job`` or ``@engine.job(queue=...)``.
+
+        The handler is an ``async def`` or a plain ``def`` (run in a thread pool) taking one
+        typed payload and, optionally, a parameter annotated :class:`JobContext`.
+
+        Args:
+            name: The stable name stored with each job (default: ``module.qualname``).
+            queue: Default queue.
+            max_retries: Retries after the first attempt (default 3: four attempts).
+            timeout: Seconds an attempt may run (default 300); ``None`` for no limit.
+            priority: Default priority; higher runs first.
+            backoff: Retry backoff for this job (default: the engine's).
+            aliases: Older names still accepted from the store (for renames).
+        """
+
+        def register(f: F) -> JobDefinition[Any]:
+            job_name = name or f"{f.__module__}.{f.__qualname__}"
+            definition: JobDefinition[Any] = JobDefinition(
+                engine=self, fn=f, name=job_name, queue=queue, max_retries=max_retries,
+                timeout=timeout, priority=priority, backoff=backoff, aliases=aliases,
+            )
+            for key in (job_name, *definition.aliases):
+                existing = self._jobs.get(key)
+                if existing is not None and existing.fn is not f:
+                    raise ConfigurationError(
+                        f"job name {key!r} is already registered by {existing.fn.__qualname__}"
+                    )
+                self._jobs[key] = definition
+            return definition
+
+        return register(fn) if fn is not None else register
+
+    @property
+    def jobs(self) -> dict[str, JobDefinition[Any]]:
+        """Registered jobs by name (aliases included)."""
+        return dict(self._jobs)
+
+    def get_definition(self, name: str) -> JobDefinition[Any]:
+        """The definition registered under ``name``.
+
+        Raises:
+            UnknownJobError: no job has that name; the message lists the registered ones.
+        """
+        try:
+            return self._jobs[name]
+        except KeyError:
+            raise UnknownJobError(name, list(self._jobs)) from None
+
+    # -- store lifecycle --------------------------------------------------------------------------
+
+    async def aopen(self) -> None:
+        """Open the store (migrating it when ``auto_migrate``); idempotent per event loop."""
+        loop = asyncio.get_running_loop()
+        if self._open_loop is loop:
+            return
+        if self._open_lock is None or self._open_lock._get_loop() is not loop:  # type: ignore[attr-defined]
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._open_loop is loop:
+                return
+            if self._open_loop is not None:
+                # A previous asyncio.run() left connections bound to a dead loop.
+                await self._close_store_quietly()
+            try:
+                await self.store.open()
+                if self.auto_migrate:
+                    await self.store.migrate()
+            except StoreUnavailableError:
+                raise
+            except Exception as exc:
+                raise StoreUnavailableError(f"cannot open store {self.url}: {exc}") from exc
+            self._open_loop = loop
+        self.hooks.emit("dispatch_engine_started", engine=self)
+
+    async def aclose(self) -> None:
+        """Flush lifecycle hooks and close the store."""
+        if self._open_loop is None:
+            return
+        self.hooks.emit("dispatch_engine_shutdown", engine=self)
+        await self.hooks.aclose()
+        await self._close_store_quietly()
+        self._open_loop = None
+
+    async def _close_store_quietly(self) -> None:
+        try:
+            await self.store.close()
+        except Exception:
+            log.exception("closing store %s failed", self.url)
+
+    def close(self) -> None:
+        """Release sync resources (the sync producer, the portal thread, the thread pool)."""
+        with self._sync_lock:
+            if self._sync is not None:
+                self._sync.close()
+                self._sync = None
+            if self._portal is not None:
+                self._portal.stop()
+                self._portal = None
+
+    async def __aenter__(self) -> Engine:
+        await self.aopen()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def amigrate(self) -> list[str]:
+        """Migrate the store's schema; return the migrations applied."""
+        await self.store.open()
+        return await self.store.migrate()
+
+    # -- enqueue -----------------------------------------------------------------------------------
+
+    def _new_job(
+        self,
+        definition: JobDefinition[Any],
+        raw_payload: Any,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        unique_key: str | None = None,
+        tenant: str | None = None,
+        headers: dict[str, str] | None = None,
+        now: datetime | None = None,
+    ) -> NewJob:
+        now = now or utcnow()
+        if run_at is not None and delay is not None:
+            raise ValueError("give run_at or delay, not both")
+        if run_at is not None:
+            if run_at.tzinfo is None:
+                raise ValueError(f"run_at must be timezone-aware, got naive {run_at.isoformat()}")
+            when = run_at
+        elif delay is not None:
+            when = now + (delay if isinstance(delay, timedelta) else timedelta(seconds=delay))
+        else:
+            when = now
+        retries = definition.max_retries if max_retries is None else max_retries
+        if retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {retries}")
+        return NewJob(
+            id=new_id("job"),
+            name=definition.name,
+            queue=queue or definition.queue,
+            payload=raw_payload,
+            priority=definition.priority if priority is None else priority,
+            max_attempts=retries + 1,
+            timeout=definition.timeout if timeout is None else timeout,
+            run_at=when,
+            created_at=now,
+            unique_key=unique_key,
+            tenant=tenant if tenant is not None else current_tenant(),
+            headers=dict(headers) if headers else {},
+        )
+
+    def _definition_of(self, job: JobDefinition[Any] | str) -> JobDefinition[Any]:
+        if isinstance(job, JobDefinition):
+            if self._jobs.get(job.name) is not job:
+                raise UnknownJobError(job.name, list(self._jobs))
+            return job
+        return self.get_definition(job)
+
+    def _prepare(self, job: JobDefinition[Any] | str, payload: Any, options: dict[str, Any]) -> NewJob:
+        definition = self._definition_of(job)
+        if payload is _NO_PAYLOAD:
+            if definition.takes_payload:
+                raise PayloadError(definition.name, ["required payload missing @ $"])
+            payload = None
+        elif not definition.takes_payload and payload is not None:
+            raise PayloadError(definition.name, ["this job takes no payload @ $"])
+        raw = to_json_payload(self.converter, definition.name, definition.payload_type, payload)
+        return self._new_job(definition, raw, **options)
+
+    def _after_enqueue(self, jobs: Sequence[Job], new: Sequence[NewJob]) -> None:
+        for waker in self._wakers:
+            waker()
+        if self.hooks.wants("dispatch_job_enqueued"):
+            ids = {n.id for n in new}
+            for job in jobs:
+                if job.id in ids:  # a duplicate unique_key returned an existing job
+                    self.hooks.emit("dispatch_job_enqueued", job=job, engine=self)
+
+    async def aenqueue(
+        self, job: JobDefinition[Any] | str, payload: Any = _NO_PAYLOAD, *, conn: Any = None,
+        **options: Any,
+    ) -> Job:
+        """Enqueue one job by definition or name (async). See :meth:`JobDefinition.enqueue`.
+
+        Raises:
+            UnknownJobError: ``job`` is not registered.
+            PayloadError: the payload does not fit; nothing was written.
+        """
+        new = self._prepare(job, payload, options)
+        await self.aopen()
+        if conn is not None:
+            enqueue_in = getattr(self.store, "enqueue_in", None)
+            if enqueue_in is None:
+                raise ConfigurationError(
+                    f"store {self.url} does not support enqueueing in a caller's transaction"
+                )
+            jobs = await enqueue_in(conn, [new])
+        else:
+            jobs = await self.store.enqueue([new])
+        self._after_enqueue(jobs, [new])
+        return jobs[0]
+
+    async def aenqueue_many(
+        self, job: JobDefinition[Any] | str, payloads: Iterable[Any], **options: Any
+    ) -> list[Job]:
+        """Enqueue many jobs in one transaction (async); all are validated first."""
+        now = utcnow()
+        new = [self._prepare(job, p, {**options, "now": now}) for p in payloads]
+        if not new:
+            return []
+        await self.aopen()
+        jobs = await self.store.enqueue(new)
+        self._after_enqueue(jobs, new)
+        return jobs
+
+    def enqueue(self, job: JobDefinition[Any] | str, payload: Any = _NO_PAYLOAD, **options: Any) -> Job:
+        """Blocking twin of :meth:`aenqueue`, for code without an event loop."""
+        self._no_running_loop("enqueue", "aenqueue")
+        new = self._prepare(job, payload, options)
+        jobs = self._sync_call("enqueue", [new])
+        self._after_enqueue(jobs, [new])
+        return jobs[0]  # type: ignore[no-any-return]
+
+    def enqueue_many(
+        self, job: JobDefinition[Any] | str, payloads: Iterable[Any], **options: Any
+    ) -> list[Job]:
+        """Blocking twin of :meth:`aenqueue_many`."""
+        self._no_running_loop("enqueue_many", "aenqueue_many")
+        now = utcnow()
+        new = [self._prepare(job, p, {**options, "now": now}) for p in payloads]
+        if not new:
+            return []
+        jobs: list[Job] = self._sync_call("enqueue", new)
+        self._after_enqueue(jobs, new)
+        return jobs
+
+    # -- inspection and control (async, with sync twins) ------------------------------------------
+
+    async def aget_job(self, job_id: str) -> Job:
+        """The job with this id. Raises :class:`JobNotFoundError`."""
+        await self.aopen()
+        return await self.store.get_job(job_id)
+
+    def get_job(self, job_id: str) -> Job:
+        """Blocking twin of :meth:`aget_job`."""
+        self._no_running_loop("get_job", "aget_job")
+        return self._sync_call("get_job", job_id)  # type: ignore[no-any-return]
+
+    async def acancel(self, job_id: str) -> Job:
+        """Cancel a pending, retrying or running job. A running attempt is stopped at its next
+        heartbeat and its result discarded. Raises :class:`InvalidTransitionError` for a
+        finished job."""
+        await self.aopen()
+        return await self.store.cancel(job_id, now=utcnow())
+
+    def cancel(self, job_id: str) -> Job:
+        """Blocking twin of :meth:`acancel`."""
+        self._no_running_loop("cancel", "acancel")
+        return self._sync_call("cancel", job_id)  # type: ignore[no-any-return]
+
+    async def aretry(self, job_id: str) -> Job:
+        """Send a failed or cancelled job back to pending with fresh attempts."""
+        await self.aopen()
+        job = await self.store.retry(job_id, now=utcnow())
+        for waker in self._wakers:
+            waker()
+        return job
+
+    async def alist_jobs(
+        self,
+        *,
+        state: JobState | str | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs, newest first, optionally filtered."""
+        await self.aopen()
+        return await self.store.list_jobs(
+            JobFilter(
+                state=JobState(state) if state is not None else None,
+                queue=queue, name=name, tenant=tenant, limit=limit, offset=offset,
+            )
+        )
+
+    async def acount_jobs(self, *, queue: str | None = None) -> dict[JobState, int]:
+        """Job counts by state."""
+        await self.aopen()
+        return await self.store.count_jobs(queue=queue)
+
+    async def alist_dlq(self, *, queue: str | None = None, limit: int = 100, offset: int = 0) -> list[DLQEntry]:
+        """Dead-letter entries, oldest failure first."""
+        await self.aopen()
+        return await self.store.list_dlq(queue=queue, limit=limit, offset=offset)
+
+    async def aget_dlq(self, entry_id: str) -> DLQEntry:
+        """One dead-letter entry. Raises :class:`DLQEntryNotFoundError`."""
+        await self.aopen()
+        return await self.store.get_dlq(entry_id)
+
+    async def areplay_dlq(self, entry_id: str) -> Job:
+        """Enqueue a fresh copy of a dead-lettered job; the entry records the replay."""
+        await self.aopen()
+        job = await self.store.replay_dlq(entry_id, new_job_id=new_id("job"), now=utcnow())
+        self._after_enqueue([job], [])
+        return job
+
+    async def apurge_dlq(self, *, before: datetime | None = None, older_than: timedelta | None = None) -> int:
+        """Delete dead-letter entries that failed before ``before`` (or ``older_than`` ago)."""
+        if (before is None) == (older_than is None):
+            raise ValueError("give exactly one of before= or older_than=")
+        cutoff = before if before is not None else utcnow() - older_than  # type: ignore[operator]
+        if cutoff.tzinfo is None:
+            raise ValueError("before must be timezone-aware")
+        await self.aopen()
+        return await self.store.purge_dlq(before=cutoff)
+
+    # -- workers -----------------------------------------------------------------------------------
+
+    def worker(self, **options: Any) -> Worker:
+        """Build a :class:`~dispatch_core.worker.Worker` for this engine (see its arguments)."""
+        from dispatch_core.worker import Worker
+
+        return Worker(self, **options)
+
+    async def drain(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        wait_scheduled: bool = False,
+        timeout: float | None = 60.0,
+    ) -> DrainResult:
+        """Run jobs until none is runnable, then return what happened (for tests and scripts).
+
+        Args:
+            queues: Queues to take jobs from (default: every queue).
+            concurrency: Jobs run at once.
+            wait_scheduled: Also wait for jobs scheduled in the future (retries in backoff,
+                delayed jobs) instead of returning while they wait.
+            timeout: Give up after this many seconds (``TimeoutError``).
+        """
+        worker = self.worker(queues=queues, concurrency=concurrency)
+        return await worker.drain(wait_scheduled=wait_scheduled, timeout=timeout)
+
+    def _add_waker(self, waker: Callable[[], None]) -> None:
+        self._wakers.append(waker)
+
+    def _remove_waker(self, waker: Callable[[], None]) -> None:
+        if waker in self._wakers:
+            self._wakers.remove(waker)
+
+    # -- sync plumbing -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _no_running_loop(method: str, twin: str) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        raise SyncInAsyncContextError(method, twin)
+
+    def _sync_call(self, method: str, *args: Any) -> Any:
+        sync = self._get_sync()
+        if sync is not None:
+            return getattr(sync, method)(*args)
+        assert self._portal is not None
+        if method == "enqueue":
+            return self._portal.call(self._portal_store().enqueue(*args))
+        if method == "cancel":
+            return self._portal.call(self._portal_store().cancel(*args, now=utcnow()))
+        return self._portal.call(getattr(self._portal_store(), method)(*args))
+
+    def _get_sync(self) -> SyncStore | None:
+        with self._sync_lock:
+            if self._sync is None and self._portal is None:
+                try:
+                    self._sync = self.store.sync()
+                except StoreUnavailableError:
+                    raise
+                except Exception as exc:
+                    raise StoreUnavailableError(f"cannot open store {self.url}: {exc}") from exc
+                if self._sync is None:
+                    self._portal = _Portal(self)
+            return self._sync
+
+    def _portal_store(self) -> Store:
+        assert self._portal is not None
+        return self._portal.store
+
+
+class _Portal:
+    """A private event loop in a thread, for sync calls on a store with no sync driver."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="dispatch-portal", daemon=True)
+        self.thread.start()
+        self.store = engine.stores.create(engine.url) if isinstance(engine.url, str) and "://" in engine.url else engine.store
+        self.call(self._open())
+
+    async def _open(self) -> None:
+        await self.store.open()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        try:
+            self.call(self.store.close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)

@@ -1,0 +1,115 @@
+"""The exceptions Dispatch raises.
+
+Every error a user can meet derives from :class:`DispatchError`, so ``except DispatchError``
+catches them all. Messages say what was wrong and where.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DispatchError",
+    "ConfigurationError",
+    "StoreURLError",
+    "PluginMissingError",
+    "StoreUnavailableError",
+    "PayloadError",
+    "UnknownJobError",
+    "NotFoundError",
+    "JobNotFoundError",
+    "DLQEntryNotFoundError",
+    "InvalidTransitionError",
+    "SyncInAsyncContextError",
+    "JobTimeoutError",
+]
+
+
+class DispatchError(Exception):
+    """Base class of every Dispatch error."""
+
+
+class ConfigurationError(DispatchError):
+    """The engine or a worker was configured with values that cannot work."""
+
+
+class StoreURLError(ConfigurationError):
+    """A store URL could not be parsed or names a scheme no installed plugin provides."""
+
+
+class PluginMissingError(StoreURLError):
+    """A store URL names a known scheme whose plugin distribution is not installed."""
+
+    def __init__(self, scheme: str, package: str) -> None:
+        super().__init__(
+            f"store URL scheme {scheme!r} needs the {package} plugin, which is not installed; "
+            f"install it with: pip install {package}"
+        )
+        self.scheme = scheme
+        self.package = package
+
+
+class StoreUnavailableError(DispatchError):
+    """The store cannot be reached, opened or read (missing file, refused connection...)."""
+
+
+class PayloadError(DispatchError, ValueError):
+    """A payload does not fit the type its job declares; nothing was written."""
+
+    def __init__(self, job_name: str, problems: list[str]) -> None:
+        detail = "; ".join(problems)
+        super().__init__(f"invalid payload for job {job_name!r}: {detail}")
+        self.job_name = job_name
+        self.problems = problems
+
+
+class UnknownJobError(DispatchError, LookupError):
+    """A job name is not registered with the engine."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        listed = ", ".join(sorted(known)) or "none"
+        super().__init__(f"unknown job {name!r}; registered jobs: {listed}")
+        self.name = name
+
+
+class NotFoundError(DispatchError, LookupError):
+    """A record asked for by id does not exist in the store."""
+
+
+class JobNotFoundError(NotFoundError):
+    """No job has the given id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found")
+        self.job_id = job_id
+
+
+class DLQEntryNotFoundError(NotFoundError):
+    """No dead-letter entry has the given id."""
+
+    def __init__(self, entry_id: str) -> None:
+        super().__init__(f"dead-letter entry {entry_id!r} not found")
+        self.entry_id = entry_id
+
+
+class InvalidTransitionError(DispatchError):
+    """A state change the job state machine does not allow was asked for."""
+
+    def __init__(self, job_id: str, current: str, target: str, why: str = "") -> None:
+        msg = f"job {job_id!r} cannot go from {current!r} to {target!r}"
+        super().__init__(f"{msg}: {why}" if why else msg)
+        self.job_id = job_id
+        self.current = current
+        self.target = target
+
+
+class SyncInAsyncContextError(DispatchError, RuntimeError):
+    """A blocking (sync) API was called from inside a running event loop."""
+
+    def __init__(self, method: str, twin: str) -> None:
+        super().__init__(
+            f"{method}() blocks and cannot be called from a running event loop; "
+            f"use 'await {twin}(...)' instead"
+        )
+
+
+class JobTimeoutError(DispatchError, TimeoutError):
+    """A job ran longer than its timeout and was stopped."""

@@ -1,0 +1,282 @@
+"""Hook specifications: every hook a Dispatch plugin may implement.
+
+Plugins implement hooks with :data:`dispatch_core.hookimpl` and register through the
+``dispatch_core.plugins`` entry-point group. Two kinds of hook exist:
+
+* **Registration hooks** (``dispatch_register_*``, ``dispatch_configure_converter``) are called
+  synchronously while an engine or the CLI is built. They must be plain functions.
+* **Lifecycle hooks** (``dispatch_job_*``, ``dispatch_workflow_*``, ``dispatch_cron_fired``,
+  ``dispatch_engine_*``) are notifications. They may be ``async def``. The engine calls them
+  out of band, after the state change is stored: each implementation is awaited on its own,
+  under a timeout, and its exceptions are logged and swallowed, so a slow or failing plugin
+  never blocks or fails a job. Their return values are ignored. Wrappers
+  (``wrapper=True``/``hookwrapper=True``) are not supported on lifecycle hooks; use
+  middleware to wrap job execution.
+
+Every lifecycle hook may take ``engine``; pluggy passes only the arguments an implementation
+names, so implementations list just what they need.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import cattrs
+    import click
+
+    from dispatch_core.engine import Engine
+    from dispatch_core.middleware import MiddlewareRegistry
+    from dispatch_core.models import Job
+    from dispatch_core.registry import StoreRegistry
+
+__all__ = ["hookspec", "hookimpl", "PROJECT_NAME", "LIFECYCLE_HOOKS"]
+
+PROJECT_NAME = "dispatch"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration hooks (sync)
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def dispatch_register_stores(registry: StoreRegistry) -> None:
+    """Register store backends under URL schemes.
+
+    Called once per engine (and by the CLI) before the store URL is resolved. Call
+    ``registry.add(scheme, factory)``; ``factory(url)`` returns an unopened
+    :class:`~dispatch_core.store.Store`. Must not be ``async``.
+
+    Args:
+        registry: The engine's store registry.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def dispatch_register_middleware(registry: MiddlewareRegistry) -> None:
+    """Contribute job middleware.
+
+    Called once per engine. Call ``registry.add(name, middleware, position=...)``; a
+    middleware is ``async def mw(ctx, call_next)``. Must not be ``async``.
+
+    Args:
+        registry: The engine's middleware registry.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def dispatch_configure_converter(converter: cattrs.Converter) -> None:
+    """Teach the engine's cattrs converter about payload types (register hooks on it).
+
+    Called once per engine, before any job is registered. Must not be ``async``.
+
+    Args:
+        converter: The engine's private converter (based on ``cattrs.preconf.json``).
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def dispatch_register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``dispatch`` command line.
+
+    Called once when the CLI starts. Must not be ``async``.
+
+    Args:
+        cli: The root ``dispatch`` click group.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def dispatch_register_routes(routes: list[Any], engine: Engine) -> None:
+    """Add HTTP routes to the admin application (used by dispatch-admin).
+
+    Args:
+        routes: The route list being built; append to it.
+        engine: The engine the admin app serves.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine lifecycle
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def dispatch_engine_started(engine: Engine) -> None:
+    """Notify that an engine opened its store and is ready. ``async def`` allowed.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def dispatch_engine_shutdown(engine: Engine) -> None:
+    """Notify that an engine is closing (workers stopped, store about to close).
+    ``async def`` allowed.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Job lifecycle (out of band; async def allowed; exceptions are logged and swallowed)
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def dispatch_job_enqueued(job: Job, engine: Engine) -> None:
+    """Notify that a job was written to the store (producer side).
+
+    Args:
+        job: The stored job (for a duplicate ``unique_key``, the existing job is not re-sent).
+        engine: The engine.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def dispatch_job_started(job: Job, engine: Engine) -> None:
+    """Notify that a worker began an attempt (``job.attempt`` is its number).
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def dispatch_job_completed(job: Job, elapsed: float, engine: Engine) -> None:
+    """Notify that an attempt succeeded and the job is completed.
+
+    Args:
+        job: The job, state ``completed``, with its ``result``.
+        elapsed: Seconds the handler ran.
+        engine: The engine.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def dispatch_job_failed(job: Job, error: str, engine: Engine) -> None:
+    """Notify that a job failed for good (no attempts left). ``dispatch_job_dead_lettered``
+    follows.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def dispatch_job_retrying(job: Job, attempt: int, next_run_at: datetime, engine: Engine) -> None:
+    """Notify that an attempt failed and the job will run again at ``next_run_at``.
+
+    Args:
+        job: The job, state ``retrying``, with ``last_error``.
+        attempt: The number of the attempt that failed.
+        next_run_at: When the next attempt may start.
+        engine: The engine.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def dispatch_job_dead_lettered(job: Job, error: str, engine: Engine) -> None:
+    """Notify that a failed job was copied to the dead-letter queue.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Workflow lifecycle
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def dispatch_workflow_started(run: Any, engine: Engine) -> None:
+    """Notify that a workflow run started.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def dispatch_workflow_step_completed(
+    run: Any, step_name: str, elapsed: float, engine: Engine
+) -> None:
+    """Notify that a workflow step completed and was checkpointed.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def dispatch_workflow_step_failed(run: Any, step_name: str, error: str, engine: Engine) -> None:
+    """Notify that a workflow step raised.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def dispatch_workflow_completed(run: Any, elapsed: float, engine: Engine) -> None:
+    """Notify that a workflow run completed.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def dispatch_workflow_failed(run: Any, error: str, engine: Engine) -> None:
+    """Notify that a workflow run failed (after its compensations ran).
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Cron
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def dispatch_cron_fired(entry_name: str, job_id: str, engine: Engine) -> None:
+    """Notify that the leader fired a cron entry and enqueued ``job_id``.
+
+    .. versionadded:: 0.1
+    """
+
+
+#: Names of the lifecycle (notification) hooks, in catalogue order.
+LIFECYCLE_HOOKS: tuple[str, ...] = (
+    "dispatch_engine_started",
+    "dispatch_engine_shutdown",
+    "dispatch_job_enqueued",
+    "dispatch_job_started",
+    "dispatch_job_completed",
+    "dispatch_job_failed",
+    "dispatch_job_retrying",
+    "dispatch_job_dead_lettered",
+    "dispatch_workflow_started",
+    "dispatch_workflow_step_completed",
+    "dispatch_workflow_step_failed",
+    "dispatch_workflow_completed",
+    "dispatch_workflow_failed",
+    "dispatch_cron_fired",
+)

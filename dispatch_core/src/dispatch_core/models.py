@@ -1,0 +1,142 @@
+"""Value types shared by the engine, the worker and every store."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from dispatch_core.states import JobState
+
+__all__ = [
+    "JSON",
+    "Job",
+    "NewJob",
+    "Outcome",
+    "OutcomeKind",
+    "DLQEntry",
+    "JobFilter",
+    "utcnow",
+]
+
+#: A JSON value: what payloads, results and headers hold once serialised.
+JSON = Any
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+@attrs.frozen(kw_only=True)
+class NewJob:
+    """A job to be written by :meth:`Store.enqueue`; the engine builds it, the store persists it."""
+
+    #: TypeID ``job_…``, chosen by the engine so bulk inserts need no round trip.
+    id: str
+    name: str
+    queue: str
+    #: The payload, already validated and unstructured to JSON types.
+    payload: JSON
+    priority: int
+    max_attempts: int
+    #: Seconds the handler may run; ``None`` means no limit.
+    timeout: float | None
+    run_at: datetime
+    created_at: datetime
+    unique_key: str | None = None
+    tenant: str | None = None
+    headers: dict[str, str] = attrs.Factory(dict)
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """A persisted job, as a store returns it. Immutable: transitions return new objects."""
+
+    id: str
+    name: str
+    queue: str
+    payload: JSON
+    state: JobState
+    priority: int
+    #: Attempts started so far (a rescued attempt counts; a released one does not).
+    attempt: int
+    max_attempts: int
+    timeout: float | None
+    run_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    last_error: str | None = None
+    unique_key: str | None = None
+    tenant: str | None = None
+    headers: dict[str, str] = attrs.Factory(dict)
+    result: JSON = None
+    #: The lease, set while the job is running.
+    worker_id: str | None = None
+    attempt_token: str | None = None
+    lease_expires_at: datetime | None = None
+
+    @property
+    def max_retries(self) -> int:
+        """Retries allowed after the first attempt."""
+        return self.max_attempts - 1
+
+
+class OutcomeKind(str, enum.Enum):
+    """What a worker reports for a finished attempt."""
+
+    COMPLETED = "completed"
+    RETRY = "retry"
+    FAIL = "fail"  # terminal: the store dead-letters the job in the same write
+    RELEASE = "release"  # shutdown: back to pending, the attempt is not consumed
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """The end of one attempt, written by :meth:`Store.finish` only if the token still holds."""
+
+    job_id: str
+    attempt_token: str
+    kind: OutcomeKind
+    error: str | None = None
+    result: JSON = None
+    #: For ``RETRY``: when the next attempt may run.
+    run_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class DLQEntry:
+    """A dead-lettered job: a copy of what failed, kept until replayed or purged."""
+
+    id: str
+    job_id: str
+    name: str
+    queue: str
+    payload: JSON
+    error: str
+    attempts: int
+    max_attempts: int
+    priority: int
+    timeout: float | None
+    tenant: str | None
+    headers: dict[str, str]
+    failed_at: datetime
+    replayed_at: datetime | None = None
+    #: The job created by the last replay.
+    replay_job_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class JobFilter:
+    """Which jobs :meth:`Store.list_jobs` returns; ``None`` fields do not filter."""
+
+    state: JobState | None = None
+    queue: str | None = None
+    name: str | None = None
+    tenant: str | None = None
+    limit: int = 100
+    offset: int = 0

@@ -1,0 +1,541 @@
+"""The worker: one fetcher, a pool of job tasks, a batched finisher, heartbeats and rescue.
+
+One fetcher claims as many jobs as there are free slots, in one store call. Each job runs in
+its own task through the middleware chain. Outcomes are buffered and written in batches by a
+finisher task, so a busy worker does one store round trip per batch, not per job. A heartbeat
+task extends the leases of running jobs and stops attempts whose lease was lost; a rescue task
+recovers jobs whose worker died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from dispatch_core._ids import new_id
+from dispatch_core.context import JobContext
+from dispatch_core.errors import ConfigurationError
+from dispatch_core.middleware import build_chain
+from dispatch_core.models import Job, Outcome, OutcomeKind, utcnow
+from dispatch_core.serde import from_json_payload
+from dispatch_core.states import JobState
+
+if TYPE_CHECKING:
+    from dispatch_core.engine import Engine
+
+__all__ = ["Worker", "WorkerStats", "DrainResult"]
+
+log = logging.getLogger("dispatch_core.worker")
+
+_IDLE_BASE = 0.05  # first idle wait (s); doubles up to poll_interval
+_STORE_RETRY_MAX = 5.0  # cap of the wait between retries when the store is unreachable
+_ERROR_MAX_CHARS = 8000
+_WATCHDOG_TICK = 0.05  # resolution of job timeouts (s)
+
+
+@attrs.define
+class WorkerStats:
+    """What a worker did: counts of attempt outcomes."""
+
+    completed: int = 0
+    retried: int = 0
+    failed: int = 0
+    released: int = 0
+    rescued: int = 0
+    #: Outcomes refused by the store because the lease was lost (cancelled or rescued).
+    lost: int = 0
+
+    @property
+    def processed(self) -> int:
+        """Attempts that reached an outcome."""
+        return self.completed + self.retried + self.failed
+
+
+#: What :meth:`Engine.drain` returns.
+DrainResult = WorkerStats
+
+
+_OWN_DIR = os.path.dirname(__file__)
+
+
+def _format_error(exc: BaseException) -> str:
+    """``Type: message`` then the traceback, without Dispatch's own frames (middleware...)."""
+    tb = traceback.TracebackException.from_exception(exc)
+    tb.stack = traceback.StackSummary.from_list(
+        [f for f in tb.stack if not f.filename.startswith(_OWN_DIR)]
+    )
+    text = "".join(tb.format())
+    if len(text) > _ERROR_MAX_CHARS:
+        text = text[: _ERROR_MAX_CHARS // 4] + "\n[...]\n" + text[-_ERROR_MAX_CHARS // 2 :]
+    return f"{type(exc).__name__}: {exc}\n\n{text}"
+
+
+class Worker:
+    """Runs the jobs of one engine.
+
+    Args:
+        engine: The engine whose jobs and store to use.
+        queues: Queues to take jobs from (default: every queue).
+        concurrency: Jobs run at once (async tasks; sync handlers use a thread pool this big).
+        lease_seconds: How long a claim holds a job without a heartbeat.
+        heartbeat_interval: Seconds between lease extensions (default: a third of the lease).
+        rescue_interval: Seconds between rescues of expired leases (default: min(5, lease/2)).
+        poll_interval: Longest idle wait between polls when nothing wakes the worker.
+        grace_period: Seconds in-flight jobs get to finish at shutdown before they are cancelled
+            and released (their attempt is not consumed).
+        worker_id: Stable id (default: a new ``wkr_…``).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        lease_seconds: float = 30.0,
+        heartbeat_interval: float | None = None,
+        rescue_interval: float | None = None,
+        poll_interval: float = 1.0,
+        grace_period: float = 30.0,
+        worker_id: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+        if lease_seconds <= 0:
+            raise ConfigurationError(f"lease_seconds must be > 0, got {lease_seconds}")
+        self.engine = engine
+        self.queues: list[str] | None = list(queues) if queues else None
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.heartbeat_interval = heartbeat_interval or lease_seconds / 3
+        self.rescue_interval = rescue_interval or min(5.0, lease_seconds / 2)
+        self.poll_interval = poll_interval
+        self.grace_period = grace_period
+        self.id = worker_id or new_id("wkr")
+        self.hostname = socket.gethostname()
+        self.pid = os.getpid()
+        self.stats = WorkerStats()
+
+        self._active: dict[str, tuple[asyncio.Task[None], JobContext]] = {}
+        self._outcomes: list[tuple[Outcome, Job, float]] = []
+        self._flushing = False
+        self._lost: set[str] = set()
+        self._stopping = False
+        self._hard = False
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread_id = 0
+        self._drain = False
+        self._wait_scheduled = False
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- control -------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask the fetcher to poll now. Safe from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if threading.get_ident() == self._thread_id:
+            self._wake_ev.set()
+        else:
+            loop.call_soon_threadsafe(self._wake_ev.set)
+
+    def stop(self, *, grace: float | None = None) -> None:
+        """Stop claiming; let in-flight jobs finish within the grace period, then cancel and
+        release them. A second call stops at once. Safe from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._stopping = True
+            return
+        if threading.get_ident() != self._thread_id:
+            loop.call_soon_threadsafe(lambda: self.stop(grace=grace))
+            return
+        if self._stopping or grace == 0:
+            self._hard = True
+            self._hard_ev.set()
+        if grace is not None:
+            self.grace_period = grace
+        self._stopping = True
+        self._wake_ev.set()
+        self._slot_ev.set()
+
+    # -- running ---------------------------------------------------------------------------------
+
+    async def run(self, *, install_signal_handlers: bool = False) -> WorkerStats:
+        """Run until :meth:`stop` (or SIGINT/SIGTERM when ``install_signal_handlers``)."""
+        await self._start()
+        loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stop)
+        try:
+            await self._fetch_loop()
+        finally:
+            if install_signal_handlers:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            await self._shutdown()
+        return self.stats
+
+    async def drain(self, *, wait_scheduled: bool = False, timeout: float | None = 60.0) -> WorkerStats:
+        """Run until no job is runnable and nothing is in flight; see :meth:`Engine.drain`."""
+        self._drain = True
+        self._wait_scheduled = wait_scheduled
+        task = asyncio.ensure_future(self.run())
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            self.stop(grace=0)
+            await task
+            raise TimeoutError(f"drain did not finish within {timeout}s")
+        return task.result()
+
+    async def _start(self) -> None:
+        await self.engine.aopen()
+        self._loop = asyncio.get_running_loop()
+        self._thread_id = threading.get_ident()
+        self._wake_ev = asyncio.Event()
+        self._slot_ev = asyncio.Event()
+        self._flush_ev = asyncio.Event()
+        self._hard_ev = asyncio.Event()
+        self._definitions = self.engine.jobs
+        if not self._definitions:
+            log.warning("worker %s starts with no registered jobs; it will claim nothing", self.id)
+        self._names: Collection[str] = frozenset(self._definitions)
+        self._chain = build_chain(self.engine.middleware.ordered(), self._call_handler)
+        self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"dispatch-{self.id[-6:]}")
+        self.engine._add_waker(self.wake)
+        self._stop_listening = await self.engine.store.listen(self.wake)
+        self._idle_max = self.poll_interval
+        self._background = [
+            asyncio.create_task(self._finish_loop(), name="dispatch-finisher"),
+            asyncio.create_task(self._heartbeat_loop(), name="dispatch-heartbeat"),
+            asyncio.create_task(self._rescue_loop(), name="dispatch-rescue"),
+            asyncio.create_task(self._watchdog_loop(), name="dispatch-timeouts"),
+        ]
+        log.info(
+            "worker %s started on %s (queues=%s, concurrency=%d)",
+            self.id, self.engine.url, ",".join(self.queues) if self.queues else "*", self.concurrency,
+        )
+
+    async def _fetch_loop(self) -> None:
+        store = self.engine.store
+        idle = _IDLE_BASE
+        failures = 0
+        while not self._stopping:
+            free = self.concurrency - len(self._active)
+            if free <= 0:
+                self._slot_ev.clear()
+                await self._slot_ev.wait()
+                continue
+            was_idle = not self._active and not self._outcomes and not self._flushing
+            self._wake_ev.clear()
+            try:
+                jobs = await store.claim(
+                    worker_id=self.id, queues=self.queues, names=self._names, limit=free,
+                    lease_seconds=self.lease_seconds, now=utcnow(),
+                )
+            except Exception as exc:
+                failures += 1
+                delay = min(_IDLE_BASE * 2**failures, _STORE_RETRY_MAX)
+                log.warning("worker %s: claim failed (%s); retrying in %.2fs", self.id, exc, delay)
+                await self._wait(delay)
+                continue
+            failures = 0
+            if jobs:
+                idle = _IDLE_BASE
+                for job in jobs:
+                    self._launch(job)
+                continue
+            if self._drain and was_idle:
+                if not self._wait_scheduled:
+                    return
+                nxt = await store.next_run_at(queues=self.queues, names=self._names)
+                if nxt is None:
+                    return
+                await self._wait(max((nxt - utcnow()).total_seconds(), 0.001))
+                continue
+            if self._drain:
+                # Jobs are in flight: their outcome (a retry) may make more work.
+                await self._wait(self._idle_max)
+                continue
+            wait = idle
+            nxt = await store.next_run_at(queues=self.queues, names=self._names)
+            if nxt is not None:
+                wait = min(wait, max((nxt - utcnow()).total_seconds(), 0.0))
+            await self._wait(wait)
+            idle = min(idle * 2, self._idle_max)
+
+    async def _wait(self, seconds: float) -> None:
+        if self._wake_ev.is_set() or self._stopping:
+            return
+        waiter = asyncio.ensure_future(self._wake_ev.wait())
+        slot = asyncio.ensure_future(self._slot_ev.wait()) if self._drain else None
+        try:
+            await asyncio.wait([w for w in (waiter, slot) if w], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            if slot is not None:
+                slot.cancel()
+
+    def _launch(self, job: Job) -> None:
+        ctx = JobContext(job, self.engine, self.id)
+        task = asyncio.create_task(self._execute(ctx))
+        self._active[job.id] = (task, ctx)
+
+    async def _call_handler(self, ctx: JobContext) -> Any:
+        definition = self._definitions[ctx.job.name]
+        payload = (
+            from_json_payload(self.engine.converter, definition.name, definition.payload_type, ctx.job.payload)
+            if definition.takes_payload
+            else None
+        )
+        assert self._executor is not None
+        return await definition._invoke(ctx, payload, self._executor)
+
+    async def _execute(self, ctx: JobContext) -> None:
+        job = ctx.job
+        hooks = self.engine.hooks
+        if hooks.wants("dispatch_job_started"):
+            hooks.emit("dispatch_job_started", job=job, engine=self.engine)
+        token = job.attempt_token or ""
+        t0 = time.perf_counter()
+        outcome: Outcome | None
+        try:
+            result = await self._chain(ctx)
+        except asyncio.CancelledError:
+            ctx._request_cancel()
+            if job.id in self._lost:
+                self._lost.discard(job.id)
+                self.stats.lost += 1
+                outcome = None
+            else:  # shutdown: give the job back without consuming the attempt
+                outcome = Outcome(job_id=job.id, attempt_token=token, kind=OutcomeKind.RELEASE)
+        except Exception as exc:
+            error = _format_error(exc)
+            if job.attempt < job.max_attempts:
+                definition = self._definitions.get(job.name)
+                backoff = (definition.backoff if definition else None) or self.engine.backoff
+                run_at = utcnow() + timedelta(seconds=backoff.delay(job.attempt))
+                outcome = Outcome(job_id=job.id, attempt_token=token, kind=OutcomeKind.RETRY, error=error, run_at=run_at)
+            else:
+                outcome = Outcome(job_id=job.id, attempt_token=token, kind=OutcomeKind.FAIL, error=error)
+        else:
+            try:
+                raw = None if result is None else self.engine.converter.unstructure(result)
+                outcome = Outcome(job_id=job.id, attempt_token=token, kind=OutcomeKind.COMPLETED, result=raw)
+            except Exception as exc:
+                outcome = Outcome(
+                    job_id=job.id, attempt_token=token, kind=OutcomeKind.COMPLETED,
+                    result={"unserialisable_result": repr(result)[:1000], "error": str(exc)},
+                )
+        finally:
+            self._active.pop(job.id, None)
+            self._slot_ev.set()
+        if outcome is not None:
+            self._outcomes.append((outcome, job, time.perf_counter() - t0))
+            self._flush_ev.set()
+
+    # -- background tasks --------------------------------------------------------------------------
+
+    async def _finish_loop(self) -> None:
+        store = self.engine.store
+        failures = 0
+        while True:
+            if not self._outcomes:
+                if self._closing:
+                    return
+                self._flush_ev.clear()
+                await self._flush_ev.wait()
+                continue
+            batch, self._outcomes = self._outcomes, []
+            self._flushing = True
+            try:
+                written = await store.finish([b[0] for b in batch], now=utcnow())
+            except Exception as exc:
+                self._outcomes[:0] = batch  # keep them, in order, for the next try
+                failures += 1
+                if self._closing and failures > 5:
+                    log.error(
+                        "worker %s: could not record %d outcomes (%s); their leases will "
+                        "expire and the jobs will be rescued", self.id, len(self._outcomes), exc,
+                    )
+                    return
+                delay = min(_IDLE_BASE * 2**failures, _STORE_RETRY_MAX)
+                log.warning("worker %s: recording outcomes failed (%s); retrying in %.2fs", self.id, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            finally:
+                self._flushing = False
+            failures = 0
+            self._after_finish(batch, written)
+
+    def _after_finish(self, batch: list[tuple[Outcome, Job, float]], written: list[bool]) -> None:
+        hooks = self.engine.hooks
+        stats = self.stats
+        engine = self.engine
+        rewake = False
+        for (outcome, job, elapsed), ok in zip(batch, written, strict=True):
+            kind = outcome.kind
+            if not ok:
+                stats.lost += 1
+                log.warning(
+                    "worker %s: outcome %s of job %s discarded: its lease was lost (cancelled "
+                    "or rescued)", self.id, kind.value, job.id,
+                )
+                continue
+            if kind is OutcomeKind.COMPLETED:
+                stats.completed += 1
+                if hooks.wants("dispatch_job_completed"):
+                    done = attrs.evolve(
+                        job, state=JobState.COMPLETED, result=outcome.result,
+                        worker_id=None, attempt_token=None, lease_expires_at=None,
+                    )
+                    hooks.emit("dispatch_job_completed", job=done, elapsed=elapsed, engine=engine)
+            elif kind is OutcomeKind.RETRY:
+                stats.retried += 1
+                rewake = True
+                if hooks.wants("dispatch_job_retrying"):
+                    retrying = attrs.evolve(
+                        job, state=JobState.RETRYING, last_error=outcome.error, run_at=outcome.run_at,
+                        worker_id=None, attempt_token=None, lease_expires_at=None,
+                    )
+                    hooks.emit(
+                        "dispatch_job_retrying", job=retrying, attempt=job.attempt,
+                        next_run_at=outcome.run_at, engine=engine,
+                    )
+            elif kind is OutcomeKind.FAIL:
+                stats.failed += 1
+                failed = attrs.evolve(
+                    job, state=JobState.FAILED, last_error=outcome.error,
+                    worker_id=None, attempt_token=None, lease_expires_at=None,
+                )
+                self._emit_failure(failed, outcome.error or "")
+            else:
+                stats.released += 1
+                rewake = True
+        if rewake:
+            self.wake()
+
+    def _emit_failure(self, job: Job, error: str) -> None:
+        hooks = self.engine.hooks
+        if hooks.wants("dispatch_job_failed"):
+            hooks.emit("dispatch_job_failed", job=job, error=error, engine=self.engine)
+        if hooks.wants("dispatch_job_dead_lettered"):
+            hooks.emit("dispatch_job_dead_lettered", job=job, error=error, engine=self.engine)
+
+    async def _heartbeat_loop(self) -> None:
+        store = self.engine.store
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            leases = {jid: ctx.job.attempt_token or "" for jid, (_, ctx) in self._active.items()}
+            if not leases:
+                continue
+            try:
+                lost = await store.heartbeat(
+                    worker_id=self.id, leases=leases, lease_seconds=self.lease_seconds, now=utcnow()
+                )
+            except Exception as exc:
+                log.warning("worker %s: heartbeat failed (%s)", self.id, exc)
+                continue
+            for job_id in lost:
+                entry = self._active.get(job_id)
+                if entry is None:
+                    continue
+                task, ctx = entry
+                log.warning("worker %s: lease of job %s lost (cancelled or rescued); stopping it", self.id, job_id)
+                self._lost.add(job_id)
+                ctx._request_cancel()
+                task.cancel()
+
+    async def _watchdog_loop(self) -> None:
+        """Cancel attempts whose deadline (set by the Timeout middleware) has passed."""
+        while True:
+            await asyncio.sleep(_WATCHDOG_TICK)
+            now = time.monotonic()
+            for task, ctx in list(self._active.values()):
+                deadline = ctx._deadline
+                if deadline is not None and now >= deadline and not ctx._timed_out:
+                    ctx._timed_out = True
+                    ctx._request_cancel()
+                    task.cancel()
+
+    async def _rescue_loop(self) -> None:
+        store = self.engine.store
+        hooks = self.engine.hooks
+        while True:
+            await asyncio.sleep(self.rescue_interval)
+            try:
+                rescued = await store.rescue_expired(now=utcnow())
+            except Exception as exc:
+                log.warning("worker %s: rescue failed (%s)", self.id, exc)
+                continue
+            if not rescued:
+                continue
+            self.stats.rescued += len(rescued)
+            for job in rescued:
+                log.warning("worker %s: rescued job %s (%s) from an expired lease -> %s", self.id, job.id, job.name, job.state.value)
+                if job.state is JobState.RETRYING:
+                    if hooks.wants("dispatch_job_retrying"):
+                        hooks.emit("dispatch_job_retrying", job=job, attempt=job.attempt, next_run_at=job.run_at, engine=self.engine)
+                else:
+                    self._emit_failure(job, job.last_error or "")
+            self.wake()
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        self.engine._remove_waker(self.wake)
+        if self._stop_listening is not None:
+            try:
+                await self._stop_listening()
+            except Exception:
+                log.exception("worker %s: stopping the store listener failed", self.id)
+        tasks = [t for t, _ in self._active.values()]
+        if tasks and not self._hard:
+            log.info("worker %s: waiting up to %.1fs for %d running jobs", self.id, self.grace_period, len(tasks))
+            hard = asyncio.ensure_future(self._hard_ev.wait())
+            deadline = time.monotonic() + self.grace_period
+            pending = set(tasks)
+            while pending and not self._hard_ev.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                _, pending = await asyncio.wait(pending | {hard}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                pending.discard(hard)
+            hard.cancel()
+        self._hard = True
+        leftovers = [(t, c) for t, c in self._active.values()]
+        if leftovers:
+            log.info("worker %s: cancelling %d jobs; they go back to the queue", self.id, len(leftovers))
+            for task, ctx in leftovers:
+                ctx._request_cancel()
+                task.cancel()
+            await asyncio.gather(*(t for t, _ in leftovers), return_exceptions=True)
+        self._closing = True
+        self._flush_ev.set()
+        finisher = self._background[0]
+        try:
+            await asyncio.wait_for(asyncio.shield(finisher), timeout=max(self.grace_period, 5.0))
+        except TimeoutError:
+            log.error("worker %s: outcomes not recorded at shutdown; leases will expire", self.id)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        await self.engine.hooks.flush()
+        log.info("worker %s stopped: %s", self.id, self.stats)
