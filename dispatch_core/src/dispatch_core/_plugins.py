@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import importlib.metadata
 import inspect
 import logging
@@ -36,7 +37,9 @@ def make_plugin_manager(
 
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    for name in filter(None, (n.strip() for n in os.environ.get("DISPATCH_DISABLE_PLUGINS", "").split(","))):
+    for name in filter(
+        None, (n.strip() for n in os.environ.get("DISPATCH_DISABLE_PLUGINS", "").split(","))
+    ):
         pm.set_blocked(name)
     pm.register(_builtins, name="dispatch_core.builtins")
     for plugin in plugins:
@@ -143,7 +146,8 @@ class Hooks:
         if self._loop is not loop or self._task is None or self._task.done():
             self._start(loop)
         self._queue.append((name, kwargs))
-        assert self._wakeup is not None and self._idle is not None
+        assert self._wakeup is not None
+        assert self._idle is not None
         self._idle.clear()
         self._wakeup.set()
 
@@ -158,10 +162,8 @@ class Hooks:
         await self.flush()
         if self._task is not None and self._loop is asyncio.get_running_loop():
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         self._task = None
         self._loop = None
 
@@ -174,7 +176,8 @@ class Hooks:
         self._task = loop.create_task(self._run(), name="dispatch-hooks")
 
     async def _run(self) -> None:
-        assert self._wakeup is not None and self._idle is not None
+        assert self._wakeup is not None
+        assert self._idle is not None
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -193,7 +196,9 @@ class Hooks:
                 if inspect.isawaitable(result):
                     await asyncio.wait_for(result, self._timeout)
             except TimeoutError:
-                log.warning("plugin %s: hook %s timed out after %ss", impl.plugin_name, name, self._timeout)
+                log.warning(
+                    "plugin %s: hook %s timed out after %ss", impl.plugin_name, name, self._timeout
+                )
             except Exception:
                 log.exception("plugin %s: hook %s raised; ignored", impl.plugin_name, name)
 

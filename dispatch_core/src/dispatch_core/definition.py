@@ -145,8 +145,16 @@ class JobDefinition(Generic[P]):
             SyncInAsyncContextError: called inside a running event loop; use ``aenqueue``.
         """
         return self.engine.enqueue(
-            self, payload, queue=queue, priority=priority, run_at=run_at, delay=delay,
-            max_retries=max_retries, timeout=timeout, unique_key=unique_key, tenant=tenant,
+            self,
+            payload,
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            delay=delay,
+            max_retries=max_retries,
+            timeout=timeout,
+            unique_key=unique_key,
+            tenant=tenant,
             headers=headers,
         )
 
@@ -168,9 +176,18 @@ class JobDefinition(Generic[P]):
         """Async twin of :meth:`enqueue`; ``conn`` enqueues in a caller's SQL transaction
         where the store supports it."""
         return await self.engine.aenqueue(
-            self, payload, queue=queue, priority=priority, run_at=run_at, delay=delay,
-            max_retries=max_retries, timeout=timeout, unique_key=unique_key, tenant=tenant,
-            headers=headers, conn=conn,
+            self,
+            payload,
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            delay=delay,
+            max_retries=max_retries,
+            timeout=timeout,
+            unique_key=unique_key,
+            tenant=tenant,
+            headers=headers,
+            conn=conn,
         )
 
     def enqueue_many(self, payloads: Iterable[P], **options: Any) -> list[Job]:
@@ -193,4 +210,3 @@ class JobDefinition(Generic[P]):
         # Sync handlers run in the worker's bounded pool, with the job's context variables.
         call = functools.partial(contextvars.copy_context().run, self.fn, *args)
         return await asyncio.get_running_loop().run_in_executor(executor, call)
-

@@ -16,7 +16,7 @@ import pluggy
 from dispatch_core._ids import new_id
 from dispatch_core._plugins import Hooks, make_plugin_manager
 from dispatch_core.backoff import DEFAULT_BACKOFF, Backoff
-from dispatch_core.context import JobContext, current_tenant
+from dispatch_core.context import current_tenant
 from dispatch_core.definition import _NO_PAYLOAD, JobDefinition
 from dispatch_core.errors import (
     ConfigurationError,
@@ -173,8 +173,15 @@ class Engine:
         def register(f: F) -> JobDefinition[Any]:
             job_name = name or f"{f.__module__}.{f.__qualname__}"
             definition: JobDefinition[Any] = JobDefinition(
-                engine=self, fn=f, name=job_name, queue=queue, max_retries=max_retries,
-                timeout=timeout, priority=priority, backoff=backoff, aliases=aliases,
+                engine=self,
+                fn=f,
+                name=job_name,
+                queue=queue,
+                max_retries=max_retries,
+                timeout=timeout,
+                priority=priority,
+                backoff=backoff,
+                aliases=aliases,
             )
             for key in (job_name, *definition.aliases):
                 existing = self._jobs.get(key)
@@ -320,7 +327,9 @@ class Engine:
             return job
         return self.get_definition(job)
 
-    def _prepare(self, job: JobDefinition[Any] | str, payload: Any, options: dict[str, Any]) -> NewJob:
+    def _prepare(
+        self, job: JobDefinition[Any] | str, payload: Any, options: dict[str, Any]
+    ) -> NewJob:
         definition = self._definition_of(job)
         if payload is _NO_PAYLOAD:
             if definition.takes_payload:
@@ -341,7 +350,11 @@ class Engine:
                     self.hooks.emit("dispatch_job_enqueued", job=job, engine=self)
 
     async def aenqueue(
-        self, job: JobDefinition[Any] | str, payload: Any = _NO_PAYLOAD, *, conn: Any = None,
+        self,
+        job: JobDefinition[Any] | str,
+        payload: Any = _NO_PAYLOAD,
+        *,
+        conn: Any = None,
         **options: Any,
     ) -> Job:
         """Enqueue one job by definition or name (async). See :meth:`JobDefinition.enqueue`.
@@ -358,7 +371,7 @@ class Engine:
                 raise ConfigurationError(
                     f"store {self.url} does not support enqueueing in a caller's transaction"
                 )
-            jobs = await enqueue_in(conn, [new])
+            jobs: list[Job] = await enqueue_in(conn, [new])
         else:
             jobs = await self.store.enqueue([new])
         self._after_enqueue(jobs, [new])
@@ -377,7 +390,9 @@ class Engine:
         self._after_enqueue(jobs, new)
         return jobs
 
-    def enqueue(self, job: JobDefinition[Any] | str, payload: Any = _NO_PAYLOAD, **options: Any) -> Job:
+    def enqueue(
+        self, job: JobDefinition[Any] | str, payload: Any = _NO_PAYLOAD, **options: Any
+    ) -> Job:
         """Blocking twin of :meth:`aenqueue`, for code without an event loop."""
         self._no_running_loop("enqueue", "aenqueue")
         new = self._prepare(job, payload, options)
@@ -445,7 +460,11 @@ class Engine:
         return await self.store.list_jobs(
             JobFilter(
                 state=JobState(state) if state is not None else None,
-                queue=queue, name=name, tenant=tenant, limit=limit, offset=offset,
+                queue=queue,
+                name=name,
+                tenant=tenant,
+                limit=limit,
+                offset=offset,
             )
         )
 
@@ -454,7 +473,9 @@ class Engine:
         await self.aopen()
         return await self.store.count_jobs(queue=queue)
 
-    async def alist_dlq(self, *, queue: str | None = None, limit: int = 100, offset: int = 0) -> list[DLQEntry]:
+    async def alist_dlq(
+        self, *, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[DLQEntry]:
         """Dead-letter entries, oldest failure first."""
         await self.aopen()
         return await self.store.list_dlq(queue=queue, limit=limit, offset=offset)
@@ -471,7 +492,9 @@ class Engine:
         self._after_enqueue([job], [])
         return job
 
-    async def apurge_dlq(self, *, before: datetime | None = None, older_than: timedelta | None = None) -> int:
+    async def apurge_dlq(
+        self, *, before: datetime | None = None, older_than: timedelta | None = None
+    ) -> int:
         """Delete dead-letter entries that failed before ``before`` (or ``older_than`` ago)."""
         if (before is None) == (older_than is None):
             raise ValueError("give exactly one of before= or older_than=")
@@ -516,7 +539,7 @@ class Engine:
         if waker in self._wakers:
             self._wakers.remove(waker)
 
-    # -- sync plumbing -------------------------------------------------------------------------------
+    # -- sync plumbing ---------------------------------------------------------------------------
 
     @staticmethod
     def _no_running_loop(method: str, twin: str) -> None:
@@ -560,9 +583,15 @@ class _Portal:
 
     def __init__(self, engine: Engine) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="dispatch-portal", daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="dispatch-portal", daemon=True
+        )
         self.thread.start()
-        self.store = engine.stores.create(engine.url) if isinstance(engine.url, str) and "://" in engine.url else engine.store
+        self.store = (
+            engine.stores.create(engine.url)
+            if isinstance(engine.url, str) and "://" in engine.url
+            else engine.store
+        )
         self.call(self._open())
 
     async def _open(self) -> None:

@@ -86,7 +86,7 @@ class Job:
         return self.max_attempts - 1
 
 
-class OutcomeKind(str, enum.Enum):
+class OutcomeKind(enum.StrEnum):
     """What a worker reports for a finished attempt."""
 
     COMPLETED = "completed"

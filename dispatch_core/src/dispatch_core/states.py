@@ -9,7 +9,7 @@ from dispatch_core.errors import InvalidTransitionError
 __all__ = ["JobState", "TRANSITIONS", "TERMINAL_STATES", "RUNNABLE_STATES", "check_transition"]
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     """Where a job is in its life."""
 
     PENDING = "pending"
@@ -24,9 +24,6 @@ class JobState(str, enum.Enum):
     """Every attempt failed; a dead-letter entry holds it."""
     CANCELLED = "cancelled"
     """Cancelled before it completed."""
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: state -> the states it may move to. Nothing else is legal.

@@ -190,7 +190,9 @@ class Worker:
             await self._shutdown()
         return self.stats
 
-    async def drain(self, *, wait_scheduled: bool = False, timeout: float | None = 60.0) -> WorkerStats:
+    async def drain(
+        self, *, wait_scheduled: bool = False, timeout: float | None = 60.0
+    ) -> WorkerStats:
         """Run until no job is runnable and nothing is in flight; see :meth:`Engine.drain`."""
         self._drain = True
         self._wait_scheduled = wait_scheduled
@@ -215,7 +217,9 @@ class Worker:
             log.warning("worker %s starts with no registered jobs; it will claim nothing", self.id)
         self._names: Collection[str] = frozenset(self._definitions)
         self._chain = build_chain(self.engine.middleware.ordered(), self._call_handler)
-        self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"dispatch-{self.id[-6:]}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix=f"dispatch-{self.id[-6:]}"
+        )
         self.engine._add_waker(self.wake)
         self._stop_listening = await self.engine.store.listen(self.wake)
         self._idle_max = self.poll_interval
@@ -227,7 +231,10 @@ class Worker:
         ]
         log.info(
             "worker %s started on %s (queues=%s, concurrency=%d)",
-            self.id, self.engine.url, ",".join(self.queues) if self.queues else "*", self.concurrency,
+            self.id,
+            self.engine.url,
+            ",".join(self.queues) if self.queues else "*",
+            self.concurrency,
         )
 
     async def _fetch_loop(self) -> None:
@@ -244,8 +251,12 @@ class Worker:
             self._wake_ev.clear()
             try:
                 jobs = await store.claim(
-                    worker_id=self.id, queues=self.queues, names=self._names, limit=free,
-                    lease_seconds=self.lease_seconds, now=utcnow(),
+                    worker_id=self.id,
+                    queues=self.queues,
+                    names=self._names,
+                    limit=free,
+                    lease_seconds=self.lease_seconds,
+                    now=utcnow(),
                 )
             except Exception as exc:
                 failures += 1
@@ -284,7 +295,11 @@ class Worker:
         waiter = asyncio.ensure_future(self._wake_ev.wait())
         slot = asyncio.ensure_future(self._slot_ev.wait()) if self._drain else None
         try:
-            await asyncio.wait([w for w in (waiter, slot) if w], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [w for w in (waiter, slot) if w],
+                timeout=seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             waiter.cancel()
             if slot is not None:
@@ -298,7 +313,9 @@ class Worker:
     async def _call_handler(self, ctx: JobContext) -> Any:
         definition = self._definitions[ctx.job.name]
         payload = (
-            from_json_payload(self.engine.converter, definition.name, definition.payload_type, ctx.job.payload)
+            from_json_payload(
+                self.engine.converter, definition.name, definition.payload_type, ctx.job.payload
+            )
             if definition.takes_payload
             else None
         )
@@ -329,16 +346,28 @@ class Worker:
                 definition = self._definitions.get(job.name)
                 backoff = (definition.backoff if definition else None) or self.engine.backoff
                 run_at = utcnow() + timedelta(seconds=backoff.delay(job.attempt))
-                outcome = Outcome(job_id=job.id, attempt_token=token, kind=OutcomeKind.RETRY, error=error, run_at=run_at)
+                outcome = Outcome(
+                    job_id=job.id,
+                    attempt_token=token,
+                    kind=OutcomeKind.RETRY,
+                    error=error,
+                    run_at=run_at,
+                )
             else:
-                outcome = Outcome(job_id=job.id, attempt_token=token, kind=OutcomeKind.FAIL, error=error)
+                outcome = Outcome(
+                    job_id=job.id, attempt_token=token, kind=OutcomeKind.FAIL, error=error
+                )
         else:
             try:
                 raw = None if result is None else self.engine.converter.unstructure(result)
-                outcome = Outcome(job_id=job.id, attempt_token=token, kind=OutcomeKind.COMPLETED, result=raw)
+                outcome = Outcome(
+                    job_id=job.id, attempt_token=token, kind=OutcomeKind.COMPLETED, result=raw
+                )
             except Exception as exc:
                 outcome = Outcome(
-                    job_id=job.id, attempt_token=token, kind=OutcomeKind.COMPLETED,
+                    job_id=job.id,
+                    attempt_token=token,
+                    kind=OutcomeKind.COMPLETED,
                     result={"unserialisable_result": repr(result)[:1000], "error": str(exc)},
                 )
         finally:
@@ -370,11 +399,19 @@ class Worker:
                 if self._closing and failures > 5:
                     log.error(
                         "worker %s: could not record %d outcomes (%s); their leases will "
-                        "expire and the jobs will be rescued", self.id, len(self._outcomes), exc,
+                        "expire and the jobs will be rescued",
+                        self.id,
+                        len(self._outcomes),
+                        exc,
                     )
                     return
                 delay = min(_IDLE_BASE * 2**failures, _STORE_RETRY_MAX)
-                log.warning("worker %s: recording outcomes failed (%s); retrying in %.2fs", self.id, exc, delay)
+                log.warning(
+                    "worker %s: recording outcomes failed (%s); retrying in %.2fs",
+                    self.id,
+                    exc,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 continue
             finally:
@@ -393,34 +430,53 @@ class Worker:
                 stats.lost += 1
                 log.warning(
                     "worker %s: outcome %s of job %s discarded: its lease was lost (cancelled "
-                    "or rescued)", self.id, kind.value, job.id,
+                    "or rescued)",
+                    self.id,
+                    kind.value,
+                    job.id,
                 )
                 continue
             if kind is OutcomeKind.COMPLETED:
                 stats.completed += 1
                 if hooks.wants("dispatch_job_completed"):
                     done = attrs.evolve(
-                        job, state=JobState.COMPLETED, result=outcome.result,
-                        worker_id=None, attempt_token=None, lease_expires_at=None,
+                        job,
+                        state=JobState.COMPLETED,
+                        result=outcome.result,
+                        worker_id=None,
+                        attempt_token=None,
+                        lease_expires_at=None,
                     )
                     hooks.emit("dispatch_job_completed", job=done, elapsed=elapsed, engine=engine)
             elif kind is OutcomeKind.RETRY:
                 stats.retried += 1
                 rewake = True
-                if hooks.wants("dispatch_job_retrying"):
+                if hooks.wants("dispatch_job_retrying") and outcome.run_at is not None:
                     retrying = attrs.evolve(
-                        job, state=JobState.RETRYING, last_error=outcome.error, run_at=outcome.run_at,
-                        worker_id=None, attempt_token=None, lease_expires_at=None,
+                        job,
+                        state=JobState.RETRYING,
+                        last_error=outcome.error,
+                        run_at=outcome.run_at,
+                        worker_id=None,
+                        attempt_token=None,
+                        lease_expires_at=None,
                     )
                     hooks.emit(
-                        "dispatch_job_retrying", job=retrying, attempt=job.attempt,
-                        next_run_at=outcome.run_at, engine=engine,
+                        "dispatch_job_retrying",
+                        job=retrying,
+                        attempt=job.attempt,
+                        next_run_at=outcome.run_at,
+                        engine=engine,
                     )
             elif kind is OutcomeKind.FAIL:
                 stats.failed += 1
                 failed = attrs.evolve(
-                    job, state=JobState.FAILED, last_error=outcome.error,
-                    worker_id=None, attempt_token=None, lease_expires_at=None,
+                    job,
+                    state=JobState.FAILED,
+                    last_error=outcome.error,
+                    worker_id=None,
+                    attempt_token=None,
+                    lease_expires_at=None,
                 )
                 self._emit_failure(failed, outcome.error or "")
             else:
@@ -455,7 +511,11 @@ class Worker:
                 if entry is None:
                     continue
                 task, ctx = entry
-                log.warning("worker %s: lease of job %s lost (cancelled or rescued); stopping it", self.id, job_id)
+                log.warning(
+                    "worker %s: lease of job %s lost (cancelled or rescued); stopping it",
+                    self.id,
+                    job_id,
+                )
                 self._lost.add(job_id)
                 ctx._request_cancel()
                 task.cancel()
@@ -486,10 +546,22 @@ class Worker:
                 continue
             self.stats.rescued += len(rescued)
             for job in rescued:
-                log.warning("worker %s: rescued job %s (%s) from an expired lease -> %s", self.id, job.id, job.name, job.state.value)
+                log.warning(
+                    "worker %s: rescued job %s (%s) from an expired lease -> %s",
+                    self.id,
+                    job.id,
+                    job.name,
+                    job.state.value,
+                )
                 if job.state is JobState.RETRYING:
                     if hooks.wants("dispatch_job_retrying"):
-                        hooks.emit("dispatch_job_retrying", job=job, attempt=job.attempt, next_run_at=job.run_at, engine=self.engine)
+                        hooks.emit(
+                            "dispatch_job_retrying",
+                            job=job,
+                            attempt=job.attempt,
+                            next_run_at=job.run_at,
+                            engine=self.engine,
+                        )
                 else:
                     self._emit_failure(job, job.last_error or "")
             self.wake()
@@ -506,21 +578,30 @@ class Worker:
                 log.exception("worker %s: stopping the store listener failed", self.id)
         tasks = [t for t, _ in self._active.values()]
         if tasks and not self._hard:
-            log.info("worker %s: waiting up to %.1fs for %d running jobs", self.id, self.grace_period, len(tasks))
-            hard = asyncio.ensure_future(self._hard_ev.wait())
+            log.info(
+                "worker %s: waiting up to %.1fs for %d running jobs",
+                self.id,
+                self.grace_period,
+                len(tasks),
+            )
+            hard: asyncio.Future[Any] = asyncio.ensure_future(self._hard_ev.wait())
             deadline = time.monotonic() + self.grace_period
-            pending = set(tasks)
+            pending: set[asyncio.Future[Any]] = set(tasks)
             while pending and not self._hard_ev.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                _, pending = await asyncio.wait(pending | {hard}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                _, pending = await asyncio.wait(
+                    pending | {hard}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
                 pending.discard(hard)
             hard.cancel()
         self._hard = True
         leftovers = [(t, c) for t, c in self._active.values()]
         if leftovers:
-            log.info("worker %s: cancelling %d jobs; they go back to the queue", self.id, len(leftovers))
+            log.info(
+                "worker %s: cancelling %d jobs; they go back to the queue", self.id, len(leftovers)
+            )
             for task, ctx in leftovers:
                 ctx._request_cancel()
                 task.cancel()

@@ -33,10 +33,28 @@ class _Row:
     """A job as the memory store keeps it: mutable, so a transition costs no copy."""
 
     __slots__ = (
-        "attempt", "attempt_token", "created_at", "finished_at", "headers", "id",
-        "last_error", "lease_expires_at", "max_attempts", "name", "payload", "priority", "queue",
-        "result", "run_at", "started_at", "state", "tenant", "timeout", "unique_key",
-        "updated_at", "worker_id",
+        "attempt",
+        "attempt_token",
+        "created_at",
+        "finished_at",
+        "headers",
+        "id",
+        "last_error",
+        "lease_expires_at",
+        "max_attempts",
+        "name",
+        "payload",
+        "priority",
+        "queue",
+        "result",
+        "run_at",
+        "started_at",
+        "state",
+        "tenant",
+        "timeout",
+        "unique_key",
+        "updated_at",
+        "worker_id",
     )
 
     def __init__(self, new: NewJob) -> None:
@@ -65,13 +83,27 @@ class _Row:
 
     def to_job(self) -> Job:
         return Job(
-            id=self.id, name=self.name, queue=self.queue, payload=self.payload,
-            state=self.state, priority=self.priority, attempt=self.attempt,
-            max_attempts=self.max_attempts, timeout=self.timeout, run_at=self.run_at,
-            created_at=self.created_at, updated_at=self.updated_at, started_at=self.started_at,
-            finished_at=self.finished_at, last_error=self.last_error,
-            unique_key=self.unique_key, tenant=self.tenant, headers=dict(self.headers),
-            result=self.result, worker_id=self.worker_id, attempt_token=self.attempt_token,
+            id=self.id,
+            name=self.name,
+            queue=self.queue,
+            payload=self.payload,
+            state=self.state,
+            priority=self.priority,
+            attempt=self.attempt,
+            max_attempts=self.max_attempts,
+            timeout=self.timeout,
+            run_at=self.run_at,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            last_error=self.last_error,
+            unique_key=self.unique_key,
+            tenant=self.tenant,
+            headers=dict(self.headers),
+            result=self.result,
+            worker_id=self.worker_id,
+            attempt_token=self.attempt_token,
             lease_expires_at=self.lease_expires_at,
         )
 
@@ -130,7 +162,9 @@ class MemoryStore(Store):
 
     def _make_runnable(self, row: _Row, now: datetime) -> None:
         if row.run_at <= now:
-            heapq.heappush(self._ready.setdefault(row.queue, []), (-row.priority, row.run_at, row.id))
+            heapq.heappush(
+                self._ready.setdefault(row.queue, []), (-row.priority, row.run_at, row.id)
+            )
         else:
             heapq.heappush(self._scheduled, (row.run_at, row.id))
 
@@ -140,7 +174,9 @@ class MemoryStore(Store):
             _, job_id = heapq.heappop(sched)
             row = self._jobs.get(job_id)
             if row is not None and row.state in RUNNABLE_STATES and row.run_at <= now:
-                heapq.heappush(self._ready.setdefault(row.queue, []), (-row.priority, row.run_at, row.id))
+                heapq.heappush(
+                    self._ready.setdefault(row.queue, []), (-row.priority, row.run_at, row.id)
+                )
 
     def _get(self, job_id: str) -> _Row:
         try:
@@ -174,10 +210,19 @@ class MemoryStore(Store):
 
     def _dead_letter(self, row: _Row, error: str, now: datetime) -> None:
         entry = DLQEntry(
-            id=new_id("dlq"), job_id=row.id, name=row.name, queue=row.queue, payload=row.payload,
-            error=error, attempts=row.attempt, max_attempts=row.max_attempts,
-            priority=row.priority, timeout=row.timeout, tenant=row.tenant,
-            headers=dict(row.headers), failed_at=now,
+            id=new_id("dlq"),
+            job_id=row.id,
+            name=row.name,
+            queue=row.queue,
+            payload=row.payload,
+            error=error,
+            attempts=row.attempt,
+            max_attempts=row.max_attempts,
+            priority=row.priority,
+            timeout=row.timeout,
+            tenant=row.tenant,
+            headers=dict(row.headers),
+            failed_at=now,
         )
         self._dlq[entry.id] = entry
 
@@ -405,9 +450,17 @@ class MemoryStore(Store):
             except KeyError:
                 raise DLQEntryNotFoundError(entry_id) from None
             new = NewJob(
-                id=new_job_id, name=entry.name, queue=entry.queue, payload=entry.payload,
-                priority=entry.priority, max_attempts=entry.max_attempts, timeout=entry.timeout,
-                run_at=now, created_at=now, tenant=entry.tenant, headers=entry.headers,
+                id=new_job_id,
+                name=entry.name,
+                queue=entry.queue,
+                payload=entry.payload,
+                priority=entry.priority,
+                max_attempts=entry.max_attempts,
+                timeout=entry.timeout,
+                run_at=now,
+                created_at=now,
+                tenant=entry.tenant,
+                headers=entry.headers,
             )
             (job,) = self._enqueue_locked([new])
             self._dlq[entry_id] = attrs.evolve(entry, replayed_at=now, replay_job_id=job.id)

@@ -259,8 +259,14 @@ class StoreConformance:
             (job,) = await _claim(store)
             assert job.attempt_token is not None
             ok = await store.finish(
-                [Outcome(job_id=job.id, attempt_token=job.attempt_token,
-                         kind=OutcomeKind.COMPLETED, result={"sent": True})],
+                [
+                    Outcome(
+                        job_id=job.id,
+                        attempt_token=job.attempt_token,
+                        kind=OutcomeKind.COMPLETED,
+                        result={"sent": True},
+                    )
+                ],
                 now=utcnow(),
             )
             assert ok == [True]
@@ -303,8 +309,13 @@ class StoreConformance:
             ok = await store.finish(
                 [
                     Outcome(job_id=a.id, attempt_token=tok(a), kind=OutcomeKind.COMPLETED),
-                    Outcome(job_id=b.id, attempt_token=tok(b), kind=OutcomeKind.RETRY,
-                            error="boom", run_at=now + timedelta(hours=1)),
+                    Outcome(
+                        job_id=b.id,
+                        attempt_token=tok(b),
+                        kind=OutcomeKind.RETRY,
+                        error="boom",
+                        run_at=now + timedelta(hours=1),
+                    ),
                     Outcome(job_id=c.id, attempt_token=tok(c), kind=OutcomeKind.FAIL, error="dead"),
                     Outcome(job_id=d.id, attempt_token="stale", kind=OutcomeKind.COMPLETED),
                 ],
@@ -328,8 +339,10 @@ class StoreConformance:
             (job,) = await _claim(store, now=t0, lease_seconds=10)
             assert job.attempt_token is not None
             lost = await store.heartbeat(
-                worker_id="wkr_test", leases={job.id: job.attempt_token},
-                lease_seconds=10, now=t0 + timedelta(seconds=8),
+                worker_id="wkr_test",
+                leases={job.id: job.attempt_token},
+                lease_seconds=10,
+                now=t0 + timedelta(seconds=8),
             )
             assert lost == set()
             # past the first lease, inside the extended one: nothing to rescue
@@ -348,12 +361,17 @@ class StoreConformance:
             (rescued,) = await store.rescue_expired(now=later)
             assert rescued.state is JobState.RETRYING
             assert rescued.attempt == 1
-            assert rescued.last_error and "lease" in rescued.last_error
+            assert rescued.last_error is not None
+            assert "lease" in rescued.last_error
             # the dead worker's late write is fenced out
             assert job.attempt_token is not None
             assert await store.finish(
-                [Outcome(job_id=job.id, attempt_token=job.attempt_token,
-                         kind=OutcomeKind.COMPLETED)], now=later,
+                [
+                    Outcome(
+                        job_id=job.id, attempt_token=job.attempt_token, kind=OutcomeKind.COMPLETED
+                    )
+                ],
+                now=later,
             ) == [False]
             (again,) = await _claim(store, now=later, lease_seconds=5)
             assert again.attempt == 2
@@ -376,8 +394,16 @@ class StoreConformance:
             assert job.attempt_token is not None
             retry_at = t0 + timedelta(seconds=30)
             await store.finish(
-                [Outcome(job_id=job.id, attempt_token=job.attempt_token, kind=OutcomeKind.RETRY,
-                         error="flaky", run_at=retry_at)], now=t0,
+                [
+                    Outcome(
+                        job_id=job.id,
+                        attempt_token=job.attempt_token,
+                        kind=OutcomeKind.RETRY,
+                        error="flaky",
+                        run_at=retry_at,
+                    )
+                ],
+                now=t0,
             )
             assert await _claim(store, now=t0 + timedelta(seconds=1)) == []
             nxt = await store.next_run_at(queues=None, names=None)
@@ -395,8 +421,8 @@ class StoreConformance:
             (job,) = await _claim(store)
             assert job.attempt_token is not None
             assert await store.finish(
-                [Outcome(job_id=job.id, attempt_token=job.attempt_token,
-                         kind=OutcomeKind.RELEASE)], now=utcnow(),
+                [Outcome(job_id=job.id, attempt_token=job.attempt_token, kind=OutcomeKind.RELEASE)],
+                now=utcnow(),
             ) == [True]
             released = await store.get_job(job.id)
             assert released.state is JobState.PENDING
@@ -426,13 +452,19 @@ class StoreConformance:
             now = utcnow()
             await store.cancel(job.id, now=now)
             lost = await store.heartbeat(
-                worker_id="wkr_test", leases={job.id: job.attempt_token}, lease_seconds=LEASE,
+                worker_id="wkr_test",
+                leases={job.id: job.attempt_token},
+                lease_seconds=LEASE,
                 now=now,
             )
             assert lost == {job.id}
             assert await store.finish(
-                [Outcome(job_id=job.id, attempt_token=job.attempt_token,
-                         kind=OutcomeKind.COMPLETED)], now=now,
+                [
+                    Outcome(
+                        job_id=job.id, attempt_token=job.attempt_token, kind=OutcomeKind.COMPLETED
+                    )
+                ],
+                now=now,
             ) == [False]
             assert (await store.get_job(job.id)).state is JobState.CANCELLED
 
@@ -448,8 +480,12 @@ class StoreConformance:
             with pytest.raises(InvalidTransitionError):
                 await store.retry(job.id, now=utcnow())
             await store.finish(
-                [Outcome(job_id=job.id, attempt_token=job.attempt_token,
-                         kind=OutcomeKind.COMPLETED)], now=utcnow(),
+                [
+                    Outcome(
+                        job_id=job.id, attempt_token=job.attempt_token, kind=OutcomeKind.COMPLETED
+                    )
+                ],
+                now=utcnow(),
             )
             with pytest.raises(InvalidTransitionError):
                 await store.cancel(job.id, now=utcnow())
@@ -467,8 +503,15 @@ class StoreConformance:
             (job,) = await _claim(store)
             assert job.attempt_token is not None
             await store.finish(
-                [Outcome(job_id=job.id, attempt_token=job.attempt_token, kind=OutcomeKind.FAIL,
-                         error="nope")], now=utcnow(),
+                [
+                    Outcome(
+                        job_id=job.id,
+                        attempt_token=job.attempt_token,
+                        kind=OutcomeKind.FAIL,
+                        error="nope",
+                    )
+                ],
+                now=utcnow(),
             )
             again = await store.retry(job.id, now=utcnow())
             assert again.state is JobState.PENDING
@@ -483,15 +526,30 @@ class StoreConformance:
     def test_dlq_round_trip(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             await store.enqueue(
-                [make_new_job("mail", queue="emails", payload={"to": "x"}, priority=3,
-                              max_attempts=1, tenant="acme")]
+                [
+                    make_new_job(
+                        "mail",
+                        queue="emails",
+                        payload={"to": "x"},
+                        priority=3,
+                        max_attempts=1,
+                        tenant="acme",
+                    )
+                ]
             )
             (job,) = await _claim(store)
             assert job.attempt_token is not None
             failed_at = utcnow()
             await store.finish(
-                [Outcome(job_id=job.id, attempt_token=job.attempt_token, kind=OutcomeKind.FAIL,
-                         error="smtp down")], now=failed_at,
+                [
+                    Outcome(
+                        job_id=job.id,
+                        attempt_token=job.attempt_token,
+                        kind=OutcomeKind.FAIL,
+                        error="smtp down",
+                    )
+                ],
+                now=failed_at,
             )
             (entry,) = await store.list_dlq(queue="emails")
             assert await store.list_dlq(queue="other") == []
@@ -509,7 +567,11 @@ class StoreConformance:
             replayed = await store.replay_dlq(entry.id, new_job_id=new_id_, now=utcnow())
             assert replayed.id == new_id_
             assert replayed.state is JobState.PENDING
-            assert (replayed.name, replayed.queue, replayed.payload) == ("mail", "emails", {"to": "x"})
+            assert (replayed.name, replayed.queue, replayed.payload) == (
+                "mail",
+                "emails",
+                {"to": "x"},
+            )
             assert replayed.attempt == 0
             assert replayed.priority == 3
             marked = await store.get_dlq(entry.id)
@@ -530,8 +592,11 @@ class StoreConformance:
     def test_list_and_count_jobs(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             await store.enqueue(
-                [make_new_job("a", queue="q1"), make_new_job("b", queue="q2", tenant="t1"),
-                 make_new_job("a", queue="q2")]
+                [
+                    make_new_job("a", queue="q1"),
+                    make_new_job("b", queue="q2", tenant="t1"),
+                    make_new_job("a", queue="q2"),
+                ]
             )
             await _claim(store, limit=1, queues=["q1"])
             every = await store.list_jobs(JobFilter())
@@ -559,8 +624,8 @@ class StoreConformance:
                 pytest.skip("this store offers no sync producer")
 
             def produce() -> tuple[Job, Job, Job]:
-                first, = sync.enqueue([make_new_job(unique_key="k1")])
-                dup, = sync.enqueue([make_new_job(unique_key="k1")])
+                (first,) = sync.enqueue([make_new_job(unique_key="k1")])
+                (dup,) = sync.enqueue([make_new_job(unique_key="k1")])
                 cancelled = sync.cancel(first.id)
                 return first, dup, cancelled
 

@@ -1,0 +1,40 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Each sets up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DISTS := dispatch_core dispatch_plugins/sqlite
+
+.PHONY: setup demo test lint typecheck bench wheels wheel-check clean
+
+$(STAMP): requirements-dev.txt dispatch_core/pyproject.toml $(wildcard dispatch_plugins/*/pyproject.toml)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv with every distribution installed editable
+
+demo: $(STAMP)  ## run the demo app's jobs through a worker on SQLite
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP)  ## run the whole test suite
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)  ## ruff and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy dispatch_core/src dispatch_plugins/sqlite/src
+
+bench: $(STAMP)  ## Dispatch (memory, SQLite) against Huey, same machine, same run
+	$(BIN)/python -m bench
+
+wheels: $(STAMP)  ## build every distribution's wheel into dist/
+	rm -rf dist
+	for d in $(DISTS); do $(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./$$d || exit 1; done
+
+wheel-check: wheels  ## install the core and sqlite wheel files alone into a fresh venv and import them
+	bash scripts/check_wheels.sh
+
+clean:
+	rm -rf $(VENV) dist build .demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,119 @@
+"""``make demo``: enqueue a batch of jobs into SQLite, run a worker, show progress, summarise.
+
+Exits 0 when every job ended where it should: completed, or dead-lettered for the one job
+that always fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+DB = pathlib.Path(os.environ.get("DEMO_DIR", HERE.parent / ".demo")) / "demo.db"
+
+
+def fresh_db() -> None:
+    DB.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        pathlib.Path(f"{DB}{suffix}").unlink(missing_ok=True)
+    os.environ["DISPATCH_URL"] = f"sqlite:///{DB}"
+
+
+async def main() -> int:
+    fresh_db()
+    from dispatch_core import JobState, PayloadError
+    from examples.demo_app import (
+        Charge,
+        Welcome,
+        call_webhook,
+        charge_card,
+        engine,
+        make_thumbnail,
+        send_welcome,
+    )
+
+    print(f"Dispatch demo: store {engine.url}")
+    welcomes = await send_welcome.aenqueue_many(
+        [Welcome(user_id=i, email=f"user{i}@example.com") for i in range(300)]
+    )
+    thumbs = await make_thumbnail.aenqueue_many([f"/img/{i}.png" for i in range(100)])
+    charge = await charge_card.aenqueue(Charge(order_id=42, cents=1999))
+    webhook = await call_webhook.aenqueue("https://example.com/hook")
+    total = len(welcomes) + len(thumbs) + 2
+    print(
+        f"enqueued {total} jobs: {len(welcomes)} welcome e-mails, {len(thumbs)} thumbnails, "
+        "1 flaky card charge, 1 webhook that always fails"
+    )
+    try:
+        await send_welcome.aenqueue({"user_id": "seven"})
+    except PayloadError as exc:
+        print(f"refused at enqueue, nothing written: {exc}")
+
+    worker = engine.worker(concurrency=10, poll_interval=0.2)
+    t0 = time.perf_counter()
+    run = asyncio.create_task(worker.run())
+    last: tuple[int, ...] = ()
+    while True:
+        counts = await engine.acount_jobs()
+        completed, dead = counts.get(JobState.COMPLETED, 0), counts.get(JobState.FAILED, 0)
+        done = completed + dead
+        now = (done, worker.stats.retried)
+        if now != last:
+            print(
+                f"  [{time.perf_counter() - t0:5.2f}s] {done}/{total} finished  "
+                f"completed={completed} retried={worker.stats.retried} dead-lettered={dead}",
+                flush=True,
+            )
+            last = now
+        if done == total:
+            break
+        if time.perf_counter() - t0 > 60:
+            print("demo: jobs did not finish within 60 s", file=sys.stderr)
+            worker.stop(grace=0)
+            await run
+            return 1
+        await asyncio.sleep(0.1)
+    elapsed = time.perf_counter() - t0
+    worker.stop()
+    stats = await run
+
+    charged = await engine.aget_job(charge.id)
+    failed = await engine.aget_job(webhook.id)
+    dlq = await engine.alist_dlq()
+    print()
+    print(
+        f"summary: {stats.completed} completed, {stats.retried} retries, {stats.failed} "
+        f"dead-lettered in {elapsed:.2f}s"
+    )
+    print(
+        f"  flaky charge: {charged.state.value} after {charged.attempt} attempts"
+        f" -> {charged.result!r}"
+    )
+    print(f"  webhook: {failed.state.value} after {failed.attempt} attempts")
+    for entry in dlq:
+        print(f"  DLQ {entry.id}: {entry.name} - {entry.error.splitlines()[0]}")
+    print()
+    print("inspect it yourself:")
+    print(f"  .venv/bin/dispatch jobs ls --url sqlite:///{DB} --state failed")
+    print(f"  .venv/bin/dispatch dlq ls --url sqlite:///{DB}")
+    await engine.aclose()
+    ok = (
+        charged.state is JobState.COMPLETED
+        and charged.attempt == 3
+        and failed.state is JobState.FAILED
+        and len(dlq) == 1
+        and stats.completed == total - 1
+    )
+    if not ok:
+        print("demo: unexpected outcome", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

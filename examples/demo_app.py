@@ -1,0 +1,56 @@
+"""A small application with Dispatch jobs, used by ``make demo`` and the end-to-end tests.
+
+Run a worker for it with ``dispatch worker examples.demo_app:engine``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import attrs
+
+from dispatch_core import Constant, Engine, JobContext
+
+#: The store: $DISPATCH_URL, else a SQLite file beside the current directory.
+engine = Engine(os.environ.get("DISPATCH_URL", "sqlite:///demo.db"))
+
+
+@attrs.frozen
+class Welcome:
+    user_id: int
+    email: str
+
+
+@attrs.frozen
+class Charge:
+    order_id: int
+    cents: int
+
+
+@engine.job(name="demo.send_welcome", queue="emails", max_retries=3, timeout=10)
+async def send_welcome(ctx: JobContext, msg: Welcome) -> dict[str, str]:
+    """An async job with a typed payload."""
+    ctx.log.debug("sending welcome", extra={"to": msg.email})
+    return {"sent_to": msg.email}
+
+
+@engine.job(name="demo.make_thumbnail", queue="images", timeout=10)
+def make_thumbnail(path: str) -> int:
+    """A plain (sync) job: it runs in the worker's thread pool."""
+    time.sleep(0.002)  # pretend to decode an image
+    return len(path)
+
+
+@engine.job(name="demo.charge_card", max_retries=4, backoff=Constant(interval=0.2))
+async def charge_card(ctx: JobContext, charge: Charge) -> str:
+    """Fails its first two attempts (a flaky payment gateway), then succeeds."""
+    if ctx.attempt <= 2:
+        raise ConnectionError(f"gateway timeout on attempt {ctx.attempt}")
+    return f"charged order {charge.order_id}"
+
+
+@engine.job(name="demo.call_webhook", max_retries=2, backoff=Constant(interval=0.2))
+async def call_webhook(url: str) -> None:
+    """Always fails: after its retries it lands in the dead-letter queue."""
+    raise RuntimeError(f"POST {url} -> 503 Service Unavailable")

@@ -1,0 +1,81 @@
+"""Choosing the store: URLs, the environment, the embedded default, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from dispatch_core import (
+    ConfigurationError,
+    Engine,
+    PluginMissingError,
+    StoreUnavailableError,
+    StoreURLError,
+)
+from dispatch_core.stores import MemoryStore
+
+
+def test_memory_url() -> None:
+    assert isinstance(Engine("memory://", load_entrypoints=False).store, MemoryStore)
+
+
+def test_store_instance() -> None:
+    store = MemoryStore()
+    assert Engine(store, load_entrypoints=False).store is store
+
+
+def test_unknown_scheme_lists_installed_schemes() -> None:
+    with pytest.raises(
+        StoreURLError,
+        match=r"no installed plugin handles store URL scheme 'mongo'.*installed schemes: memory://",
+    ):
+        Engine("mongo://localhost/db", load_entrypoints=False)
+
+
+def test_url_without_scheme() -> None:
+    with pytest.raises(StoreURLError, match=r"has no scheme; expected e\.g\. sqlite:///jobs\.db"):
+        Engine("jobs.db", load_entrypoints=False)
+
+
+@pytest.mark.parametrize(
+    ("url", "package"),
+    [
+        ("postgresql://localhost/app", "dispatch-postgres"),
+        ("redis://localhost:6379/0", "dispatch-redis"),
+        ("sqlite:///x.db", "dispatch-sqlite"),
+    ],
+)
+def test_known_scheme_without_its_plugin_names_the_package(url: str, package: str) -> None:
+    with pytest.raises(PluginMissingError, match=f"pip install {package}"):
+        Engine(url, load_entrypoints=False)
+
+
+def test_dispatch_url_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISPATCH_URL", "memory://")
+    assert isinstance(Engine(load_entrypoints=False).store, MemoryStore)
+
+
+def test_no_url_and_no_sqlite_is_an_error_not_a_memory_default() -> None:
+    with pytest.raises(ConfigurationError, match="pip install dispatch-sqlite"):
+        Engine(load_entrypoints=False)
+
+
+def test_no_url_defaults_to_sqlite_when_installed(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("dispatch_plugins.sqlite")
+    monkeypatch.chdir(tmp_path)
+    engine = Engine()
+    assert engine.url == "sqlite:///dispatch.db"
+    assert type(engine.store).__module__.startswith("dispatch_plugins.sqlite")
+
+
+async def test_store_open_failure_is_a_clear_error() -> None:
+    class Broken(MemoryStore):
+        async def open(self) -> None:
+            raise ConnectionRefusedError("connection refused")
+
+    engine = Engine(Broken(), load_entrypoints=False)
+    with pytest.raises(
+        StoreUnavailableError, match="cannot open store memory://: connection refused"
+    ):
+        await engine.aopen()
