@@ -64,7 +64,7 @@ def dispatch_register_stores(registry: StoreRegistry) -> None:
 def dispatch_register_middleware(registry: MiddlewareRegistry) -> None:
     """Contribute job middleware.
 
-    Called once per engine. Call ``registry.add(name, middleware, position=...)``; a
+    Called once per engine. Call ``registry.add(name, middleware, order=...)``; a
     middleware is ``async def mw(ctx, call_next)``. Must not be ``async``.
 
     Args:
