@@ -202,3 +202,9 @@ def test_default_name_is_module_and_qualname() -> None:
     async def hello() -> None: ...
 
     assert hello.name == f"{__name__}.test_default_name_is_module_and_qualname.<locals>.hello"
+
+
+async def test_untyped_payload_must_be_json(engine: Engine) -> None:
+    with pytest.raises(PayloadError, match="not JSON-serialisable"):
+        await engine.aenqueue("anything", {"when": object()})
+    assert await count(engine) == 0

@@ -97,6 +97,7 @@ class Engine:
         self._jobs: dict[str, JobDefinition[Any]] = {}
         self._open_loop: asyncio.AbstractEventLoop | None = None
         self._open_lock: asyncio.Lock | None = None
+        self._open_lock_loop: asyncio.AbstractEventLoop | None = None
         self._sync: SyncStore | None = None
         self._sync_lock = threading.Lock()
         self._portal: _Portal | None = None
@@ -217,8 +218,9 @@ class Engine:
         loop = asyncio.get_running_loop()
         if self._open_loop is loop:
             return
-        if self._open_lock is None or self._open_lock._get_loop() is not loop:  # type: ignore[attr-defined]
+        if self._open_lock is None or self._open_lock_loop is not loop:
             self._open_lock = asyncio.Lock()
+            self._open_lock_loop = loop
         async with self._open_lock:
             if self._open_loop is loop:
                 return

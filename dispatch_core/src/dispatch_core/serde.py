@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import cattrs
@@ -51,6 +52,10 @@ def to_json_payload(converter: cattrs.Converter, job_name: str, tp: Any, payload
     except Exception as exc:
         raise PayloadError(job_name, [f"cannot serialise {type(payload).__name__}: {exc}"]) from exc
     if tp is Any:
+        try:
+            json.dumps(raw)
+        except (TypeError, ValueError) as exc:
+            raise PayloadError(job_name, [f"not JSON-serialisable: {exc} @ $"]) from exc
         return raw
     try:
         converter.structure(raw, tp)

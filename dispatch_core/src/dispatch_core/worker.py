@@ -10,6 +10,7 @@ recovers jobs whose worker died.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -359,7 +360,10 @@ class Worker:
                 )
         else:
             try:
-                raw = None if result is None else self.engine.converter.unstructure(result)
+                raw = None
+                if result is not None:
+                    raw = self.engine.converter.unstructure(result)
+                    json.dumps(raw)  # one bad result must not poison the outcome batch
                 outcome = Outcome(
                     job_id=job.id, attempt_token=token, kind=OutcomeKind.COMPLETED, result=raw
                 )
@@ -482,7 +486,7 @@ class Worker:
             else:
                 stats.released += 1
                 rewake = True
-        if rewake:
+        if rewake or self._drain:  # a drain re-checks for work once outcomes are stored
             self.wake()
 
     def _emit_failure(self, job: Job, error: str) -> None:
