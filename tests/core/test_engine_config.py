@@ -79,3 +79,24 @@ async def test_store_open_failure_is_a_clear_error() -> None:
         StoreUnavailableError, match="cannot open store memory://: connection refused"
     ):
         await engine.aopen()
+
+
+def test_sync_enqueue_into_a_fresh_sqlite_file_migrates_first(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("dispatch_plugins.sqlite")
+    engine = Engine(f"sqlite:///{tmp_path}/fresh.db")
+
+    @engine.job(name="j")
+    def j(n: int) -> None: ...
+
+    job = j.enqueue(1)
+    assert engine.get_job(job.id).payload == 1
+    engine.close()
+
+
+async def test_amigrate_reports_what_it_applied(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("dispatch_plugins.sqlite")
+    engine = Engine(f"sqlite:///{tmp_path}/m.db", auto_migrate=False)
+    applied = await engine.amigrate()
+    assert applied
+    assert await engine.amigrate() == []
+    await engine.aclose()

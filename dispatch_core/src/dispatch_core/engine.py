@@ -20,6 +20,7 @@ from dispatch_core.context import current_tenant
 from dispatch_core.definition import _NO_PAYLOAD, JobDefinition
 from dispatch_core.errors import (
     ConfigurationError,
+    DispatchError,
     PayloadError,
     StoreUnavailableError,
     SyncInAsyncContextError,
@@ -101,6 +102,7 @@ class Engine:
         self._sync: SyncStore | None = None
         self._sync_lock = threading.Lock()
         self._portal: _Portal | None = None
+        self._migrated = False
         self._wakers: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
@@ -214,7 +216,14 @@ class Engine:
     # -- store lifecycle --------------------------------------------------------------------------
 
     async def aopen(self) -> None:
-        """Open the store (migrating it when ``auto_migrate``); idempotent per event loop."""
+        """Open the store (migrating it when ``auto_migrate``); idempotent per event loop.
+
+        Raises:
+            StoreUnavailableError: the store cannot be reached or opened; the message says why.
+        """
+        await self._ensure_open(migrate=self.auto_migrate)
+
+    async def _ensure_open(self, *, migrate: bool) -> None:
         loop = asyncio.get_running_loop()
         if self._open_loop is loop:
             return
@@ -229,8 +238,9 @@ class Engine:
                 await self._close_store_quietly()
             try:
                 await self.store.open()
-                if self.auto_migrate:
+                if migrate:
                     await self.store.migrate()
+                    self._migrated = True
             except StoreUnavailableError:
                 raise
             except Exception as exc:
@@ -271,9 +281,20 @@ class Engine:
         await self.aclose()
 
     async def amigrate(self) -> list[str]:
-        """Migrate the store's schema; return the migrations applied."""
-        await self.store.open()
-        return await self.store.migrate()
+        """Migrate the store's schema; return the names of the migrations applied.
+
+        Raises:
+            StoreUnavailableError: the store cannot be opened or migrated.
+        """
+        await self._ensure_open(migrate=False)
+        try:
+            applied = await self.store.migrate()
+        except DispatchError:
+            raise
+        except Exception as exc:
+            raise StoreUnavailableError(f"migrating store {self.url} failed: {exc}") from exc
+        self._migrated = True
+        return applied
 
     # -- enqueue -----------------------------------------------------------------------------------
 
@@ -573,7 +594,31 @@ class Engine:
                     raise StoreUnavailableError(f"cannot open store {self.url}: {exc}") from exc
                 if self._sync is None:
                     self._portal = _Portal(self)
+                if self.auto_migrate and not self._migrated:
+                    self._migrate_blocking()
             return self._sync
+
+    def _migrate_blocking(self) -> None:
+        """Apply migrations before the first sync call, as ``aopen`` does for async ones."""
+        if self._open_loop is not None:
+            return  # an event loop has the store open, and migrated it when it opened it
+        store = self.stores.create(self.url) if "://" in self.url else self.store
+
+        async def migrate() -> None:
+            await store.open()
+            try:
+                await store.migrate()
+            finally:
+                if store is not self.store:
+                    await store.close()
+
+        try:
+            asyncio.run(migrate())
+        except DispatchError:
+            raise
+        except Exception as exc:
+            raise StoreUnavailableError(f"migrating store {self.url} failed: {exc}") from exc
+        self._migrated = True
 
     def _portal_store(self) -> Store:
         assert self._portal is not None

@@ -1,0 +1,163 @@
+"""``dispatch jobs …``: list, show, cancel, retry and count jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+
+from dispatch_core.cli._common import plural, resolve_engine, run_with_engine, store_options
+from dispatch_core.cli._format import (
+    Column,
+    echo_json,
+    echo_record,
+    echo_table,
+    first_line,
+    relative_time,
+    to_jsonable,
+)
+from dispatch_core.engine import Engine
+from dispatch_core.models import Job, utcnow
+from dispatch_core.states import JobState
+
+__all__ = ["jobs"]
+
+STATES = [s.value for s in JobState]
+
+_JOB_COLUMNS = (
+    Column("id"),
+    Column("name", max_width=28, shrink=2, min_width=12, elide="left"),
+    Column("queue", max_width=14, shrink=3, min_width=7),
+    Column("state"),
+    Column("tries", align="right"),
+    Column("run at"),
+    Column("last error", shrink=1, min_width=16),
+)
+
+
+@click.group()
+def jobs() -> None:
+    """Inspect and control jobs: list, show, cancel, retry, count."""
+
+
+def _job_row(job: Job, now: datetime) -> list[str]:
+    """The table cells of one job."""
+    return [
+        job.id,
+        job.name,
+        job.queue,
+        job.state.value,
+        f"{job.attempt}/{job.max_attempts}",
+        relative_time(job.run_at, now),
+        first_line(job.last_error) or "-",
+    ]
+
+
+@jobs.command("ls")
+@click.option(
+    "--state",
+    type=click.Choice(STATES, case_sensitive=False),
+    help="Only jobs in this state.",
+)
+@click.option("-q", "--queue", help="Only jobs of this queue.")
+@click.option("--name", help="Only jobs with this job name.")
+@click.option("--tenant", help="Only jobs of this tenant.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most jobs shown."
+)
+@click.option(
+    "--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Jobs skipped."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of full job records.")
+@store_options
+def jobs_ls(
+    state: str | None,
+    queue: str | None,
+    name: str | None,
+    tenant: str | None,
+    limit: int,
+    offset: int,
+    as_json: bool,
+    app: str | None,
+    url: str | None,
+) -> None:
+    """List jobs, newest first.
+
+    The table shows id, job name, queue, state, attempts made / allowed, when the job
+    runs (or ran) and the first line of its last error.
+    """
+    engine = resolve_engine(app, url)
+
+    async def fetch(e: Engine) -> list[Job]:
+        return await e.alist_jobs(
+            state=state.lower() if state else None,
+            queue=queue,
+            name=name,
+            tenant=tenant,
+            limit=limit,
+            offset=offset,
+        )
+
+    found = run_with_engine(engine, fetch)
+    if as_json:
+        echo_json([to_jsonable(j) for j in found])
+        return
+    if not found:
+        click.echo("No jobs found.")
+        return
+    now = utcnow()
+    echo_table(_JOB_COLUMNS, [_job_row(j, now) for j in found])
+    if len(found) == limit:
+        click.echo(f"(first {limit} shown; use --limit and --offset for more)", err=True)
+
+
+@jobs.command("show")
+@click.argument("job_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as a JSON object.")
+@store_options
+def jobs_show(job_id: str, as_json: bool, app: str | None, url: str | None) -> None:
+    """Show every field of job ID, including its payload, result and full last error."""
+    job = run_with_engine(resolve_engine(app, url), lambda e: e.aget_job(job_id))
+    if as_json:
+        echo_json(to_jsonable(job))
+    else:
+        echo_record(job, long_fields=("last_error",))
+
+
+@jobs.command("cancel")
+@click.argument("job_id", metavar="ID")
+@store_options
+def jobs_cancel(job_id: str, app: str | None, url: str | None) -> None:
+    """Cancel job ID if it is pending, retrying or running.
+
+    A running attempt is stopped at its worker's next heartbeat and its result discarded.
+    A finished job cannot be cancelled.
+    """
+    job = run_with_engine(resolve_engine(app, url), lambda e: e.acancel(job_id))
+    click.echo(f"Cancelled {job.id} ({job.name}).")
+
+
+@jobs.command("retry")
+@click.argument("job_id", metavar="ID")
+@store_options
+def jobs_retry(job_id: str, app: str | None, url: str | None) -> None:
+    """Send failed or cancelled job ID back to pending, with its attempts reset."""
+    job = run_with_engine(resolve_engine(app, url), lambda e: e.aretry(job_id))
+    tries = plural(job.max_attempts, "attempt")
+    click.echo(f"Job {job.id} ({job.name}) is {job.state.value} again, with {tries}.")
+
+
+@jobs.command("counts")
+@click.option("-q", "--queue", help="Only count jobs of this queue.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object of counts.")
+@store_options
+def jobs_counts(queue: str | None, as_json: bool, app: str | None, url: str | None) -> None:
+    """Count jobs in each state."""
+    counts = run_with_engine(resolve_engine(app, url), lambda e: e.acount_jobs(queue=queue))
+    by_state = {s.value: counts.get(s, 0) for s in JobState}
+    if as_json:
+        echo_json(by_state)
+        return
+    rows = [[state, str(n)] for state, n in by_state.items()]
+    rows.append(["total", str(sum(by_state.values()))])
+    echo_table((Column("state"), Column("count", align="right")), rows)

@@ -1,0 +1,224 @@
+"""``dispatch worker APP``: run a worker in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import click
+
+from dispatch_core.cli._common import APP_ENV, APP_REF, load_app, plural, redact_url
+from dispatch_core.worker import Worker, WorkerStats
+
+__all__ = ["worker"]
+
+LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
+_LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_BANNER_JOBS = 6  # job names listed in the banner before "+N more"
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _logging_to_stderr(level: str) -> Iterator[None]:
+    """Log at ``level`` to stderr for the duration of the block, unless the application
+    configured logging itself (then only the level is set)."""
+    root = logging.getLogger()
+    previous_level = root.level
+    handler: logging.Handler | None = None
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+    try:
+        yield
+    finally:
+        root.setLevel(previous_level)
+        if handler is not None:
+            root.removeHandler(handler)
+
+
+def _job_names(w: Worker) -> str:
+    """``2 jobs (a, b)``: the registered job names, the first few listed."""
+    names = sorted({d.name for d in w.engine.jobs.values()})
+    shown = ", ".join(names[:_BANNER_JOBS])
+    if len(names) > _BANNER_JOBS:
+        shown += f", +{len(names) - _BANNER_JOBS} more"
+    return plural(len(names), "job") + (f" ({shown})" if names else "")
+
+
+def banner(w: Worker, burst: bool) -> str:
+    """The one-line start banner: worker id, store, queues, concurrency and jobs."""
+    queues = ",".join(w.queues) if w.queues else "*"
+    mode = " in burst mode" if burst else ""
+    return (
+        f"Dispatch worker {w.id}{mode} | store {redact_url(w.engine.url)} | queues {queues} | "
+        f"concurrency {w.concurrency} | {_job_names(w)}"
+    )
+
+
+def stats_line(w: Worker, stats: WorkerStats) -> str:
+    """The one-line summary printed when the worker exits."""
+    counts = ", ".join(f"{n} {k}" for k, n in attrs.asdict(stats).items())
+    return f"Worker {w.id} stopped: {counts}."
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM handling: the first signal stops gracefully, the second at once."""
+
+    def __init__(self, w: Worker) -> None:
+        self.worker = w
+        self.received = 0
+
+    def __call__(self, name: str) -> None:
+        self.received += 1
+        if self.received == 1:
+            click.echo(
+                f"{name}: stopping; running jobs get up to {self.worker.grace_period:g}s to "
+                "finish (send again to stop now)",
+                err=True,
+            )
+        else:
+            click.echo(f"{name}: stopping now; running jobs go back to the queue", err=True)
+        self.worker.stop()
+
+
+def _install_signal_handlers(
+    loop: asyncio.AbstractEventLoop, on_signal: Callable[[str], None]
+) -> Callable[[], None]:
+    """Route SIGINT/SIGTERM to ``on_signal(name)``; return a function that undoes it."""
+    installed: list[tuple[signal.Signals, Any, bool]] = []
+    for sig in _STOP_SIGNALS:
+        previous = signal.getsignal(sig)
+        try:
+            loop.add_signal_handler(sig, on_signal, sig.name)
+            via_loop = True
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not main thread
+            try:
+                signal.signal(
+                    sig, lambda s, _f: loop.call_soon_threadsafe(on_signal, signal.Signals(s).name)
+                )
+            except ValueError:  # not the main thread: no signal handling
+                continue
+            via_loop = False
+        installed.append((sig, previous, via_loop))
+
+    def restore() -> None:
+        for sig, previous, via_loop in installed:
+            if via_loop:
+                loop.remove_signal_handler(sig)
+            if previous is not None:
+                signal.signal(sig, previous)
+
+    return restore
+
+
+async def _run(w: Worker, burst: bool) -> WorkerStats:
+    """Run the worker (or drain it) under our signal handlers; close the engine."""
+    restore = _install_signal_handlers(asyncio.get_running_loop(), _StopOnSignal(w))
+    try:
+        if burst:
+            return await w.drain(timeout=None)
+        return await w.run(install_signal_handlers=False)
+    finally:
+        restore()
+        await w.engine.aclose()
+
+
+def _split_queues(queues: tuple[str, ...]) -> list[str] | None:
+    """Queue names from repeated and comma-separated ``--queue`` values."""
+    names = [q.strip() for spec in queues for q in spec.split(",") if q.strip()]
+    return names or None
+
+
+@click.command()
+@click.argument("app", type=APP_REF, envvar=APP_ENV)
+@click.option(
+    "-q",
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="QUEUE",
+    help="Take jobs from QUEUE; repeat or separate with commas. Default: every queue.",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Jobs run at once.",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a claim holds a job without a heartbeat.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="At shutdown, how long running jobs may finish before they are put back.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest idle wait between polls of the store.",
+)
+@click.option("--burst", is_flag=True, help="Run until no job is runnable, then exit.")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Logging level (logs go to stderr).",
+)
+@click.option("--worker-id", metavar="ID", help="Stable worker id (default: a new wkr_... id).")
+def worker(
+    app: str,
+    queues: tuple[str, ...],
+    concurrency: int,
+    lease: float,
+    grace: float,
+    poll_interval: float,
+    burst: bool,
+    log_level: str,
+    worker_id: str | None,
+) -> None:
+    """Run a worker for the engine APP.
+
+    APP is MODULE:ATTR naming an Engine, e.g. examples.demo_app:engine (env: DISPATCH_APP);
+    the current directory is importable.
+
+    SIGINT or SIGTERM stops the worker gracefully: it claims no more jobs and lets running
+    ones finish within --grace; a second signal stops it at once (unfinished jobs go back
+    to the queue without using an attempt). Prints a banner at start and the job counts
+    at exit.
+    """
+    engine = load_app(app)
+    w = engine.worker(
+        queues=_split_queues(queues),
+        concurrency=concurrency,
+        lease_seconds=lease,
+        grace_period=grace,
+        poll_interval=poll_interval,
+        worker_id=worker_id,
+    )
+    with _logging_to_stderr(log_level):
+        click.echo(banner(w, burst))
+        stats = asyncio.run(_run(w, burst))
+    click.echo(stats_line(w, stats))
