@@ -18,10 +18,10 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -69,6 +69,28 @@ DrainResult = WorkerStats
 
 
 _OWN_DIR = os.path.dirname(__file__)
+T = TypeVar("T")
+
+
+class _JobThreads(ThreadPoolExecutor):
+    """The pool for sync handlers; it counts the calls still running in its threads."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+        self._busy_lock = threading.Lock()
+        self.busy = 0
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        def tracked() -> T:
+            with self._busy_lock:
+                self.busy += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._busy_lock:
+                    self.busy -= 1
+
+        return super().submit(tracked)
 
 
 def _format_error(exc: BaseException) -> str:
@@ -140,7 +162,7 @@ class Worker:
         self._thread_id = 0
         self._drain = False
         self._wait_scheduled = False
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: _JobThreads | None = None
 
     # -- control -------------------------------------------------------------------------------
 
@@ -172,6 +194,11 @@ class Worker:
         self._stopping = True
         self._wake_ev.set()
         self._slot_ev.set()
+
+    def busy_threads(self) -> int:
+        """Sync handler calls still running in the worker's threads (a timed-out or released
+        sync job's thread cannot be killed and runs on until its handler returns)."""
+        return self._executor.busy if self._executor is not None else 0
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -218,7 +245,7 @@ class Worker:
             log.warning("worker %s starts with no registered jobs; it will claim nothing", self.id)
         self._names: Collection[str] = frozenset(self._definitions)
         self._chain = build_chain(self.engine.middleware.ordered(), self._call_handler)
-        self._executor = ThreadPoolExecutor(
+        self._executor = _JobThreads(
             max_workers=self.concurrency, thread_name_prefix=f"dispatch-{self.id[-6:]}"
         )
         self.engine._add_waker(self.wake)

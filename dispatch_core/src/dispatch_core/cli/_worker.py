@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -222,3 +223,22 @@ def worker(
         click.echo(banner(w, burst))
         stats = asyncio.run(_run(w, burst))
     click.echo(stats_line(w, stats))
+    _exit_despite_stuck_threads(w)
+
+
+def _exit_despite_stuck_threads(w: Worker) -> None:
+    """Exit now if sync handlers are still running in threads.
+
+    Their jobs were already released (or timed out); Python would otherwise wait for those
+    threads at exit, so a stuck handler would keep a stopped worker alive until SIGKILL.
+    """
+    stuck = w.busy_threads()
+    if stuck:
+        click.echo(
+            f"{plural(stuck, 'sync handler thread')} still running after shutdown; "
+            "exiting without waiting for them (their jobs were put back).",
+            err=True,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
