@@ -30,7 +30,14 @@ def render() -> str:
         "",
     ]
     sections = [
-        ("Registration hooks", lambda n: not n.startswith(("dispatch_job", "dispatch_workflow", "dispatch_cron", "dispatch_engine"))),
+        (
+            "Registration hooks",
+            lambda n: (
+                not n.startswith(
+                    ("dispatch_job", "dispatch_workflow", "dispatch_cron", "dispatch_engine")
+                )
+            ),
+        ),
         ("Engine lifecycle", lambda n: n.startswith("dispatch_engine")),
         ("Job lifecycle", lambda n: n.startswith("dispatch_job")),
         ("Workflow lifecycle", lambda n: n.startswith("dispatch_workflow")),
@@ -47,8 +54,21 @@ def render() -> str:
             if not wanted(name):
                 continue
             sig = str(inspect.signature(fn)).replace("'", "")
-            kind = "lifecycle, `async def` allowed" if name in hookspecs.LIFECYCLE_HOOKS else "registration, sync"
-            lines += [f"### `{name}`", "", "```python", f"def {name}{sig}", "```", "", f"*{kind}*", ""]
+            kind = (
+                "lifecycle, `async def` allowed"
+                if name in hookspecs.LIFECYCLE_HOOKS
+                else "registration, sync"
+            )
+            lines += [
+                f"### `{name}`",
+                "",
+                "```python",
+                f"def {name}{sig}",
+                "```",
+                "",
+                f"*{kind}*",
+                "",
+            ]
             lines += [inspect.cleandoc(fn.__doc__ or ""), ""]
     return "\n".join(lines).rstrip() + "\n"
 

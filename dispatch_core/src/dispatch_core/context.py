@@ -18,9 +18,6 @@ _log = logging.getLogger("dispatch_core.job")
 _current_ctx: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
     "dispatch_current_job", default=None
 )
-_current_tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "dispatch_current_tenant", default=None
-)
 
 
 class JobLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -106,4 +103,5 @@ def current_job() -> JobContext | None:
 
 def current_tenant() -> str | None:
     """The tenant scope in force: the running job's, or ``None``."""
-    return _current_tenant.get()
+    ctx = _current_ctx.get()
+    return ctx.job.tenant if ctx is not None else None

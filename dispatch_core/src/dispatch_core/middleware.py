@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from dispatch_core.context import JobContext, _current_ctx, _current_tenant
+from dispatch_core.context import JobContext, _current_ctx
 from dispatch_core.errors import JobTimeoutError
 
 __all__ = [
@@ -118,13 +118,11 @@ async def logging_middleware(ctx: JobContext, call_next: CallNext) -> Any:
 
 async def scope_middleware(ctx: JobContext, call_next: CallNext) -> Any:
     """Make the job and its tenant current, so jobs it enqueues inherit the tenant."""
-    job_token = _current_ctx.set(ctx)
-    tenant_token = _current_tenant.set(ctx.job.tenant)
+    token = _current_ctx.set(ctx)
     try:
         return await call_next(ctx)
     finally:
-        _current_tenant.reset(tenant_token)
-        _current_ctx.reset(job_token)
+        _current_ctx.reset(token)
 
 
 async def timeout_middleware(ctx: JobContext, call_next: CallNext) -> Any:

@@ -100,7 +100,7 @@ class _Row:
             last_error=self.last_error,
             unique_key=self.unique_key,
             tenant=self.tenant,
-            headers=dict(self.headers),
+            headers=dict(self.headers) if self.headers else {},
             result=self.result,
             worker_id=self.worker_id,
             attempt_token=self.attempt_token,

@@ -1,0 +1,3 @@
+"""Dispatch benchmark: ``python -m bench``; see bench/README.md."""
+
+from __future__ import annotations

@@ -1,0 +1,338 @@
+"""Dispatch measurements, for the memory store and the SQLite store.
+
+Also the entry point of the worker child process used for the cross-process pickup latency::
+
+    python -m bench.dispatch_side worker --url sqlite:////tmp/x/latency.db --expect 200 \
+        --out result.json --ready ready.flag
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    BenchError,
+    Metric,
+    Sizes,
+    best_of,
+    child_process,
+    finish_child,
+    latency_metric,
+    rate_metric,
+    wait_for_path,
+)
+from bench.latency import Recorder, produce
+from dispatch_core import Engine, JobDefinition
+
+__all__ = ["Ping", "Stamp", "BenchJobs", "make_engine", "run_dispatch"]
+
+NOTE = "hello"
+
+
+@dataclass
+class Ping:
+    """The small payload of the enqueue and drain jobs."""
+
+    user_id: int
+    note: str
+
+
+@dataclass
+class Stamp:
+    """The payload of the latency jobs: when the producer enqueued it."""
+
+    enqueued_ns: int
+    warmup: bool = False
+
+
+@dataclass
+class BenchJobs:
+    """The job definitions registered on a benchmark engine."""
+
+    noop: JobDefinition[Ping]
+    noop_sync: JobDefinition[Ping]
+    stamp: JobDefinition[Stamp]
+
+
+def make_engine(url: str, recorder: Recorder | None = None) -> tuple[Engine, BenchJobs]:
+    """An engine on ``url`` with the benchmark's jobs (stable names, so processes agree)."""
+    engine = Engine(url)
+
+    @engine.job(name="bench.noop", max_retries=0)
+    async def noop(payload: Ping) -> None:
+        return None
+
+    @engine.job(name="bench.noop_sync", max_retries=0)
+    def noop_sync(payload: Ping) -> None:
+        return None
+
+    @engine.job(name="bench.stamp", max_retries=0)
+    async def stamp(payload: Stamp) -> None:
+        if recorder is not None:
+            recorder.stamp(payload.enqueued_ns, payload.warmup)
+
+    return engine, BenchJobs(noop=noop, noop_sync=noop_sync, stamp=stamp)
+
+
+def _url(store: str, workdir: Path, name: str) -> str:
+    if store == "memory":
+        return "memory://"
+    return f"sqlite:///{workdir / name}.db"
+
+
+def _prepare(engine: Engine) -> None:
+    """Open the store once (creating the schema) and close it again."""
+
+    async def open_close() -> None:
+        async with engine:
+            pass
+
+    asyncio.run(open_close())
+
+
+# -- enqueue ---------------------------------------------------------------------------------------
+
+
+def _enqueue_single_once(
+    store: str, sizes: Sizes, workdir: Path, rep: int
+) -> tuple[Metric, Metric]:
+    """One sync and one async run of ``sizes.single`` one-at-a-time enqueues."""
+    engine, jobs = make_engine(_url(store, workdir, f"single_{rep}"))
+    _prepare(engine)
+    payloads = [Ping(i, NOTE) for i in range(sizes.single)]
+    try:
+        for i in range(sizes.warmup):
+            jobs.noop.enqueue(Ping(i, NOTE))
+        enqueue = jobs.noop.enqueue
+        t0 = time.perf_counter()
+        for p in payloads:
+            enqueue(p)
+        sync = rate_metric(sizes.single, time.perf_counter() - t0)
+    finally:
+        engine.close()
+
+    async def single_async() -> Metric:
+        async with engine:
+            for i in range(sizes.warmup):
+                await jobs.noop.aenqueue(Ping(i, NOTE))
+            aenqueue = jobs.noop.aenqueue
+            t0 = time.perf_counter()
+            for p in payloads:
+                await aenqueue(p)
+            return rate_metric(sizes.single, time.perf_counter() - t0)
+
+    return sync, asyncio.run(single_async())
+
+
+def _enqueue_single(store: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
+    runs = [_enqueue_single_once(store, sizes, workdir, rep) for rep in range(sizes.repeats)]
+    return {
+        "enqueue_single_sync": best_of([sync for sync, _ in runs]),
+        "enqueue_single_async": best_of([asyn for _, asyn in runs]),
+    }
+
+
+# -- drain -----------------------------------------------------------------------------------------
+
+
+async def _timed_drain(engine: Engine, n: int, sizes: Sizes) -> Metric:
+    async with engine:
+        t0 = time.perf_counter()
+        stats = await engine.drain(concurrency=sizes.concurrency, timeout=sizes.child_deadline)
+        seconds = time.perf_counter() - t0
+    if stats.completed != n:
+        raise BenchError(f"drain completed {stats.completed} jobs, expected {n}: {stats}")
+    return rate_metric(n, seconds, concurrency=sizes.concurrency)
+
+
+def _fill(job: JobDefinition[Ping], sizes: Sizes, *, timed: bool) -> Metric | None:
+    """Enqueue ``sizes.drain`` jobs; the first ``sizes.bulk`` in one (timed) call."""
+    if sizes.drain < sizes.bulk:
+        raise BenchError("sizes.drain must be >= sizes.bulk")
+    payloads = [Ping(i, NOTE) for i in range(sizes.bulk)]
+    t0 = time.perf_counter()
+    job.enqueue_many(payloads)
+    seconds = time.perf_counter() - t0
+    if sizes.drain > sizes.bulk:
+        job.enqueue_many([Ping(i, NOTE) for i in range(sizes.drain - sizes.bulk)])
+    return rate_metric(sizes.bulk, seconds) if timed else None
+
+
+def _bulk_and_drain_once(
+    store: str, sizes: Sizes, workdir: Path, rep: int, *, sync_handler: bool
+) -> tuple[Metric | None, Metric]:
+    """Fill a fresh store (timing the bulk enqueue), then drain it (timed)."""
+    name = f"drain_sync_{rep}" if sync_handler else f"drain_{rep}"
+    engine, jobs = make_engine(_url(store, workdir, name))
+    _prepare(engine)
+    try:
+        bulk = _fill(jobs.noop_sync if sync_handler else jobs.noop, sizes, timed=not sync_handler)
+    finally:
+        engine.close()
+    return bulk, asyncio.run(_timed_drain(engine, sizes.drain, sizes))
+
+
+def _bulk_and_drain(store: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
+    bulks: list[Metric] = []
+    drains: list[Metric] = []
+    sync_drains: list[Metric] = []
+    for rep in range(sizes.repeats):
+        bulk, drain = _bulk_and_drain_once(store, sizes, workdir, rep, sync_handler=False)
+        assert bulk is not None
+        bulks.append(bulk)
+        drains.append(drain)
+        # The same with a plain `def` handler, which runs in the worker's thread pool.
+        _, drain = _bulk_and_drain_once(store, sizes, workdir, rep, sync_handler=True)
+        sync_drains.append(drain)
+    return {
+        "enqueue_bulk": best_of(bulks),
+        "drain": best_of(drains),
+        "drain_sync_handler": best_of(sync_drains),
+    }
+
+
+# -- pickup latency --------------------------------------------------------------------------------
+
+
+def _latency_in_process(sizes: Sizes) -> Metric:
+    """Memory store: the worker runs in this process's event loop; a thread produces."""
+    recorder = Recorder(expect=sizes.latency)
+    engine, jobs = make_engine("memory://", recorder)
+    errors: list[BaseException] = []
+
+    def producer() -> None:
+        def wait_ready() -> None:
+            if not recorder.ready.wait(30):
+                raise BenchError("the worker did not run the warm-up job within 30s")
+
+        try:
+            produce(
+                lambda ns, warm: jobs.stamp.enqueue(Stamp(ns, warm)),
+                count=sizes.latency, gap=sizes.latency_gap, wait_ready=wait_ready,
+            )
+        except BaseException as exc:
+            errors.append(exc)
+            recorder.done.set()
+
+    async def main() -> None:
+        async with engine:
+            worker = engine.worker(concurrency=sizes.concurrency)
+            recorder.on_done = worker.stop
+            run = asyncio.ensure_future(worker.run())
+            thread = threading.Thread(target=producer, name="bench-producer", daemon=True)
+            thread.start()
+            try:
+                await asyncio.to_thread(recorder.done.wait, sizes.child_deadline)
+                worker.stop()
+                await asyncio.wait_for(run, timeout=30)
+            finally:
+                if not run.done():
+                    worker.stop(grace=0)
+                    await asyncio.gather(run, return_exceptions=True)
+                await asyncio.to_thread(thread.join, 30)
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.close()
+    if errors:
+        raise BenchError(f"latency producer failed: {errors[0]!r}") from errors[0]
+    if len(recorder.samples_ns) != sizes.latency:
+        got = len(recorder.samples_ns)
+        raise BenchError(f"got {got} latency samples, expected {sizes.latency}")
+    return latency_metric(
+        recorder.samples_ns, worker="same process, producer thread (sync enqueue)"
+    )
+
+
+def _latency_cross_process(sizes: Sizes, workdir: Path) -> Metric:
+    """SQLite store: the worker is a child process; this process produces (sync enqueue)."""
+    url = _url("sqlite", workdir, "latency")
+    engine, jobs = make_engine(url)
+    _prepare(engine)
+    out, ready = workdir / "dispatch_latency.json", workdir / "dispatch_ready"
+    log = workdir / "dispatch_worker.log"
+    args = [
+        "worker", "--url", url, "--expect", str(sizes.latency), "--out", str(out),
+        "--ready", str(ready), "--concurrency", str(sizes.concurrency),
+        "--deadline", str(sizes.child_deadline),
+    ]
+    try:
+        with child_process("bench.dispatch_side", args, log) as proc:
+            produce(
+                lambda ns, warm: jobs.stamp.enqueue(Stamp(ns, warm)),
+                count=sizes.latency, gap=sizes.latency_gap,
+                wait_ready=lambda: wait_for_path(ready, timeout=60, proc=proc, log_path=log),
+            )
+            finish_child(proc, timeout=30, log_path=log)
+    finally:
+        engine.close()
+    data: dict[str, Any] = json.loads(out.read_text())
+    samples: list[int] = data["samples_ns"]
+    if len(samples) != sizes.latency:
+        raise BenchError(f"got {len(samples)} latency samples, expected {sizes.latency}")
+    return latency_metric(samples, worker="another process (python -m bench.dispatch_side worker)")
+
+
+# -- the whole system ------------------------------------------------------------------------------
+
+
+def run_dispatch(store: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
+    """Every measurement for one Dispatch store (``"memory"`` or ``"sqlite"``)."""
+    results: dict[str, Metric] = {}
+    results.update(_enqueue_single(store, sizes, workdir))
+    results.update(_bulk_and_drain(store, sizes, workdir))
+    if store == "memory":
+        results["pickup_latency"] = _latency_in_process(sizes)
+    else:
+        results["pickup_latency"] = _latency_cross_process(sizes, workdir)
+    return results
+
+
+# -- the worker child process ----------------------------------------------------------------------
+
+
+def _worker_main(args: argparse.Namespace) -> int:
+    recorder = Recorder(expect=args.expect, ready_path=Path(args.ready))
+    engine, _ = make_engine(args.url, recorder)
+
+    async def main() -> None:
+        async with engine:
+            worker = engine.worker(concurrency=args.concurrency)
+            recorder.on_done = worker.stop
+            loop = asyncio.get_running_loop()
+            # Never outlive a parent that forgot us.
+            loop.call_later(args.deadline, lambda: worker.stop(grace=0))
+            await worker.run(install_signal_handlers=True)
+
+    asyncio.run(main())
+    recorder.dump(Path(args.out))
+    if len(recorder.samples_ns) != args.expect:
+        print(f"worker stopped with {len(recorder.samples_ns)}/{args.expect} samples", flush=True)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.dispatch_side")
+    sub = parser.add_subparsers(dest="command", required=True)
+    worker = sub.add_parser("worker", help="run an idle worker that records pickup latencies")
+    worker.add_argument("--url", required=True)
+    worker.add_argument("--expect", type=int, required=True)
+    worker.add_argument("--out", required=True)
+    worker.add_argument("--ready", required=True)
+    worker.add_argument("--concurrency", type=int, default=10)
+    worker.add_argument("--deadline", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    return _worker_main(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,290 @@
+"""Machine description, the comparison with targets, the printed table and the JSON file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import Sizes
+
+__all__ = ["SYSTEM_LABELS", "machine_meta", "finish_meta", "compare", "render", "write_json"]
+
+SYSTEM_LABELS = {
+    "memory": "dispatch-memory",
+    "sqlite": "dispatch-sqlite",
+    "huey": "huey",
+    "huey-normal": "huey-normal",
+}
+
+Report = dict[str, Any]
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not available on this platform
+        return None
+
+
+def finish_meta(meta: dict[str, Any]) -> None:
+    """Record the load at the end: other work on the machine skews every number."""
+    meta["loadavg_at_end"] = _loadavg()
+
+
+def machine_meta(sizes: Sizes, *, quick: bool, systems: list[str]) -> dict[str, Any]:
+    """Where and how the benchmark ran."""
+    return {
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "sqlite": sqlite3.sqlite_version,
+        "loadavg_at_start": _loadavg(),
+        "versions": {
+            "dispatch-core": _version("dispatch-core"),
+            "dispatch-sqlite": _version("dispatch-sqlite"),
+            "huey": _version("huey"),
+            "aiosqlite": _version("aiosqlite"),
+        },
+        "quick": quick,
+        "systems": systems,
+        "sizes": sizes.as_dict(),
+        "argv": sys.argv[1:],
+    }
+
+
+# -- comparison ------------------------------------------------------------------------------------
+
+
+def _get(report: Report, system: str, metric: str, field: str) -> float | None:
+    entry = report["systems"].get(system)
+    if not entry or entry.get("error"):
+        return None
+    value = entry["metrics"].get(metric, {}).get(field)
+    return float(value) if value is not None else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 2)
+
+
+def compare(report: Report) -> list[dict[str, Any]]:
+    """The headline comparisons, each with its target (``None``: informational)."""
+    rows: list[dict[str, Any]] = []
+
+    def add(
+        key: str, label: str, value: float | None, unit: str,
+        target: float | None = None, ok: Callable[[float], bool] | None = None, **extra: Any,
+    ) -> None:
+        rows.append({
+            "key": key, "label": label, "value": value, "unit": unit, "target": target,
+            "ok": None if value is None or ok is None else bool(ok(value)), **extra,
+        })
+
+    def rate(system: str, metric: str) -> float | None:
+        return _get(report, system, metric, "rate")
+
+    def p50(system: str) -> float | None:
+        return _get(report, system, "pickup_latency", "p50_ms")
+
+    add(
+        "sqlite_drain_vs_huey", "drain: Dispatch SQLite / huey",
+        _ratio(rate("sqlite", "drain"), rate("huey", "drain")), "x", 3.0, lambda v: v >= 3.0,
+    )
+    add(
+        "sqlite_drain_vs_huey_normal", "drain: Dispatch SQLite / huey-normal",
+        _ratio(rate("sqlite", "drain"), rate("huey-normal", "drain")), "x",
+    )
+    add(
+        "sqlite_pickup_p50", "pickup p50: Dispatch SQLite (other process)",
+        p50("sqlite"), "ms", 5.0, lambda v: v <= 5.0,
+        huey_p50_ms=p50("huey"), huey_normal_p50_ms=p50("huey-normal"),
+    )
+    add(
+        "huey_vs_sqlite_pickup_p50", "pickup p50: huey / Dispatch SQLite",
+        _ratio(p50("huey"), p50("sqlite")), "x",
+    )
+    add(
+        "memory_drain", "drain: Dispatch memory",
+        rate("memory", "drain"), "jobs/s", 50_000.0, lambda v: v >= 50_000,
+    )
+    enqueue_pairs = (
+        ("enqueue_single_sync", "enqueue single sync", "enqueue_single_sync"),
+        ("enqueue_single_async", "enqueue single async (vs Huey sync)", "enqueue_single_sync"),
+        ("enqueue_bulk", "enqueue bulk", "enqueue_bulk"),
+    )
+    for metric, label, huey_metric in enqueue_pairs:
+        for peer in ("huey", "huey-normal"):
+            add(
+                f"sqlite_{metric}_vs_{peer.replace('-', '_')}",
+                f"{label}: Dispatch SQLite / {SYSTEM_LABELS[peer]}",
+                _ratio(rate("sqlite", metric), rate(peer, huey_metric)), "x",
+            )
+    return rows
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _fmt_rate(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _fmt_value(row: dict[str, Any]) -> str:
+    v = row["value"]
+    if v is None:
+        return "n/a"
+    unit = row["unit"]
+    if unit == "x":
+        return f"{v:.2f}x"
+    if unit == "ms":
+        return f"{v:.2f} ms"
+    return f"{v:,.0f} {unit}"
+
+
+def _fmt_target(row: dict[str, Any]) -> str:
+    t = row["target"]
+    if t is None:
+        return ""
+    unit = row["unit"]
+    if unit == "x":
+        return f"target >= {t:g}x"
+    if unit == "ms":
+        return f"target <= {t:g} ms"
+    return f"target >= {t:,.0f} {unit}"
+
+
+_Row = tuple[str, str, str, Callable[[float | None], str]]
+
+
+def _table_rows(sizes: dict[str, Any]) -> list[_Row]:
+    single, bulk, drain = f"{sizes['single']:,}", f"{sizes['bulk']:,}", f"{sizes['drain']:,}"
+    c = sizes["concurrency"]
+    return [
+        (f"enqueue single, sync   x{single} (jobs/s)", "enqueue_single_sync", "rate", _fmt_rate),
+        (f"enqueue single, async  x{single} (jobs/s)", "enqueue_single_async", "rate", _fmt_rate),
+        (f"enqueue bulk, one call x{bulk} (jobs/s)", "enqueue_bulk", "rate", _fmt_rate),
+        (f"drain {drain} no-op jobs, c={c} (jobs/s)", "drain", "rate", _fmt_rate),
+        ("  same, plain def handler (jobs/s)", "drain_sync_handler", "rate", _fmt_rate),
+        ("pickup latency of idle worker, p50 (ms)", "pickup_latency", "p50_ms", _fmt_ms),
+        ("pickup latency of idle worker, p99 (ms)", "pickup_latency", "p99_ms", _fmt_ms),
+        ("pickup latency of idle worker, max (ms)", "pickup_latency", "max_ms", _fmt_ms),
+    ]
+
+
+_HUEY_NOTES = [
+    "* Huey has no bulk enqueue: task.map() enqueues and commits one job at a time.",
+    "huey        = SqliteHuey defaults (WAL, synchronous=FULL: an fsync per commit).",
+    "huey-normal = SqliteHuey with synchronous=NORMAL, the durability of Dispatch SQLite.",
+    "Huey drain and pickup: consumer process, 10 thread workers, default polling",
+    "  (0.1 s first idle wait, x1.15 backoff per empty poll, reset by each task found).",
+]
+_DISPATCH_NOTES = [
+    "Dispatch: async def no-op handler unless noted; drain = await engine.drain(concurrency=10)",
+    "  in this process; memory pickup: worker in this process, producer thread (sync enqueue);",
+    "  SQLite pickup: worker in another process, producer here (sync enqueue).",
+]
+
+
+def render(report: Report) -> str:
+    """The human-readable result: header, one column per system, comparison, notes."""
+    meta = report["meta"]
+    sizes = meta["sizes"]
+    systems = [s for s in meta["systems"] if s in report["systems"]]
+    quick = " (--quick: tiny sizes, numbers are not meaningful)" if meta["quick"] else ""
+    lines = [
+        f"Dispatch benchmark{quick}",
+        f"machine: nproc={meta['nproc']}  {meta['python']}  SQLite {meta['sqlite']}  "
+        f"{meta['platform']}",
+        "versions: " + "  ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        f"latency run: {sizes['latency']} jobs, {sizes['latency_gap_s'] * 1000:g} ms apart; "
+        f"throughput: best of {sizes['repeats']} run(s), each on a fresh store",
+    ]
+    start, end = meta.get("loadavg_at_start"), meta.get("loadavg_at_end")
+    if start is not None and end is not None:
+        load = f"load average (1 min): {start[0]:.2f} at start, {end[0]:.2f} at end"
+        if max(start[0], end[0]) > 0.5 * (meta["nproc"] or 1):
+            load += "  -- the machine was busy: expect low and noisy numbers"
+        lines.append(load)
+    lines.append("")
+    rows = _table_rows(sizes)
+    width = max(len(r[0]) for r in rows) + 2
+    col = 17
+    lines.append("".ljust(width) + "".join(SYSTEM_LABELS[s].rjust(col) for s in systems))
+    lines.append("-" * (width + col * len(systems)))
+    for label, metric, field, fmt in rows:
+        cells = []
+        for s in systems:
+            entry = report["systems"][s]
+            if entry.get("error"):
+                cells.append("ERROR")
+                continue
+            value = entry["metrics"].get(metric, {}).get(field)
+            mark = "*" if s.startswith("huey") and metric == "enqueue_bulk" else ""
+            cells.append(fmt(value) + mark)
+        lines.append(label.ljust(width) + "".join(c.rjust(col) for c in cells))
+    lines.append("")
+    if any(s.startswith("huey") for s in systems):
+        lines += [*_HUEY_NOTES, ""]
+    if "sqlite" in systems or "memory" in systems:
+        lines += [*_DISPATCH_NOTES, ""]
+    # Informational rows without a value (a system was not run) are left out.
+    comparison = [
+        r for r in report["comparison"] if r["value"] is not None or r["target"] is not None
+    ]
+    lines += ["Comparison", "----------"]
+    label_w = max(len(r["label"]) for r in comparison) + 2
+    for row in comparison:
+        status = {True: "PASS", False: "FAIL", None: ""}[row["ok"]]
+        if row["target"] is not None and row["value"] is None:
+            status = "(not run)"
+        line = f"{row['label'].ljust(label_w)}{_fmt_value(row).rjust(14)}  "
+        line += f"{_fmt_target(row).ljust(24)}{status}"
+        if row["key"] == "sqlite_pickup_p50":
+            peers = [
+                f"{name} {row[k]:.2f} ms"
+                for name, k in (("huey", "huey_p50_ms"), ("huey-normal", "huey_normal_p50_ms"))
+                if row.get(k) is not None
+            ]
+            if peers:
+                line += f"  ({', '.join(peers)})"
+        lines.append(line.rstrip())
+    errors = {s: e["error"] for s, e in report["systems"].items() if e.get("error")}
+    if errors:
+        lines += ["", "Errors"]
+        for s, err in errors.items():
+            first = err.splitlines()[0] if err else ""
+            lines.append(f"  {SYSTEM_LABELS[s]}: {first}")
+    elapsed = "  ".join(
+        f"{SYSTEM_LABELS[s]} {report['systems'][s]['elapsed_s']:.1f}s" for s in systems
+    )
+    lines += ["", f"elapsed: {elapsed}  total {report['elapsed_s']:.1f}s"]
+    return "\n".join(lines)
+
+
+def write_json(report: Report, path: Path) -> None:
+    """Write the report (creating the directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
