@@ -1,0 +1,318 @@
+"""The async SQLite store, on aiosqlite."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar, cast
+
+import aiosqlite
+
+from dispatch_core.errors import StoreUnavailableError
+from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome
+from dispatch_core.states import JobState
+from dispatch_core.store import StopListening, Store
+from dispatch_plugins.sqlite import migrations
+from dispatch_plugins.sqlite import operations as ops
+from dispatch_plugins.sqlite.connection import configure, translate_errors, unavailable
+from dispatch_plugins.sqlite.sync import SQLiteSyncStore
+from dispatch_plugins.sqlite.url import SQLiteURL, parse_url
+from dispatch_plugins.sqlite.watcher import DataVersionWatcher
+
+__all__ = ["SQLiteStore"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class SQLiteStore(Store):
+    """A durable store in one SQLite file, shared safely by any number of processes.
+
+    URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with optional
+    ``?busy_timeout=5000`` (milliseconds a writer waits for the lock), ``poll_interval=0.001``
+    and ``idle_poll_interval=0.005`` (seconds between two looks of the :meth:`listen` watcher
+    when busy and when idle).
+
+    Every operation is one function of :mod:`~dispatch_plugins.sqlite.operations` run on the
+    aiosqlite connection's thread: one thread hop per call, however many statements it runs,
+    and a transaction can never interleave with another coroutine's statements.
+
+    Call :meth:`open` (and :meth:`migrate` once per database) before anything else; other
+    methods raise :class:`~dispatch_core.errors.StoreUnavailableError` on a store that is not
+    open. :meth:`sync` is the exception: the blocking producer opens its own connection.
+
+    Args:
+        url: The store URL.
+
+    Raises:
+        StoreURLError: the URL cannot be used (see :func:`~dispatch_plugins.sqlite.url.parse_url`).
+    """
+
+    scheme: ClassVar[str] = "sqlite"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.config: SQLiteURL = parse_url(url)
+        self._db: aiosqlite.Connection | None = None
+        self._raw: sqlite3.Connection | None = None
+        self._opening: asyncio.Lock | None = None
+        self._watchers: set[DataVersionWatcher] = set()
+        self._sync: SQLiteSyncStore | None = None
+        self._sync_lock = threading.Lock()  # sync() may be called from any thread
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.url!r})"
+
+    @property
+    def path(self) -> str:
+        """The absolute path of the database file."""
+        return self.config.path
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        """Run ``fn(connection, *args, **kwargs)`` on the connection's thread."""
+        db, raw = self._db, self._raw
+        if db is None or raw is None:
+            raise StoreUnavailableError(
+                f"{self!r} is not open: 'await store.open()' before using it"
+            )
+        with translate_errors(self.path):
+            return await _on_thread(db, lambda: fn(raw, *args, **kwargs))
+
+    def _notify(self) -> None:
+        # In-process listeners hear of our own writes at once; other processes' watchers see
+        # them through data_version within a poll interval.
+        for watcher in list(self._watchers):
+            watcher.wake()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect (WAL mode, ``synchronous=NORMAL``, ``busy_timeout``). Idempotent.
+
+        The database file is created if it does not exist; its directory is not.
+
+        Raises:
+            StoreUnavailableError: the file cannot be opened, or is not a SQLite database; the
+                message names the path and the reason.
+        """
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._db is not None:
+                return
+            cfg = self.config
+            try:
+                pending = aiosqlite.connect(
+                    cfg.path, isolation_level=None, timeout=cfg.busy_timeout_ms / 1000
+                )
+                _daemonize(pending)
+                db = await pending
+            except sqlite3.Error as exc:
+                raise unavailable(cfg.path, exc) from exc
+            try:
+                raw = _raw_connection(db)
+                await _on_thread(
+                    db, lambda: configure(raw, cfg.path, busy_timeout_ms=cfg.busy_timeout_ms)
+                )
+            except BaseException:
+                await db.close()
+                raise
+            self._db, self._raw = db, raw
+
+    async def close(self) -> None:
+        """Stop the listeners, close the sync producer's and the store's connections.
+        Idempotent."""
+        for watcher in list(self._watchers):
+            await watcher.stop()
+        self._watchers.clear()
+        if self._sync is not None:
+            await asyncio.to_thread(self._sync.close)
+        db, self._db, self._raw = self._db, None, None
+        if db is not None:
+            await db.close()
+
+    async def migrate(self) -> list[str]:
+        """Create or upgrade the schema; return the names of the migrations applied.
+
+        Safe to run from several processes at once: the migrations run under the write lock
+        and the second process finds nothing left to do.
+        """
+        return await self._call(migrations.migrate, self.path)
+
+    async def listen(self, wake: Callable[[], None]) -> StopListening:
+        """Call ``wake()`` whenever any connection, in any process, commits to the database.
+
+        A task polls ``PRAGMA data_version`` on a connection of its own: every
+        ``poll_interval`` (default 1 ms) while the database is busy, backing off to
+        ``idle_poll_interval`` (default 5 ms) after a quiet second, so an idle process costs
+        little CPU while a busy one hears of new work within a millisecond.
+        """
+        watcher = DataVersionWatcher(
+            self.path,
+            wake,
+            interval=self.config.poll_interval,
+            idle_interval=self.config.idle_poll_interval,
+        )
+        with translate_errors(self.path):
+            await watcher.start(busy_timeout_ms=self.config.busy_timeout_ms)
+        self._watchers.add(watcher)
+
+        async def stop() -> None:
+            self._watchers.discard(watcher)
+            await watcher.stop()
+
+        return stop
+
+    def sync(self) -> SQLiteSyncStore:
+        """The blocking producer API (stdlib ``sqlite3``), safe to call from any thread.
+
+        One instance per store; it opens its own connection on first use, so it works whether
+        or not this store is open. :meth:`close` closes its connection too.
+        """
+        with self._sync_lock:
+            if self._sync is None:
+                self._sync = SQLiteSyncStore(self.config)
+            return self._sync
+
+    # -- producing -----------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Insert ``jobs`` in one transaction (``executemany``); return them in order.
+
+        A job whose ``unique_key`` is taken is not written; the job holding the key is returned
+        in its place.
+        """
+        if not jobs:
+            return []
+        out = await self._call(ops.enqueue, jobs)
+        self._notify()
+        return out
+
+    # -- the worker's hot path -----------------------------------------------------------------
+
+    async def claim(
+        self,
+        *,
+        worker_id: str,
+        queues: Collection[str] | None,
+        names: Collection[str] | None,
+        limit: int,
+        lease_seconds: float,
+        now: datetime,
+    ) -> list[Job]:
+        """Claim up to ``limit`` runnable jobs with one ``UPDATE ... RETURNING`` statement."""
+        return await self._call(
+            ops.claim,
+            worker_id=worker_id,
+            queues=queues,
+            names=names,
+            limit=limit,
+            lease_seconds=lease_seconds,
+            now=now,
+        )
+
+    async def heartbeat(
+        self, *, worker_id: str, leases: Mapping[str, str], lease_seconds: float, now: datetime
+    ) -> set[str]:
+        """Extend leases with one statement; return the ids whose lease is lost."""
+        if not leases:
+            return set()
+        return await self._call(ops.heartbeat, leases=leases, lease_seconds=lease_seconds, now=now)
+
+    async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[bool]:
+        """Record attempt ends, fenced by attempt token; one statement for a batch of
+        completions, one transaction otherwise."""
+        if not outcomes:
+            return []
+        return await self._call(ops.finish, outcomes, now=now)
+
+    async def rescue_expired(self, *, now: datetime) -> list[Job]:
+        """Recover running jobs whose lease ended before ``now``; see the contract."""
+        rescued = await self._call(ops.rescue_expired, now=now)
+        if rescued:
+            self._notify()
+        return rescued
+
+    async def next_run_at(
+        self, *, queues: Collection[str] | None, names: Collection[str] | None
+    ) -> datetime | None:
+        """The earliest ``run_at`` among matching pending or retrying jobs."""
+        return await self._call(ops.next_run_at, queues=queues, names=names)
+
+    # -- inspection and control ----------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job:
+        """Return the job or raise :class:`~dispatch_core.errors.JobNotFoundError`."""
+        return await self._call(ops.get_job, job_id)
+
+    async def list_jobs(self, filter: JobFilter) -> list[Job]:
+        """Jobs matching ``filter``, newest id first."""
+        return await self._call(ops.list_jobs, filter)
+
+    async def count_jobs(self, *, queue: str | None = None) -> dict[JobState, int]:
+        """The number of jobs in each state that has any."""
+        return await self._call(ops.count_jobs, queue=queue)
+
+    async def cancel(self, job_id: str, *, now: datetime) -> Job:
+        """Cancel a pending, retrying or running job (a running one loses its lease)."""
+        return await self._call(ops.cancel, job_id, now=now)
+
+    async def retry(self, job_id: str, *, now: datetime) -> Job:
+        """Send a failed or cancelled job back to ``pending`` with its attempts reset."""
+        job = await self._call(ops.retry, job_id, now=now)
+        self._notify()
+        return job
+
+    # -- the dead-letter queue -----------------------------------------------------------------
+
+    async def list_dlq(
+        self, *, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[DLQEntry]:
+        """Dead-letter entries, oldest failure first."""
+        return await self._call(ops.list_dlq, queue=queue, limit=limit, offset=offset)
+
+    async def get_dlq(self, entry_id: str) -> DLQEntry:
+        """Return the entry or raise :class:`~dispatch_core.errors.DLQEntryNotFoundError`."""
+        return await self._call(ops.get_dlq, entry_id)
+
+    async def replay_dlq(self, entry_id: str, *, new_job_id: str, now: datetime) -> Job:
+        """Enqueue a fresh copy of the entry's job and stamp the entry, in one transaction."""
+        job = await self._call(ops.replay_dlq, entry_id, new_job_id=new_job_id, now=now)
+        self._notify()
+        return job
+
+    async def purge_dlq(self, *, before: datetime) -> int:
+        """Delete entries that failed before ``before``; return how many."""
+        return await self._call(ops.purge_dlq, before=before)
+
+
+# aiosqlite has no public way to run a callable on its connection thread; ``_execute`` (present
+# since aiosqlite 0.11, unchanged through 0.22) is what its own helpers use. Going through it
+# keeps a whole transaction in one thread hop, and a cancelled caller cannot leave a
+# transaction half done. Both uses of its internals are here.
+
+
+def _daemonize(db: aiosqlite.Connection) -> None:
+    # aiosqlite's connection thread is not a daemon: a program that forgets
+    # ``await engine.aclose()`` would hang at exit waiting for it. SQLite's journal makes an
+    # interrupted write atomic, so letting the interpreter exit past the thread is safe.
+    db._thread.daemon = True
+
+
+def _raw_connection(db: aiosqlite.Connection) -> sqlite3.Connection:
+    return db._conn
+
+
+def _on_thread(db: aiosqlite.Connection, fn: Callable[[], _T]) -> Awaitable[_T]:
+    execute = cast(Callable[[Callable[[], Any]], Awaitable[Any]], db._execute)
+    return cast(Awaitable[_T], execute(fn))
