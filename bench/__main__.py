@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument(
-        "--only", metavar="SYSTEMS",
+        "--only",
+        metavar="SYSTEMS",
         help="comma-separated subset of: memory, sqlite, huey (both Huey variants), "
         "huey-default, huey-normal",
     )

@@ -80,7 +80,13 @@ class Sizes:
 
 FULL = Sizes(single=5_000, bulk=20_000, drain=20_000, latency=200, latency_gap=0.020)
 QUICK = Sizes(
-    single=300, bulk=1_000, drain=1_000, latency=20, latency_gap=0.010, repeats=1, warmup=20,
+    single=300,
+    bulk=1_000,
+    drain=1_000,
+    latency=20,
+    latency_gap=0.010,
+    repeats=1,
+    warmup=20,
     child_deadline=60.0,
 )
 

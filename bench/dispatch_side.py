@@ -215,7 +215,9 @@ def _latency_in_process(sizes: Sizes) -> Metric:
         try:
             produce(
                 lambda ns, warm: jobs.stamp.enqueue(Stamp(ns, warm)),
-                count=sizes.latency, gap=sizes.latency_gap, wait_ready=wait_ready,
+                count=sizes.latency,
+                gap=sizes.latency_gap,
+                wait_ready=wait_ready,
             )
         except BaseException as exc:
             errors.append(exc)
@@ -260,15 +262,26 @@ def _latency_cross_process(sizes: Sizes, workdir: Path) -> Metric:
     out, ready = workdir / "dispatch_latency.json", workdir / "dispatch_ready"
     log = workdir / "dispatch_worker.log"
     args = [
-        "worker", "--url", url, "--expect", str(sizes.latency), "--out", str(out),
-        "--ready", str(ready), "--concurrency", str(sizes.concurrency),
-        "--deadline", str(sizes.child_deadline),
+        "worker",
+        "--url",
+        url,
+        "--expect",
+        str(sizes.latency),
+        "--out",
+        str(out),
+        "--ready",
+        str(ready),
+        "--concurrency",
+        str(sizes.concurrency),
+        "--deadline",
+        str(sizes.child_deadline),
     ]
     try:
         with child_process("bench.dispatch_side", args, log) as proc:
             produce(
                 lambda ns, warm: jobs.stamp.enqueue(Stamp(ns, warm)),
-                count=sizes.latency, gap=sizes.latency_gap,
+                count=sizes.latency,
+                gap=sizes.latency_gap,
                 wait_ready=lambda: wait_for_path(ready, timeout=60, proc=proc, log_path=log),
             )
             finish_child(proc, timeout=30, log_path=log)

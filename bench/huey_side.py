@@ -94,9 +94,19 @@ def _consumer_args(
     command: str, db: Path, synchronous: str, expect: int, out: Path, sizes: Sizes
 ) -> list[str]:
     return [
-        command, "--db", str(db), "--synchronous", synchronous, "--expect", str(expect),
-        "--workers", str(sizes.concurrency), "--out", str(out),
-        "--deadline", str(sizes.child_deadline),
+        command,
+        "--db",
+        str(db),
+        "--synchronous",
+        synchronous,
+        "--expect",
+        str(expect),
+        "--workers",
+        str(sizes.concurrency),
+        "--out",
+        str(out),
+        "--deadline",
+        str(sizes.child_deadline),
     ]
 
 
@@ -129,7 +139,8 @@ def _bulk_and_drain_once(
         t0 = time.perf_counter()
         tasks.noop.map(payloads)
         bulk = rate_metric(
-            sizes.bulk, time.perf_counter() - t0,
+            sizes.bulk,
+            time.perf_counter() - t0,
             note="no bulk API: task.map() commits one job at a time",
         )
         if sizes.drain > sizes.bulk:
@@ -147,7 +158,9 @@ def _bulk_and_drain_once(
     if data["count"] != sizes.drain:
         raise BenchError(f"huey consumer ran {data['count']} jobs, expected {sizes.drain}")
     drain = rate_metric(
-        sizes.drain, data["seconds"], concurrency=sizes.concurrency,
+        sizes.drain,
+        data["seconds"],
+        concurrency=sizes.concurrency,
         note="consumer process, thread workers, default polling",
     )
     return bulk, drain
@@ -160,10 +173,12 @@ def run_huey(system: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
     results: dict[str, Metric] = {}
 
     # 1. One-at-a-time enqueue.
-    results["enqueue_single_sync"] = best_of([
-        _enqueue_single_once(synchronous, sizes, workdir / f"{prefix}_single_{rep}.db")
-        for rep in range(sizes.repeats)
-    ])
+    results["enqueue_single_sync"] = best_of(
+        [
+            _enqueue_single_once(synchronous, sizes, workdir / f"{prefix}_single_{rep}.db")
+            for rep in range(sizes.repeats)
+        ]
+    )
 
     # 2 and 3. "Bulk" enqueue (Huey has none; task.map() commits one by one), then drain.
     runs = [
@@ -178,14 +193,18 @@ def run_huey(system: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
     tasks = make_huey(latency_db, synchronous=synchronous)
     out, ready = workdir / f"{prefix}_latency.json", workdir / f"{prefix}_ready"
     log = workdir / f"{prefix}_latency.log"
-    args = [*_consumer_args("latency", latency_db, synchronous, sizes.latency, out, sizes),
-            "--ready", str(ready)]
+    args = [
+        *_consumer_args("latency", latency_db, synchronous, sizes.latency, out, sizes),
+        "--ready",
+        str(ready),
+    ]
     stamp = tasks.stamp
     try:
         with child_process("bench.huey_consumer", args, log) as proc:
             produce(
                 lambda ns, warm: stamp(ns, warm),
-                count=sizes.latency, gap=sizes.latency_gap,
+                count=sizes.latency,
+                gap=sizes.latency_gap,
                 wait_ready=lambda: wait_for_path(ready, timeout=60, proc=proc, log_path=log),
             )
             finish_child(proc, timeout=30, log_path=log)

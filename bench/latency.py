@@ -73,9 +73,7 @@ class Recorder:
 
     def dump(self, path: Path, **extra: object) -> None:
         """Write what was recorded as JSON (read back by the parent)."""
-        path.write_text(
-            json.dumps({"samples_ns": self.samples_ns, "count": self.count, **extra})
-        )
+        path.write_text(json.dumps({"samples_ns": self.samples_ns, "count": self.count, **extra}))
 
 
 def produce(

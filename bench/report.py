@@ -91,13 +91,25 @@ def compare(report: Report) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     def add(
-        key: str, label: str, value: float | None, unit: str,
-        target: float | None = None, ok: Callable[[float], bool] | None = None, **extra: Any,
+        key: str,
+        label: str,
+        value: float | None,
+        unit: str,
+        target: float | None = None,
+        ok: Callable[[float], bool] | None = None,
+        **extra: Any,
     ) -> None:
-        rows.append({
-            "key": key, "label": label, "value": value, "unit": unit, "target": target,
-            "ok": None if value is None or ok is None else bool(ok(value)), **extra,
-        })
+        rows.append(
+            {
+                "key": key,
+                "label": label,
+                "value": value,
+                "unit": unit,
+                "target": target,
+                "ok": None if value is None or ok is None else bool(ok(value)),
+                **extra,
+            }
+        )
 
     def rate(system: str, metric: str) -> float | None:
         return _get(report, system, metric, "rate")
@@ -106,25 +118,42 @@ def compare(report: Report) -> list[dict[str, Any]]:
         return _get(report, system, "pickup_latency", "p50_ms")
 
     add(
-        "sqlite_drain_vs_huey", "drain: Dispatch SQLite / huey",
-        _ratio(rate("sqlite", "drain"), rate("huey", "drain")), "x", 3.0, lambda v: v >= 3.0,
+        "sqlite_drain_vs_huey",
+        "drain: Dispatch SQLite / huey",
+        _ratio(rate("sqlite", "drain"), rate("huey", "drain")),
+        "x",
+        3.0,
+        lambda v: v >= 3.0,
     )
     add(
-        "sqlite_drain_vs_huey_normal", "drain: Dispatch SQLite / huey-normal",
-        _ratio(rate("sqlite", "drain"), rate("huey-normal", "drain")), "x",
+        "sqlite_drain_vs_huey_normal",
+        "drain: Dispatch SQLite / huey-normal",
+        _ratio(rate("sqlite", "drain"), rate("huey-normal", "drain")),
+        "x",
     )
     add(
-        "sqlite_pickup_p50", "pickup p50: Dispatch SQLite (other process)",
-        p50("sqlite"), "ms", 5.0, lambda v: v <= 5.0,
-        huey_p50_ms=p50("huey"), huey_normal_p50_ms=p50("huey-normal"),
+        "sqlite_pickup_p50",
+        "pickup p50: Dispatch SQLite (other process)",
+        p50("sqlite"),
+        "ms",
+        5.0,
+        lambda v: v <= 5.0,
+        huey_p50_ms=p50("huey"),
+        huey_normal_p50_ms=p50("huey-normal"),
     )
     add(
-        "huey_vs_sqlite_pickup_p50", "pickup p50: huey / Dispatch SQLite",
-        _ratio(p50("huey"), p50("sqlite")), "x",
+        "huey_vs_sqlite_pickup_p50",
+        "pickup p50: huey / Dispatch SQLite",
+        _ratio(p50("huey"), p50("sqlite")),
+        "x",
     )
     add(
-        "memory_drain", "drain: Dispatch memory",
-        rate("memory", "drain"), "jobs/s", 50_000.0, lambda v: v >= 50_000,
+        "memory_drain",
+        "drain: Dispatch memory",
+        rate("memory", "drain"),
+        "jobs/s",
+        50_000.0,
+        lambda v: v >= 50_000,
     )
     enqueue_pairs = (
         ("enqueue_single_sync", "enqueue single sync", "enqueue_single_sync"),
@@ -136,7 +165,8 @@ def compare(report: Report) -> list[dict[str, Any]]:
             add(
                 f"sqlite_{metric}_vs_{peer.replace('-', '_')}",
                 f"{label}: Dispatch SQLite / {SYSTEM_LABELS[peer]}",
-                _ratio(rate("sqlite", metric), rate(peer, huey_metric)), "x",
+                _ratio(rate("sqlite", metric), rate(peer, huey_metric)),
+                "x",
             )
     return rows
 
