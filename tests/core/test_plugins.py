@@ -197,3 +197,59 @@ def test_hook_from_sync_code_runs_in_the_background() -> None:
     while ("enqueued", "j") not in rec.calls and time.monotonic() < deadline:
         time.sleep(0.01)
     assert ("enqueued", "j") in rec.calls
+
+
+def test_builtins_fuse_only_when_nothing_sits_between_them() -> None:
+    from dispatch_core.middleware import TRACING, builtin_middleware
+
+    plain = Engine("memory://", load_entrypoints=False)
+    assert plain.middleware.for_chain() == [builtin_middleware]
+
+    async def tracing(ctx: JobContext, call_next: CallNext) -> Any:
+        return await call_next(ctx)
+
+    class Tracer:
+        @hookimpl
+        def dispatch_register_middleware(self, registry: Any) -> None:
+            registry.add("tracing", tracing, order=TRACING)
+
+    traced = Engine("memory://", load_entrypoints=False, plugins=[Tracer()])
+    assert traced.middleware.names() == ["recover", "tracing", "logging", "scope", "timeout"]
+    assert builtin_middleware not in traced.middleware.for_chain()
+    assert len(traced.middleware.for_chain()) == 5
+
+
+async def test_separate_builtins_behave_like_the_fused_ones() -> None:
+    from dispatch_core.middleware import TRACING
+
+    seen: list[str] = []
+
+    async def tracing(ctx: JobContext, call_next: CallNext) -> Any:
+        seen.append(ctx.name)
+        return await call_next(ctx)
+
+    class Tracer:
+        @hookimpl
+        def dispatch_register_middleware(self, registry: Any) -> None:
+            registry.add("tracing", tracing, order=TRACING)
+
+    engine = Engine(
+        "memory://", load_entrypoints=False, plugins=[Tracer()], backoff=Constant(interval=0)
+    )
+
+    @engine.job(name="slow", timeout=0.1, max_retries=0)
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    @engine.job(name="exits", max_retries=0)
+    async def exits() -> None:
+        raise SystemExit(1)
+
+    await slow.aenqueue()
+    await exits.aenqueue()
+    result = await engine.drain()
+    assert result.failed == 2
+    errors = sorted(e.error.splitlines()[0] for e in await engine.alist_dlq())
+    assert errors[0].startswith("HandlerCrashedError")
+    assert errors[1].startswith("JobTimeoutError: job slow timed out after 0.1s")
+    assert sorted(seen) == ["exits", "slow"]

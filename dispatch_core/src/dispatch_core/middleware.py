@@ -71,6 +71,17 @@ class MiddlewareRegistry:
         """Middleware, outermost first."""
         return [i[3] for i in sorted(self._items)]
 
+    def for_chain(self) -> list[Middleware]:
+        """:meth:`ordered`, with the four built-ins fused into one frame when they sit
+        together unchanged (no plugin between them): same behaviour, a third of the cost."""
+        items = [(i[2], i[3]) for i in sorted(self._items)]
+        for start in range(len(items) - len(_BUILTINS) + 1):
+            if items[start : start + len(_BUILTINS)] == _BUILTINS:
+                middleware = [mw for _, mw in items]
+                middleware[start : start + len(_BUILTINS)] = [builtin_middleware]
+                return middleware
+        return [mw for _, mw in items]
+
 
 def build_chain(middleware: Sequence[Middleware], handler: CallNext) -> CallNext:
     """Compose ``middleware`` (outermost first) around ``handler`` once, not per job."""
@@ -147,3 +158,52 @@ async def timeout_middleware(ctx: JobContext, call_next: CallNext) -> Any:
         raise
     finally:
         ctx._deadline = None
+
+
+async def builtin_middleware(ctx: JobContext, call_next: CallNext) -> Any:
+    """Recover, Logging, Scope and Timeout in one frame (see each for what it does)."""
+    token = _current_ctx.set(ctx)
+    limit = ctx.job.timeout
+    if limit is not None:
+        ctx._deadline = time.monotonic() + limit
+    debug = log.isEnabledFor(logging.DEBUG)
+    if debug:
+        t0 = time.perf_counter()
+        ctx.log.debug("job %s attempt %d started", ctx.name, ctx.attempt)
+    try:
+        result = await call_next(ctx)
+    except asyncio.CancelledError:
+        if not ctx._timed_out:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        timed_out = JobTimeoutError(f"job {ctx.name} timed out after {limit:g}s")
+        if log.isEnabledFor(logging.INFO):
+            ctx.log.info("job %s attempt %d failed: %r", ctx.name, ctx.attempt, timed_out)
+        raise timed_out from None
+    except Exception as exc:
+        if log.isEnabledFor(logging.INFO):
+            ctx.log.info("job %s attempt %d failed: %r", ctx.name, ctx.attempt, exc)
+        raise
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        crashed = HandlerCrashedError(f"job {ctx.name} raised {exc!r}")
+        if log.isEnabledFor(logging.INFO):
+            ctx.log.info("job %s attempt %d failed: %r", ctx.name, ctx.attempt, crashed)
+        raise crashed from exc
+    finally:
+        ctx._deadline = None
+        _current_ctx.reset(token)
+    if debug:
+        ctx.log.debug("job %s completed in %.1f ms", ctx.name, (time.perf_counter() - t0) * 1e3)
+    return result
+
+
+_BUILTINS: list[tuple[str, Middleware]] = [
+    ("recover", recover_middleware),
+    ("logging", logging_middleware),
+    ("scope", scope_middleware),
+    ("timeout", timeout_middleware),
+]

@@ -244,7 +244,14 @@ class Worker:
         if not self._definitions:
             log.warning("worker %s starts with no registered jobs; it will claim nothing", self.id)
         self._names: Collection[str] = frozenset(self._definitions)
-        self._chain = build_chain(self.engine.middleware.ordered(), self._call_handler)
+        self._chain = build_chain(self.engine.middleware.for_chain(), self._call_handler)
+        # Structure hooks looked up once per job name, not once per job.
+        converter = self.engine.converter
+        self._structure = {
+            name: converter.get_structure_hook(d.payload_type)
+            for name, d in self._definitions.items()
+            if d.takes_payload and d.payload_type is not Any
+        }
         self._executor = _JobThreads(
             max_workers=self.concurrency, thread_name_prefix=f"dispatch-{self.id[-6:]}"
         )
@@ -339,14 +346,19 @@ class Worker:
         self._active[job.id] = (task, ctx)
 
     async def _call_handler(self, ctx: JobContext) -> Any:
-        definition = self._definitions[ctx.job.name]
-        payload = (
-            from_json_payload(
-                self.engine.converter, definition.name, definition.payload_type, ctx.job.payload
-            )
-            if definition.takes_payload
-            else None
-        )
+        job = ctx.job
+        definition = self._definitions[job.name]
+        payload = job.payload
+        structure = self._structure.get(job.name)
+        if structure is not None:
+            try:
+                payload = structure(payload, definition.payload_type)
+            except Exception:
+                # Report it with the field paths, as at enqueue.
+                from_json_payload(
+                    self.engine.converter, definition.name, definition.payload_type, payload
+                )
+                raise
         assert self._executor is not None
         return await definition._invoke(ctx, payload, self._executor)
 
