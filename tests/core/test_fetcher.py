@@ -31,19 +31,25 @@ async def test_claims_are_batches_sized_to_free_slots_by_one_fetcher() -> None:
     store = CountingStore()
     engine = Engine(store, load_entrypoints=False)
     gate = asyncio.Event()
-    started = 0
+    four_started = asyncio.Event()
+    all_done = asyncio.Event()
+    started = finished = 0
 
     @engine.job(name="held")
     async def held() -> None:
-        nonlocal started
+        nonlocal started, finished
         started += 1
+        if started == 4:
+            four_started.set()
         await gate.wait()
+        finished += 1
+        if finished == 10:
+            all_done.set()
 
     await held.aenqueue_many([None] * 10)
     worker = engine.worker(concurrency=4)
     run = asyncio.create_task(worker.run())
-    while started < 4:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(four_started.wait(), 5)
     await asyncio.sleep(0.1)
     assert store.limits[0] == 4  # one claim for every free slot
     assert started == 4  # and nothing more while the slots are full
@@ -51,8 +57,7 @@ async def test_claims_are_batches_sized_to_free_slots_by_one_fetcher() -> None:
     await asyncio.sleep(0.2)
     assert len(store.limits) == claims_while_full  # no polling while no slot is free
     gate.set()
-    while (await engine.acount_jobs()).get("completed", 0) < 10:  # type: ignore[call-overload]
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(all_done.wait(), 5)
     worker.stop()
     await run
     assert store.max_in_flight == 1  # a single fetcher: never two claims at once
