@@ -100,3 +100,27 @@ async def test_amigrate_reports_what_it_applied(tmp_path) -> None:  # type: igno
     assert applied
     assert await engine.amigrate() == []
     await engine.aclose()
+
+
+async def test_corrupt_sqlite_file_is_a_clear_error_on_every_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("dispatch_plugins.sqlite")
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n" * 100)
+    engine = Engine(f"sqlite:///{path}")
+
+    @engine.job(name="j")
+    async def j() -> None: ...
+
+    with pytest.raises(StoreUnavailableError, match=f"{path}.*not a SQLite database"):
+        await j.aenqueue()
+    with pytest.raises(StoreUnavailableError, match=f"{path}.*not a SQLite database"):
+        await engine.worker().drain()
+
+    def sync_enqueue() -> None:
+        with pytest.raises(StoreUnavailableError, match=f"{path}.*not a SQLite database"):
+            j.enqueue()
+
+    import asyncio
+
+    await asyncio.to_thread(sync_enqueue)
+    assert path.read_text().startswith("these are my notes")  # nothing was written to it
