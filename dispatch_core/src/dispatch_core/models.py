@@ -129,6 +129,22 @@ class DLQEntry:
     #: The job created by the last replay.
     replay_job_id: str | None = None
 
+    def replay_as(self, *, job_id: str, now: datetime) -> NewJob:
+        """The fresh job a replay enqueues: same work, attempts reset, runnable ``now``."""
+        return NewJob(
+            id=job_id,
+            name=self.name,
+            queue=self.queue,
+            payload=self.payload,
+            priority=self.priority,
+            max_attempts=self.max_attempts,
+            timeout=self.timeout,
+            run_at=now,
+            created_at=now,
+            tenant=self.tenant,
+            headers=dict(self.headers),
+        )
+
 
 @attrs.frozen(kw_only=True)
 class JobFilter:

@@ -449,20 +449,7 @@ class MemoryStore(Store):
                 entry = self._dlq[entry_id]
             except KeyError:
                 raise DLQEntryNotFoundError(entry_id) from None
-            new = NewJob(
-                id=new_job_id,
-                name=entry.name,
-                queue=entry.queue,
-                payload=entry.payload,
-                priority=entry.priority,
-                max_attempts=entry.max_attempts,
-                timeout=entry.timeout,
-                run_at=now,
-                created_at=now,
-                tenant=entry.tenant,
-                headers=entry.headers,
-            )
-            (job,) = self._enqueue_locked([new])
+            (job,) = self._enqueue_locked([entry.replay_as(job_id=new_job_id, now=now)])
             self._dlq[entry_id] = attrs.evolve(entry, replayed_at=now, replay_job_id=job.id)
         self._notify()
         return job

@@ -465,19 +465,7 @@ def replay_dlq(conn: sqlite3.Connection, entry_id: str, *, new_job_id: str, now:
     """See :meth:`dispatch_core.store.Store.replay_dlq`."""
     with write_transaction(conn):
         entry = _get_dlq(conn, entry_id)
-        new = NewJob(
-            id=new_job_id,
-            name=entry.name,
-            queue=entry.queue,
-            payload=entry.payload,
-            priority=entry.priority,
-            max_attempts=entry.max_attempts,
-            timeout=entry.timeout,
-            run_at=now,
-            created_at=now,
-            tenant=entry.tenant,
-            headers=entry.headers,
-        )
+        new = entry.replay_as(job_id=new_job_id, now=now)
         conn.execute(INSERT_JOB, new_job_params(new))
         conn.execute(
             "UPDATE dlq SET replayed_at = ?, replay_job_id = ? WHERE id = ?",
