@@ -208,3 +208,9 @@ async def test_untyped_payload_must_be_json(engine: Engine) -> None:
     with pytest.raises(PayloadError, match="not JSON-serialisable"):
         await engine.aenqueue("anything", {"when": object()})
     assert await count(engine) == 0
+
+
+async def test_transactional_enqueue_on_a_store_without_it_is_refused(engine: Engine) -> None:
+    with pytest.raises(ConfigurationError, match=r"caller's transaction \(conn=\.\.\.\)"):
+        await engine.jobs["tick"].aenqueue(conn=object())
+    assert await count(engine) == 0

@@ -389,12 +389,13 @@ class Engine:
         new = self._prepare(job, payload, options)
         await self.aopen()
         if conn is not None:
-            enqueue_in = getattr(self.store, "enqueue_in", None)
-            if enqueue_in is None:
+            try:
+                jobs = await self.store.enqueue_in(conn, [new])
+            except NotImplementedError:
                 raise ConfigurationError(
-                    f"store {self.url} does not support enqueueing in a caller's transaction"
-                )
-            jobs: list[Job] = await enqueue_in(conn, [new])
+                    f"store {self.url} does not support enqueueing in a caller's transaction "
+                    "(conn=...)"
+                ) from None
         else:
             jobs = await self.store.enqueue([new])
         self._after_enqueue(jobs, [new])

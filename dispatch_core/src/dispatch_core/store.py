@@ -102,6 +102,16 @@ class Store(abc.ABC):
         returned in its place.
         """
 
+    async def enqueue_in(self, conn: object, jobs: Sequence[NewJob]) -> list[Job]:
+        """Write ``jobs`` through the caller's open connection, inside the caller's transaction,
+        so that a rollback leaves no job (transactional enqueue). Optional: SQL stores
+        implement it for their driver's connection type; the default refuses.
+
+        Raises:
+            NotImplementedError: this store cannot join a caller's transaction.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot enqueue in a caller's transaction")
+
     # -- the worker's hot path -----------------------------------------------------------------
 
     @abc.abstractmethod
