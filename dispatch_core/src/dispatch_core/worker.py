@@ -163,6 +163,7 @@ class Worker:
         self._drain = False
         self._wait_scheduled = False
         self._executor: _JobThreads | None = None
+        self._emit_started = False
 
     # -- control -------------------------------------------------------------------------------
 
@@ -302,6 +303,7 @@ class Worker:
             failures = 0
             if jobs:
                 idle = _IDLE_BASE
+                self._emit_started = self.engine.hooks.wants("dispatch_job_started")
                 for job in jobs:
                     self._launch(job)
                 continue
@@ -364,9 +366,8 @@ class Worker:
 
     async def _execute(self, ctx: JobContext) -> None:
         job = ctx.job
-        hooks = self.engine.hooks
-        if hooks.wants("dispatch_job_started"):
-            hooks.emit("dispatch_job_started", job=job, engine=self.engine)
+        if self._emit_started:
+            self.engine.hooks.emit("dispatch_job_started", job=job, engine=self.engine)
         token = job.attempt_token or ""
         t0 = time.perf_counter()
         outcome: Outcome | None
@@ -417,8 +418,9 @@ class Worker:
             self._active.pop(job.id, None)
             self._slot_ev.set()
         if outcome is not None:
+            if not self._outcomes:  # the finisher waits only when the buffer is empty
+                self._flush_ev.set()
             self._outcomes.append((outcome, job, time.perf_counter() - t0))
-            self._flush_ev.set()
 
     # -- background tasks --------------------------------------------------------------------------
 
