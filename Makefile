@@ -24,7 +24,7 @@ test: $(STAMP)  ## run the whole test suite
 lint: $(STAMP)  ## ruff and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy dispatch_core/src dispatch_plugins/sqlite/src bench
+	$(BIN)/mypy dispatch_core/src dispatch_plugins/sqlite/src bench tests/typing
 
 bench: $(STAMP)  ## Dispatch (memory, SQLite) against Huey, same machine, same run
 	$(BIN)/python -m bench

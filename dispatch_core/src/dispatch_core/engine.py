@@ -8,7 +8,7 @@ import os
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
 import cattrs
 import pluggy
@@ -16,7 +16,7 @@ import pluggy
 from dispatch_core._ids import new_id
 from dispatch_core._plugins import Hooks, make_plugin_manager
 from dispatch_core.backoff import DEFAULT_BACKOFF, Backoff
-from dispatch_core.context import current_tenant
+from dispatch_core.context import JobContext, current_tenant
 from dispatch_core.definition import _NO_PAYLOAD, JobDefinition
 from dispatch_core.errors import (
     ConfigurationError,
@@ -40,7 +40,25 @@ __all__ = ["Engine", "DEFAULT_QUEUE"]
 
 log = logging.getLogger("dispatch_core.engine")
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
+P = TypeVar("P")
+
+
+class JobDecorator(Protocol):
+    """What ``@engine.job(...)`` with options returns: a decorator keeping the payload type."""
+
+    @overload
+    def __call__(self, fn: Callable[[JobContext], Any], /) -> JobDefinition[None]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[JobContext, P], Any], /) -> JobDefinition[P]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[P], Any], /) -> JobDefinition[P]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[], Any], /) -> JobDefinition[None]: ...
+
+
 DEFAULT_QUEUE = "default"
 _DEFAULT_TIMEOUT = 300.0
 
@@ -129,8 +147,20 @@ class Engine:
 
     # -- definitions -----------------------------------------------------------------------------
 
+    # The payload type of the definition comes from the handler's signature, so
+    # ``definition.enqueue(payload)`` is type-checked. A handler taking only a JobContext
+    # overlaps the one-payload form; the order of the overloads settles it.
     @overload
-    def job(self, fn: F) -> JobDefinition[Any]: ...
+    def job(self, fn: Callable[[JobContext], Any]) -> JobDefinition[None]: ...
+
+    @overload
+    def job(self, fn: Callable[[JobContext, P], Any]) -> JobDefinition[P]: ...
+
+    @overload
+    def job(self, fn: Callable[[P], Any]) -> JobDefinition[P]: ...
+
+    @overload
+    def job(self, fn: Callable[[], Any]) -> JobDefinition[None]: ...
 
     @overload
     def job(
@@ -144,11 +174,11 @@ class Engine:
         priority: int = 0,
         backoff: Backoff | None = None,
         aliases: Iterable[str] = (),
-    ) -> Callable[[F], JobDefinition[Any]]: ...
+    ) -> JobDecorator: ...
 
     def job(
         self,
-        fn: F | None = None,
+        fn: Callable[..., Any] | None = None,
         *,
         name: str | None = None,
         queue: str = DEFAULT_QUEUE,
@@ -157,7 +187,7 @@ class Engine:
         priority: int = 0,
         backoff: Backoff | None = None,
         aliases: Iterable[str] = (),
-    ) -> JobDefinition[Any] | Callable[[F], JobDefinition[Any]]:
+    ) -> JobDefinition[Any] | JobDecorator:
         """Register a job handler; use as ``@engine.job`` or ``@engine.job(queue=...)``.
 
         The handler is an ``async def`` or a plain ``def`` (run in a thread pool) taking one
@@ -173,7 +203,7 @@ class Engine:
             aliases: Older names still accepted from the store (for renames).
         """
 
-        def register(f: F) -> JobDefinition[Any]:
+        def register(f: Callable[..., Any]) -> JobDefinition[Any]:
             job_name = name or f"{f.__module__}.{f.__qualname__}"
             definition: JobDefinition[Any] = JobDefinition(
                 engine=self,
@@ -195,7 +225,7 @@ class Engine:
                 self._jobs[key] = definition
             return definition
 
-        return register(fn) if fn is not None else register
+        return register(fn) if fn is not None else cast(JobDecorator, register)
 
     @property
     def jobs(self) -> dict[str, JobDefinition[Any]]:
