@@ -214,3 +214,8 @@ async def test_transactional_enqueue_on_a_store_without_it_is_refused(engine: En
     with pytest.raises(ConfigurationError, match=r"caller's transaction \(conn=\.\.\.\)"):
         await engine.jobs["tick"].aenqueue(conn=object())
     assert await count(engine) == 0
+
+
+def test_sync_transactional_enqueue_on_a_store_without_it_is_refused(engine: Engine) -> None:
+    with pytest.raises(ConfigurationError, match=r"caller's transaction \(conn=\.\.\.\)"):
+        engine.jobs["tick"].enqueue(conn=object())

@@ -125,6 +125,7 @@ class JobDefinition(Generic[P]):
         unique_key: str | None = None,
         tenant: str | None = None,
         headers: dict[str, str] | None = None,
+        conn: Any = None,
     ) -> Job:
         """Enqueue one job from synchronous code and return it as stored.
 
@@ -139,10 +140,13 @@ class JobDefinition(Generic[P]):
             unique_key: Idempotency key; a second enqueue with it returns the first job.
             tenant: Tenant scope (defaults to the running job's).
             headers: String metadata carried with the job (trace context...).
+            conn: The caller's open database connection: the job is written in the caller's
+                transaction, so a rollback leaves no job (SQL stores only).
 
         Raises:
             PayloadError: the payload does not fit; nothing was written.
             SyncInAsyncContextError: called inside a running event loop; use ``aenqueue``.
+            ConfigurationError: ``conn`` was given to a store that cannot use it.
         """
         return self.engine.enqueue(
             self,
@@ -156,6 +160,7 @@ class JobDefinition(Generic[P]):
             unique_key=unique_key,
             tenant=tenant,
             headers=headers,
+            conn=conn,
         )
 
     async def aenqueue(

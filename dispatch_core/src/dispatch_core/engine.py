@@ -445,14 +445,29 @@ class Engine:
         return jobs
 
     def enqueue(
-        self, job: JobDefinition[Any] | str, payload: Any = _NO_PAYLOAD, **options: Any
+        self,
+        job: JobDefinition[Any] | str,
+        payload: Any = _NO_PAYLOAD,
+        *,
+        conn: Any = None,
+        **options: Any,
     ) -> Job:
         """Blocking twin of :meth:`aenqueue`, for code without an event loop."""
         self._no_running_loop("enqueue", "aenqueue")
         new = self._prepare(job, payload, options)
-        jobs = self._sync_call("enqueue", [new])
+        if conn is not None:
+            # Optional SyncStore method: write through the caller's connection/transaction.
+            enqueue_in = getattr(self._get_sync(), "enqueue_in", None)
+            if enqueue_in is None:
+                raise ConfigurationError(
+                    f"store {self.url} does not support enqueueing in a caller's transaction "
+                    "(conn=...)"
+                )
+            jobs: list[Job] = enqueue_in(conn, [new])
+        else:
+            jobs = self._sync_call("enqueue", [new])
         self._after_enqueue(jobs, [new])
-        return jobs[0]  # type: ignore[no-any-return]
+        return jobs[0]
 
     def enqueue_many(
         self, job: JobDefinition[Any] | str, payloads: Iterable[Any], **options: Any

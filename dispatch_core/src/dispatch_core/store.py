@@ -28,7 +28,9 @@ class SyncStore(Protocol):
     """The blocking subset a producer needs, for code that has no event loop (Flask, scripts).
 
     Backends implement it with their synchronous driver (``sqlite3``, psycopg's sync pool,
-    ``redis.Redis``); it must be safe to call from any thread.
+    ``redis.Redis``); it must be safe to call from any thread. A SQL backend may also offer
+    ``enqueue_in(conn, jobs) -> list[Job]``, the blocking twin of :meth:`Store.enqueue_in`,
+    which ``engine.enqueue(..., conn=...)`` uses.
     """
 
     def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
