@@ -18,3 +18,9 @@ def require_service(what: str) -> None:
     if os.environ.get("DISPATCH_TEST_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{what} is required in CI (DISPATCH_TEST_REQUIRE_SERVICES=1) but unavailable")
     pytest.skip(f"{what} unavailable")
+
+
+@pytest.fixture(name="require_service")
+def _require_service_fixture():  # type: ignore[no-untyped-def]
+    """The :func:`require_service` function, for conftest files and tests in subfolders."""
+    return require_service
