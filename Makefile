@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DISTS := dispatch_core dispatch_plugins/sqlite
+DISTS := dispatch_core dispatch_plugins/sqlite dispatch_plugins/postgres
 
 .PHONY: setup demo test lint typecheck bench wheels wheel-check clean
 
@@ -24,7 +24,7 @@ test: $(STAMP)  ## run the whole test suite
 lint: $(STAMP)  ## ruff and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy dispatch_core/src dispatch_plugins/sqlite/src bench tests/typing
+	$(BIN)/mypy dispatch_core/src dispatch_plugins/sqlite/src dispatch_plugins/postgres/src bench tests/typing
 
 bench: $(STAMP)  ## Dispatch (memory, SQLite) against Huey, same machine, same run
 	$(BIN)/python -m bench
@@ -33,7 +33,7 @@ wheels: $(STAMP)  ## build every distribution's wheel into dist/
 	rm -rf dist
 	for d in $(DISTS); do $(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./$$d || exit 1; done
 
-wheel-check: wheels  ## install the core and sqlite wheel files alone into a fresh venv and import them
+wheel-check: wheels  ## install core + each store plugin from the wheel files alone into fresh venvs
 	bash scripts/check_wheels.sh
 
 clean:

@@ -393,10 +393,13 @@ class Engine:
         raw = to_json_payload(self.converter, definition.name, definition.payload_type, payload)
         return self._new_job(definition, raw, **options)
 
-    def _after_enqueue(self, jobs: Sequence[Job], new: Sequence[NewJob]) -> None:
+    def _after_enqueue(
+        self, jobs: Sequence[Job], new: Sequence[NewJob], *, committed: bool = True
+    ) -> None:
         for waker in self._wakers:
             waker()
-        if self.hooks.wants("dispatch_job_enqueued"):
+        # A job written in a caller's transaction may still be rolled back: no hook reports it.
+        if committed and self.hooks.wants("dispatch_job_enqueued"):
             ids = {n.id for n in new}
             for job in jobs:
                 if job.id in ids:  # a duplicate unique_key returned an existing job
@@ -428,7 +431,7 @@ class Engine:
                 ) from None
         else:
             jobs = await self.store.enqueue([new])
-        self._after_enqueue(jobs, [new])
+        self._after_enqueue(jobs, [new], committed=conn is None)
         return jobs[0]
 
     async def aenqueue_many(
@@ -466,7 +469,7 @@ class Engine:
             jobs: list[Job] = enqueue_in(conn, [new])
         else:
             jobs = self._sync_call("enqueue", [new])
-        self._after_enqueue(jobs, [new])
+        self._after_enqueue(jobs, [new], committed=conn is None)
         return jobs[0]
 
     def enqueue_many(

@@ -143,6 +143,9 @@ def dispatch_engine_shutdown(engine: Engine) -> None:
 def dispatch_job_enqueued(job: Job, engine: Engine) -> None:
     """Notify that a job was written to the store (producer side).
 
+    Not called for ``enqueue(..., conn=...)``: that job lives in the caller's transaction,
+    which may still roll back.
+
     Args:
         job: The stored job (for a duplicate ``unique_key``, the existing job is not re-sent).
         engine: The engine.

@@ -164,6 +164,7 @@ class Worker:
         self._wait_scheduled = False
         self._executor: _JobThreads | None = None
         self._emit_started = False
+        self._idle = _IDLE_BASE
 
     # -- control -------------------------------------------------------------------------------
 
@@ -274,57 +275,66 @@ class Worker:
         )
 
     async def _fetch_loop(self) -> None:
-        store = self.engine.store
-        idle = _IDLE_BASE
         failures = 0
+        self._idle = _IDLE_BASE
         while not self._stopping:
             free = self.concurrency - len(self._active)
             if free <= 0:
                 self._slot_ev.clear()
                 await self._slot_ev.wait()
                 continue
-            was_idle = not self._active and not self._outcomes and not self._flushing
-            self._wake_ev.clear()
             try:
-                jobs = await store.claim(
-                    worker_id=self.id,
-                    queues=self.queues,
-                    names=self._names,
-                    limit=free,
-                    lease_seconds=self.lease_seconds,
-                    now=utcnow(),
-                )
-            except Exception as exc:
+                finished = await self._fetch_once(free)
+            except Exception as exc:  # the store is unreachable: keep trying, never die
                 failures += 1
                 delay = min(_IDLE_BASE * 2**failures, _STORE_RETRY_MAX)
-                log.warning("worker %s: claim failed (%s); retrying in %.2fs", self.id, exc, delay)
+                log.warning(
+                    "worker %s: polling failed (%s); retrying in %.2fs", self.id, exc, delay
+                )
                 await self._wait(delay)
                 continue
             failures = 0
-            if jobs:
-                idle = _IDLE_BASE
-                self._emit_started = self.engine.hooks.wants("dispatch_job_started")
-                for job in jobs:
-                    self._launch(job)
-                continue
-            if self._drain and was_idle:
-                if not self._wait_scheduled:
-                    return
-                nxt = await store.next_run_at(queues=self.queues, names=self._names)
-                if nxt is None:
-                    return
-                await self._wait(max((nxt - utcnow()).total_seconds(), 0.001))
-                continue
-            if self._drain:
-                # Jobs are in flight: their outcome (a retry) may make more work.
-                await self._wait(self._idle_max)
-                continue
-            wait = idle
+            if finished:
+                return
+
+    async def _fetch_once(self, free: int) -> bool:
+        """Claim and launch up to ``free`` jobs, or wait for work; True once a drain is done."""
+        store = self.engine.store
+        was_idle = not self._active and not self._outcomes and not self._flushing
+        self._wake_ev.clear()
+        jobs = await store.claim(
+            worker_id=self.id,
+            queues=self.queues,
+            names=self._names,
+            limit=free,
+            lease_seconds=self.lease_seconds,
+            now=utcnow(),
+        )
+        if jobs:
+            self._idle = _IDLE_BASE
+            self._emit_started = self.engine.hooks.wants("dispatch_job_started")
+            for job in jobs:
+                self._launch(job)
+            return False
+        if self._drain and was_idle:
+            if not self._wait_scheduled:
+                return True
             nxt = await store.next_run_at(queues=self.queues, names=self._names)
-            if nxt is not None:
-                wait = min(wait, max((nxt - utcnow()).total_seconds(), 0.0))
-            await self._wait(wait)
-            idle = min(idle * 2, self._idle_max)
+            if nxt is None:
+                return True
+            await self._wait(max((nxt - utcnow()).total_seconds(), 0.001))
+            return False
+        if self._drain:
+            # Jobs are in flight: their outcome (a retry) may make more work.
+            await self._wait(self._idle_max)
+            return False
+        wait = self._idle
+        nxt = await store.next_run_at(queues=self.queues, names=self._names)
+        if nxt is not None:
+            wait = min(wait, max((nxt - utcnow()).total_seconds(), 0.0))
+        await self._wait(wait)
+        self._idle = min(self._idle * 2, self._idle_max)
+        return False
 
     async def _wait(self, seconds: float) -> None:
         if self._wake_ev.is_set() or self._stopping:

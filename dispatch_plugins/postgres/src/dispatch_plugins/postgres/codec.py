@@ -1,0 +1,419 @@
+"""How values travel: JSON encoded once in Python, times as ``timestamptz``; rows to models.
+
+psycopg hands back typed values (``str``, ``int``, ``float``, ``datetime``, parsed ``jsonb``), so
+decoding a row is mostly building the model. Times come back timezone-aware in the session's
+time zone and are normalised to UTC; a naive datetime handed to the store is taken to be UTC.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from dispatch_core.errors import PayloadError
+from dispatch_core.models import JSON, DLQEntry, Job, NewJob
+from dispatch_core.states import JobState
+
+__all__ = [
+    "JOB_COLUMNS",
+    "JOB_SELECT",
+    "DLQ_COLUMNS",
+    "DLQ_SELECT",
+    "INSERT_COLUMNS",
+    "COPY_COLUMNS",
+    "COPY_TYPES",
+    "Row",
+    "aware",
+    "to_utc",
+    "encode_json",
+    "encode_payload",
+    "encode_result",
+    "clean_text",
+    "new_job_params",
+    "new_job_columns",
+    "copy_row",
+    "job_from_new",
+    "decode_job",
+    "decode_dlq",
+    "claim_order",
+]
+
+Row = Sequence[Any]
+
+# A dict lookup is twenty times cheaper than calling the enum; decoding is on the hot path.
+_STATES = {state.value: state for state in JobState}
+
+#: Column order of every job row this package reads; :func:`decode_job` relies on it.
+JOB_COLUMNS = (
+    "id",
+    "name",
+    "queue",
+    "payload",
+    "state",
+    "priority",
+    "attempt",
+    "max_attempts",
+    "timeout",
+    "run_at",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "last_error",
+    "unique_key",
+    "tenant",
+    "headers",
+    "result",
+    "worker_id",
+    "attempt_token",
+    "lease_expires_at",
+)
+JOB_SELECT = ", ".join(JOB_COLUMNS)
+
+#: Column order of every dead-letter row this package reads; :func:`decode_dlq` relies on it.
+DLQ_COLUMNS = (
+    "id",
+    "job_id",
+    "name",
+    "queue",
+    "payload",
+    "error",
+    "attempts",
+    "max_attempts",
+    "priority",
+    "timeout",
+    "tenant",
+    "headers",
+    "failed_at",
+    "replayed_at",
+    "replay_job_id",
+)
+DLQ_SELECT = ", ".join(DLQ_COLUMNS)
+
+#: The columns an enqueue writes (state and attempt take their defaults), in the order of
+#: :func:`new_job_params`, :func:`new_job_columns` and :func:`copy_row`.
+INSERT_COLUMNS = (
+    "id",
+    "name",
+    "queue",
+    "payload",
+    "priority",
+    "max_attempts",
+    "timeout",
+    "run_at",
+    "created_at",
+    "updated_at",
+    "unique_key",
+    "tenant",
+    "headers",
+)
+COPY_COLUMNS = INSERT_COLUMNS
+#: Binary COPY wire types of :data:`COPY_COLUMNS`. The jsonb columns travel as ``bytea``: the
+#: binary form of jsonb is a version byte (1) followed by the JSON text, which
+#: :func:`copy_row` writes as raw bytes, so psycopg's jsonb dumper (which would encode the
+#: already-encoded text a second time) is not involved.
+COPY_TYPES = (
+    "text",
+    "text",
+    "text",
+    "bytea",
+    "int4",
+    "int4",
+    "float8",
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "text",
+    "bytea",
+)
+
+
+def _make_encoder() -> Callable[[Any], str]:
+    """The fastest compact JSON encoder available.
+
+    ``JSONEncoder.encode`` builds a new C encoder on every call; build the C encoder once
+    instead, when the interpreter has it and it agrees with the pure-Python path.
+    """
+    encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+    portable = encoder.encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return portable
+    try:
+        # markers=None skips the circularity check: payloads are JSON trees by construction.
+        chunks = make(
+            None,
+            encoder.default,
+            json.encoder.encode_basestring,
+            None,
+            ":",
+            ",",
+            False,
+            False,
+            True,
+        )
+        fast: Callable[[Any], str] = lambda value: "".join(chunks(value, 0))  # noqa: E731
+        sample = {"a": [1, 2.5, None, True, "é\n"], "b": {"c": -1e300}}
+        if fast(sample) != portable(sample):
+            return portable
+    except Exception:  # a future interpreter changed the private signature
+        return portable
+    return fast
+
+
+#: Compact JSON text of a JSON value.
+encode_json = _make_encoder()
+
+# jsonb (like text) cannot hold the NUL character, which JSON text escapes as \u0000. The
+# substring test is a cheap filter; _has_nul() then decides on the value itself (the text of
+# a literal backslash followed by "u0000" contains the substring too).
+_NUL_ESCAPE = "\\u0000"
+
+
+def _has_nul(value: JSON) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _without_nul(value: JSON) -> JSON:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def encode_payload(new: NewJob) -> str:
+    """The payload's JSON text.
+
+    Raises:
+        PayloadError: a string in the payload holds the NUL character, which PostgreSQL's
+            jsonb cannot store.
+    """
+    text = encode_json(new.payload)
+    if _NUL_ESCAPE in text and _has_nul(new.payload):
+        raise PayloadError(
+            new.name,
+            ["a string holds the NUL character (\\u0000), which PostgreSQL cannot store @ $"],
+        )
+    return text
+
+
+def encode_result(value: JSON) -> str | None:
+    """A result's JSON text (``None`` for SQL NULL). NUL characters, which jsonb cannot store,
+    become U+FFFD: one odd result must not make a whole batch of outcomes fail."""
+    if value is None:
+        return None
+    text = encode_json(value)
+    if _NUL_ESCAPE in text and _has_nul(value):
+        text = encode_json(_without_nul(value))
+    return text
+
+
+def clean_text(value: str | None) -> str | None:
+    """``value`` with NUL characters (which a text column cannot hold) written as ``\\x00``."""
+    if value is None or "\x00" not in value:
+        return value
+    return value.replace("\x00", "\\x00")
+
+
+def aware(value: datetime) -> datetime:
+    """``value`` as a timezone-aware datetime: a naive one is taken to be UTC.
+
+    psycopg sends a naive datetime as ``timestamp`` (no zone), which PostgreSQL would read in
+    the session's time zone; the store's contract is UTC.
+    """
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def to_utc(value: datetime) -> datetime:
+    """A timezone-aware datetime read from the database, in UTC (usually already so: the
+    store's connections use the UTC session time zone)."""
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def new_job_params(new: NewJob) -> tuple[Any, ...]:
+    """Parameters of a one-row insert, in :data:`INSERT_COLUMNS` order."""
+    created = aware(new.created_at)
+    return (
+        new.id,
+        new.name,
+        new.queue,
+        encode_payload(new),
+        new.priority,
+        new.max_attempts,
+        new.timeout,
+        aware(new.run_at),
+        created,
+        created,
+        new.unique_key,
+        new.tenant,
+        encode_json(new.headers) if new.headers else None,
+    )
+
+
+def new_job_columns(jobs: Sequence[NewJob]) -> dict[str, list[Any]]:
+    """One array per column of :data:`INSERT_COLUMNS` (``updated_at`` excepted: it is
+    ``created_at``), for ``INSERT ... SELECT FROM unnest(...)``."""
+    created = [aware(j.created_at) for j in jobs]
+    return {
+        "id": [j.id for j in jobs],
+        "name": [j.name for j in jobs],
+        "queue": [j.queue for j in jobs],
+        "payload": [encode_payload(j) for j in jobs],
+        "priority": [j.priority for j in jobs],
+        "max_attempts": [j.max_attempts for j in jobs],
+        "timeout": [j.timeout for j in jobs],
+        "run_at": [aware(j.run_at) for j in jobs],
+        "created_at": created,
+        "unique_key": [j.unique_key for j in jobs],
+        "tenant": [j.tenant for j in jobs],
+        "headers": [encode_json(j.headers) if j.headers else None for j in jobs],
+    }
+
+
+def copy_row(new: NewJob) -> tuple[Any, ...]:
+    """A binary COPY row for :data:`COPY_COLUMNS` (see :data:`COPY_TYPES`)."""
+    created = aware(new.created_at)
+    return (
+        new.id,
+        new.name,
+        new.queue,
+        b"\x01" + encode_payload(new).encode(),
+        new.priority,
+        new.max_attempts,
+        new.timeout,
+        aware(new.run_at),
+        created,
+        created,
+        new.unique_key,
+        new.tenant,
+        b"\x01" + encode_json(new.headers).encode() if new.headers else None,
+    )
+
+
+def job_from_new(new: NewJob) -> Job:
+    """The job a successful insert of ``new`` stored, built without reading it back."""
+    created = to_utc(aware(new.created_at))
+    return Job(
+        id=new.id,
+        name=new.name,
+        queue=new.queue,
+        payload=new.payload,
+        state=JobState.PENDING,
+        priority=new.priority,
+        attempt=0,
+        max_attempts=new.max_attempts,
+        timeout=new.timeout,
+        run_at=to_utc(aware(new.run_at)),
+        created_at=created,
+        updated_at=created,
+        unique_key=new.unique_key,
+        tenant=new.tenant,
+        headers=dict(new.headers),
+    )
+
+
+def decode_job(row: Row) -> Job:
+    """Build a :class:`Job` from a row selected with :data:`JOB_SELECT`."""
+    (
+        id_,
+        name,
+        queue,
+        payload,
+        state,
+        priority,
+        attempt,
+        max_attempts,
+        timeout,
+        run_at,
+        created_at,
+        updated_at,
+        started_at,
+        finished_at,
+        last_error,
+        unique_key,
+        tenant,
+        headers,
+        result,
+        worker_id,
+        attempt_token,
+        lease_expires_at,
+    ) = row
+    return Job(
+        id=id_,
+        name=name,
+        queue=queue,
+        payload=payload,
+        state=_STATES[state],
+        priority=priority,
+        attempt=attempt,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        run_at=to_utc(run_at),
+        created_at=to_utc(created_at),
+        updated_at=to_utc(updated_at),
+        started_at=None if started_at is None else to_utc(started_at),
+        finished_at=None if finished_at is None else to_utc(finished_at),
+        last_error=last_error,
+        unique_key=unique_key,
+        tenant=tenant,
+        headers={} if headers is None else headers,
+        result=result,
+        worker_id=worker_id,
+        attempt_token=attempt_token,
+        lease_expires_at=None if lease_expires_at is None else to_utc(lease_expires_at),
+    )
+
+
+def decode_dlq(row: Row) -> DLQEntry:
+    """Build a :class:`DLQEntry` from a row selected with :data:`DLQ_SELECT`."""
+    (
+        id_,
+        job_id,
+        name,
+        queue,
+        payload,
+        error,
+        attempts,
+        max_attempts,
+        priority,
+        timeout,
+        tenant,
+        headers,
+        failed_at,
+        replayed_at,
+        replay_job_id,
+    ) = row
+    return DLQEntry(
+        id=id_,
+        job_id=job_id,
+        name=name,
+        queue=queue,
+        payload=payload,
+        error=error,
+        attempts=attempts,
+        max_attempts=max_attempts,
+        priority=priority,
+        timeout=timeout,
+        tenant=tenant,
+        headers={} if headers is None else headers,
+        failed_at=to_utc(failed_at),
+        replayed_at=None if replayed_at is None else to_utc(replayed_at),
+        replay_job_id=replay_job_id,
+    )
+
+
+def claim_order(job: Job) -> tuple[int, datetime, str]:
+    """Sort key of the claim order: priority descending, then run_at, then id."""
+    return (-job.priority, job.run_at, job.id)

@@ -1,0 +1,393 @@
+"""The async PostgreSQL store, on psycopg 3 and psycopg_pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
+
+import psycopg
+
+from dispatch_core.errors import StoreUnavailableError
+from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome
+from dispatch_core.states import JobState
+from dispatch_core.store import StopListening, Store
+from dispatch_plugins.postgres import migrations
+from dispatch_plugins.postgres import operations as ops
+from dispatch_plugins.postgres.connection import (
+    AsyncPool,
+    WrongConnectionError,
+    connect_async,
+    is_retryable,
+    make_async_pool,
+    run_async,
+    store_error,
+    unavailable,
+    wrong_connection,
+)
+from dispatch_plugins.postgres.listener import Listener
+from dispatch_plugins.postgres.sync import PostgresSyncStore
+from dispatch_plugins.postgres.url import PostgresURL, parse_url
+
+__all__ = ["PostgresStore", "WrongConnectionError"]
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+#: Attempts of a statement rolled back by a deadlock or a serialization failure.
+_ROLLBACK_ATTEMPTS = 3
+
+
+class PostgresStore(Store):
+    """A durable store in a PostgreSQL schema, shared by any number of processes and hosts.
+
+    URL: ``postgresql://user:password@host:5432/dbname`` (or ``postgres://``) with optional
+    ``?schema=dispatch&min_size=1&max_size=10&pool_timeout=10&prepare_threshold=5``; other
+    query parameters go to libpq (see :mod:`~dispatch_plugins.postgres.url`).
+
+    Operations run on an ``AsyncConnectionPool`` of autocommit connections, made by
+    :meth:`open` and made again in a forked child (a pool is never shared across processes).
+    Every operation is written once in :mod:`~dispatch_plugins.postgres.operations` and is
+    almost always one statement: a claim is one ``UPDATE ... WHERE id = ANY(ARRAY(SELECT ...
+    FOR UPDATE SKIP LOCKED)) RETURNING``, a batch of outcomes one statement whose CTEs also
+    write the dead-letter entries.
+
+    Call :meth:`open` (and :meth:`migrate` once per schema) before anything else; other
+    methods raise :class:`~dispatch_core.errors.StoreUnavailableError` on a store that is not
+    open. :meth:`sync` is the exception: the blocking producer has its own pool.
+
+    Args:
+        url: The store URL.
+
+    Raises:
+        StoreURLError: the URL cannot be used (see
+            :func:`~dispatch_plugins.postgres.url.parse_url`).
+    """
+
+    scheme: ClassVar[str] = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.config: PostgresURL = parse_url(url)
+        self._q = ops.statements(self.config.schema, not self.config.worker_synchronous_commit)
+        self._pool: AsyncPool | None = None
+        self._pool_pid = 0
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
+        self._opened = False
+        self._opening: asyncio.Lock | None = None
+        self._opening_loop: asyncio.AbstractEventLoop | None = None
+        self._checking: asyncio.Task[None] | None = None
+        self._listeners: set[Listener] = set()
+        self._sync: PostgresSyncStore | None = None
+        self._sync_lock = threading.Lock()  # sync() may be called from any thread
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.config.display!r}, schema={self.config.schema!r})"
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema holding the store's tables."""
+        return self.config.schema
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _pool_is_ours(self) -> bool:
+        """Whether the pool was made by this process, in the running event loop."""
+        return (
+            self._pool is not None
+            and self._pool_pid == os.getpid()
+            and self._pool_loop is asyncio.get_running_loop()
+        )
+
+    async def _get_pool(self) -> AsyncPool:
+        pool = self._pool
+        if pool is not None and self._pool_is_ours():
+            return pool
+        if not self._opened:
+            raise StoreUnavailableError(
+                f"{self!r} is not open: 'await store.open()' before using it"
+            )
+        await self.open()  # a forked child, or another event loop: a pool of its own
+        assert self._pool is not None
+        return self._pool
+
+    async def _run(
+        self,
+        op: Callable[Concatenate[ops.Statements, _P], ops.Steps[_T]],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        """Run ``op(statements, *args, **kwargs)`` on a pooled connection.
+
+        A statement rolled back by a deadlock or serialization failure is run again; a read
+        that failed because its pooled connection was dead (the server restarted since) is
+        run again once on a fresh one. Driver errors are translated by
+        :func:`~dispatch_plugins.postgres.connection.store_error`.
+        """
+        pool = await self._get_pool()
+        attempt = 0
+        while True:
+            attempt += 1
+            conn: psycopg.AsyncConnection[Any] | None = None
+            try:
+                async with pool.connection() as conn:
+                    return await run_async(conn, op(self._q, *args, **kwargs), own=True)
+            except psycopg.Error as exc:
+                if is_retryable(exc) and attempt < _ROLLBACK_ATTEMPTS:
+                    continue
+                if conn is not None and conn.broken:
+                    checking = self._check_pool(pool)
+                    if attempt == 1 and op in _READS:
+                        await asyncio.shield(checking)
+                        continue
+                err = store_error(self.config, exc)
+                if err is exc:
+                    raise
+                raise err from exc
+
+    def _check_pool(self, pool: AsyncPool) -> asyncio.Task[None]:
+        """After a connection died under us, test the idle ones (one task at a time), so that
+        the next operations do not each find another dead one: a server restart kills them
+        all. The pool replaces the dead ones as soon as the server accepts connections."""
+        if self._checking is None or self._checking.done():
+
+            async def check() -> None:
+                with contextlib.suppress(Exception):
+                    await pool.check()
+
+            self._checking = asyncio.get_running_loop().create_task(
+                check(), name="dispatch-postgres pool check"
+            )
+        return self._checking
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect. Idempotent; in a forked child, makes the child's own pool.
+
+        One connection is made first, directly, so that an unreachable server, bad
+        credentials or a missing database fail here with libpq's reason; then the pool
+        (``min_size`` connections, grown up to ``max_size`` on demand) is opened.
+
+        Raises:
+            StoreUnavailableError: the server cannot be used; the message names
+                ``user@host:port/dbname`` (never the password) and the reason.
+        """
+        loop = asyncio.get_running_loop()
+        if self._opening is None or self._opening_loop is not loop:
+            self._opening, self._opening_loop = asyncio.Lock(), loop
+        async with self._opening:
+            if self._pool_is_ours():
+                return
+            # A pool inherited through fork() belongs to the parent (its sockets are the
+            # parent's), and one made in another event loop cannot run in this one: either is
+            # dropped, never closed, here.
+            self._pool = None
+            conn = await connect_async(self.config)
+            await conn.close()
+            pool = make_async_pool(self.config)
+            try:
+                await pool.open()
+            except psycopg.Error as exc:
+                raise unavailable(self.config, exc) from exc
+            self._pool, self._pool_pid, self._pool_loop = pool, os.getpid(), loop
+            self._opened = True
+
+    async def close(self) -> None:
+        """Stop the listeners and close the sync producer's and the store's pools.
+        Idempotent."""
+        for listener in list(self._listeners):
+            with contextlib.suppress(RuntimeError):  # its event loop is gone
+                await listener.stop()
+        self._listeners.clear()
+        if self._sync is not None:
+            await asyncio.to_thread(self._sync.close)
+        checking, self._checking = self._checking, None
+        if checking is not None:
+            checking.cancel()
+            with contextlib.suppress(BaseException):
+                await checking
+        ours = self._pool_is_ours()
+        pool, self._pool, self._opened = self._pool, None, False
+        if pool is not None and ours:
+            await pool.close()
+
+    async def migrate(self) -> list[str]:
+        """Create or upgrade the schema; return the names of the migrations applied.
+
+        Safe to run from several processes at once: the migration transaction takes an
+        advisory lock first, and the later processes find nothing left to do.
+        """
+        return await self._run(_migrate, self.config.display)
+
+    async def listen(self, wake: Callable[[], None]) -> StopListening:
+        """Call ``wake()`` whenever a transaction that made jobs claimable commits, in any
+        process: ``LISTEN dispatch_<schema>`` on a dedicated connection, which reconnects on
+        its own after a connection loss (see :mod:`~dispatch_plugins.postgres.listener`).
+
+        Raises:
+            StoreUnavailableError: the listening connection cannot be made.
+        """
+        listener = Listener(self.config, wake)
+        await listener.start()
+        self._listeners.add(listener)
+
+        async def stop() -> None:
+            self._listeners.discard(listener)
+            await listener.stop()
+
+        return stop
+
+    def sync(self) -> PostgresSyncStore:
+        """The blocking producer API (psycopg's ``ConnectionPool``), safe from any thread.
+
+        One instance per store; its pool opens on first use, so it works whether or not this
+        store is open. :meth:`close` closes it too.
+        """
+        with self._sync_lock:
+            if self._sync is None:
+                self._sync = PostgresSyncStore(self.config)
+            return self._sync
+
+    # -- producing -----------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Insert ``jobs`` in one transaction and notify the listeners on commit.
+
+        A job whose ``unique_key`` is taken is not written; the job holding the key is returned
+        in its place. One statement for one job or a small batch; a large batch without unique
+        keys is copied in (binary ``COPY``).
+        """
+        if not jobs:
+            return []
+        return await self._run(ops.enqueue, jobs)
+
+    async def enqueue_in(self, conn: object, jobs: Sequence[NewJob]) -> list[Job]:
+        """Write ``jobs`` through the caller's ``psycopg.AsyncConnection``, in the caller's
+        transaction: nothing is committed here. A rollback leaves no job; the commit makes them
+        visible and wakes the listeners (the notification is part of the transaction).
+
+        Raises:
+            WrongConnectionError: ``conn`` is not a ``psycopg.AsyncConnection``.
+        """
+        if not isinstance(conn, psycopg.AsyncConnection):
+            raise WrongConnectionError(wrong_connection(conn, "psycopg.AsyncConnection"))
+        if not jobs:
+            return []
+        try:
+            return await run_async(conn, ops.enqueue(self._q, jobs), own=False)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise store_error(self.config, exc) from exc
+
+    # -- the worker's hot path -----------------------------------------------------------------
+
+    async def claim(
+        self,
+        *,
+        worker_id: str,
+        queues: Collection[str] | None,
+        names: Collection[str] | None,
+        limit: int,
+        lease_seconds: float,
+        now: datetime,
+    ) -> list[Job]:
+        """Claim up to ``limit`` runnable jobs with one ``UPDATE ... SKIP LOCKED`` statement."""
+        return await self._run(
+            ops.claim,
+            worker_id=worker_id,
+            queues=queues,
+            names=names,
+            limit=limit,
+            lease_seconds=lease_seconds,
+            now=now,
+        )
+
+    async def heartbeat(
+        self, *, worker_id: str, leases: Mapping[str, str], lease_seconds: float, now: datetime
+    ) -> set[str]:
+        """Extend leases with one statement; return the ids whose lease is lost."""
+        if not leases:
+            return set()
+        return await self._run(ops.heartbeat, leases=leases, lease_seconds=lease_seconds, now=now)
+
+    async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[bool]:
+        """Record attempt ends, fenced by attempt token, in one statement per batch (failures
+        and their dead-letter entries included)."""
+        if not outcomes:
+            return []
+        return await self._run(ops.finish, outcomes, now=now)
+
+    async def rescue_expired(self, *, now: datetime) -> list[Job]:
+        """Recover running jobs whose lease ended before ``now``; see the contract."""
+        return await self._run(ops.rescue_expired, now=now)
+
+    async def next_run_at(
+        self, *, queues: Collection[str] | None, names: Collection[str] | None
+    ) -> datetime | None:
+        """The earliest ``run_at`` among matching pending or retrying jobs."""
+        return await self._run(ops.next_run_at, queues=queues, names=names)
+
+    # -- inspection and control ----------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job:
+        """Return the job or raise :class:`~dispatch_core.errors.JobNotFoundError`."""
+        return await self._run(ops.get_job, job_id)
+
+    async def list_jobs(self, filter: JobFilter) -> list[Job]:
+        """Jobs matching ``filter``, newest id first."""
+        return await self._run(ops.list_jobs, filter)
+
+    async def count_jobs(self, *, queue: str | None = None) -> dict[JobState, int]:
+        """The number of jobs in each state that has any."""
+        return await self._run(ops.count_jobs, queue=queue)
+
+    async def cancel(self, job_id: str, *, now: datetime) -> Job:
+        """Cancel a pending, retrying or running job (a running one loses its lease)."""
+        return await self._run(ops.cancel, job_id, now=now)
+
+    async def retry(self, job_id: str, *, now: datetime) -> Job:
+        """Send a failed or cancelled job back to ``pending`` with its attempts reset."""
+        return await self._run(ops.retry, job_id, now=now)
+
+    # -- the dead-letter queue -----------------------------------------------------------------
+
+    async def list_dlq(
+        self, *, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[DLQEntry]:
+        """Dead-letter entries, oldest failure first."""
+        return await self._run(ops.list_dlq, queue=queue, limit=limit, offset=offset)
+
+    async def get_dlq(self, entry_id: str) -> DLQEntry:
+        """Return the entry or raise :class:`~dispatch_core.errors.DLQEntryNotFoundError`."""
+        return await self._run(ops.get_dlq, entry_id)
+
+    async def replay_dlq(self, entry_id: str, *, new_job_id: str, now: datetime) -> Job:
+        """Enqueue a fresh copy of the entry's job and stamp the entry, in one transaction."""
+        return await self._run(ops.replay_dlq, entry_id, new_job_id=new_job_id, now=now)
+
+    async def purge_dlq(self, *, before: datetime) -> int:
+        """Delete entries that failed before ``before``; return how many."""
+        return await self._run(ops.purge_dlq, before=before)
+
+
+def _migrate(q: ops.Statements, where: str) -> ops.Steps[list[str]]:
+    return migrations.migrate(q.schema, where)
+
+
+#: Operations that only read: safe to run again after a dead pooled connection.
+_READS: frozenset[Callable[..., Any]] = frozenset(
+    {
+        ops.next_run_at,
+        ops.get_job,
+        ops.list_jobs,
+        ops.count_jobs,
+        ops.list_dlq,
+        ops.get_dlq,
+        _migrate,  # re-running is safe: it is idempotent and transactional
+    }
+)

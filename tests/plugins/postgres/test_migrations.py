@@ -1,0 +1,124 @@
+"""Migrations: versioned, idempotent, and safe when several processes run them at once."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import multiprocessing
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from dispatch_core.errors import StoreUnavailableError
+from dispatch_plugins.postgres import PostgresStore
+from dispatch_plugins.postgres.migrations import LATEST_VERSION, lock_key
+from dispatch_plugins.postgres.schema import MIGRATIONS
+
+from .conftest import DSN
+
+HERE = Path(__file__).parent
+
+
+def _tables(schema: str) -> set[str]:
+    with psycopg.connect(DSN) as conn:
+        rows = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
+        ).fetchall()
+    return {name for (name,) in rows}
+
+
+def _indexes(schema: str) -> set[str]:
+    with psycopg.connect(DSN) as conn:
+        rows = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,)
+        ).fetchall()
+    return {name for (name,) in rows}
+
+
+async def test_migrate_creates_the_schema_once(pg_url: str, schema: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        assert await store.migrate() == [m.name for m in MIGRATIONS]
+        assert await store.migrate() == []
+    finally:
+        await store.close()
+    assert _tables(schema) == {"jobs", "dlq", "dispatch_migrations"}
+    assert {
+        "jobs_pkey",
+        "jobs_claim_idx",
+        "jobs_due_idx",
+        "jobs_lease_idx",
+        "jobs_unique_key_idx",
+        "dlq_pkey",
+        "dlq_failed_at_idx",
+    } <= _indexes(schema)
+    with psycopg.connect(DSN) as conn:
+        versions = conn.execute(
+            f'SELECT version, name FROM "{schema}".dispatch_migrations'
+        ).fetchall()
+    assert versions == [(m.version, m.name) for m in MIGRATIONS]
+    # a second store on the same schema finds it current
+    other = PostgresStore(pg_url)
+    await other.open()
+    try:
+        assert await other.migrate() == []
+    finally:
+        await other.close()
+
+
+async def test_the_schema_may_already_exist(pg_url: str, schema: str) -> None:
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'CREATE TABLE "{schema}".unrelated (x int)')
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        assert await store.migrate() == ["0001_initial"]
+    finally:
+        await store.close()
+    assert "unrelated" in _tables(schema)
+
+
+async def test_a_schema_from_a_newer_version_is_refused(pg_url: str, schema: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        await store.migrate()
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(
+                f'INSERT INTO "{schema}".dispatch_migrations (version, name) VALUES (%s, %s)',
+                (LATEST_VERSION + 1, "9999_future"),
+            )
+        with pytest.raises(StoreUnavailableError, match=r"version\(s\) \[2\].*upgrade"):
+            await store.migrate()
+    finally:
+        await store.close()
+
+
+def test_lock_keys_are_stable_and_per_schema() -> None:
+    assert lock_key("dispatch") == lock_key("dispatch")
+    assert lock_key("dispatch") != lock_key("other")
+    assert -(2**63) <= lock_key("dispatch") < 2**63
+
+
+@pytest.mark.slow
+def test_four_processes_migrating_at_once(
+    pg_url: str, schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(HERE))  # spawned children import the helpers by name
+    helpers = importlib.import_module("_mp_helpers")
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    outs = [tmp_path / f"migrate-{n}.json" for n in range(4)]
+    procs = [ctx.Process(target=helpers.migrate, args=(pg_url, start, str(o))) for o in outs]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    results = [json.loads(o.read_text()) for o in outs]
+    assert sorted(results) == [[], [], [], ["0001_initial"]]
+    assert _tables(schema) == {"jobs", "dlq", "dispatch_migrations"}
