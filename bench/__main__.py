@@ -1,4 +1,4 @@
-"""Run the benchmark: ``python -m bench [--quick] [--only memory,sqlite,huey] [--out PATH]``."""
+"""Run the benchmark: ``python -m bench [--quick] [--only memory,sqlite,pg,...] [--out PATH]``."""
 
 from __future__ import annotations
 
@@ -16,20 +16,38 @@ from bench.report import SYSTEM_LABELS, compare, finish_meta, machine_meta, rend
 
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "latest.json"
 
-#: ``--only`` names -> the systems they select (``huey`` runs both Huey variants).
+#: ``--only`` names -> the systems they select (``huey`` runs both Huey variants, ``pg`` the
+#: two PostgreSQL systems).
 SELECTORS = {
     "memory": ["memory"],
     "sqlite": ["sqlite"],
     "huey": ["huey", "huey-normal"],
     "huey-default": ["huey"],
     "huey-normal": ["huey-normal"],
+    "postgres": ["postgres"],
+    "procrastinate": ["procrastinate"],
+    "pg": ["postgres", "procrastinate"],
+    "celery": ["celery"],
+    "celery-prefork": ["celery-prefork"],
 }
-ORDER = ["memory", "sqlite", "huey", "huey-normal"]
+ORDER = [
+    "memory",
+    "sqlite",
+    "huey",
+    "huey-normal",
+    "postgres",
+    "procrastinate",
+    "celery",
+    "celery-prefork",
+]
+#: Run without ``--only``: everything but the opt-in Celery prefork variant (another minute
+#: for a second Celery column that mostly measures the pool on 2 cores).
+DEFAULT = [s for s in ORDER if s != "celery-prefork"]
 
 
 def _systems(only: str | None) -> list[str]:
     if not only:
-        return list(ORDER)
+        return list(DEFAULT)
     chosen: set[str] = set()
     for name in (n.strip() for n in only.split(",")):
         if not name:
@@ -41,10 +59,19 @@ def _systems(only: str | None) -> list[str]:
 
 
 def _run_system(system: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
-    if system in ("memory", "sqlite"):
+    # Imported on demand: a missing optional peer only fails its own column.
+    if system in ("memory", "sqlite", "postgres"):
         from bench.dispatch_side import run_dispatch
 
         return run_dispatch(system, sizes, workdir)
+    if system == "procrastinate":
+        from bench.procrastinate_side import run_procrastinate
+
+        return run_procrastinate(sizes, workdir)
+    if system.startswith("celery"):
+        from bench.celery_side import run_celery
+
+        return run_celery(system, sizes, workdir)
     from bench.huey_side import run_huey
 
     return run_huey(system, sizes, workdir)
@@ -53,14 +80,16 @@ def _run_system(system: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark Dispatch (memory and SQLite stores) against Huey (SqliteHuey).",
+        description="Benchmark Dispatch (memory, SQLite and PostgreSQL stores) against Huey "
+        "(SqliteHuey), Procrastinate (PostgreSQL) and Celery (Redis).",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument(
         "--only",
         metavar="SYSTEMS",
         help="comma-separated subset of: memory, sqlite, huey (both Huey variants), "
-        "huey-default, huey-normal",
+        "huey-default, huey-normal, postgres, procrastinate, pg (postgres + procrastinate), "
+        "celery, celery-prefork (not in the default run)",
     )
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,9 @@ class Sizes:
     concurrency: int = 10
     #: Throughput measurements are repeated (each on a fresh store) and the best run kept.
     repeats: int = 2
+    #: The same for the slow PostgreSQL/Redis peers (Procrastinate, Celery), whose 20,000-job
+    #: drains take half a minute each: one run keeps the whole benchmark under 5 minutes.
+    peer_repeats: int = 1
     #: Untimed enqueues before the timed single-enqueue loops.
     warmup: int = 100
     #: Seconds a child process may live before it gives up on its own.
@@ -74,6 +78,7 @@ class Sizes:
             "latency_gap_s": self.latency_gap,
             "concurrency": self.concurrency,
             "repeats": self.repeats,
+            "peer_repeats": self.peer_repeats,
             "warmup": self.warmup,
         }
 
@@ -137,14 +142,21 @@ def log_tail(path: Path, lines: int = 30) -> str:
 
 @contextlib.contextmanager
 def child_process(
-    module: str, args: Sequence[str], log_path: Path
+    module: str,
+    args: Sequence[str],
+    log_path: Path,
+    *,
+    env_extra: Mapping[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``python -m module args...`` from the repository root; always reap it.
 
-    Output goes to ``log_path``. On leaving the block a still-running child is sent SIGTERM,
-    then SIGKILL after 5 s, and waited for, so no stray process survives the benchmark.
+    Output goes to ``log_path``; ``env_extra`` is added to the environment. On leaving the
+    block a still-running child is sent SIGTERM, then SIGKILL after 5 s, and waited for. The
+    child leads a process group of its own; whatever is left of that group afterwards (e.g. a
+    Celery prefork pool process whose parent was killed) gets SIGKILL, so no stray process
+    survives the benchmark.
     """
-    env = dict(os.environ)
+    env = {**os.environ, **(env_extra or {})}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     with open(log_path, "wb") as log:
@@ -155,6 +167,7 @@ def child_process(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             yield proc
@@ -166,6 +179,8 @@ def child_process(
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait_until(

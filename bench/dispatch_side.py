@@ -1,4 +1,7 @@
-"""Dispatch measurements, for the memory store and the SQLite store.
+"""Dispatch measurements, for the memory, SQLite and PostgreSQL stores.
+
+Every measurement gets a fresh store: a new SQLite file, or for PostgreSQL a new schema
+(``?schema=bench_<random>_<name>``, every one dropped at the end of the run).
 
 Also the entry point of the worker child process used for the cross-process pickup latency::
 
@@ -10,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +34,13 @@ from bench.common import (
     wait_for_path,
 )
 from bench.latency import Recorder, produce
+from bench.services import PgSchemas
 from dispatch_core import Engine, JobDefinition
 
 __all__ = ["Ping", "Stamp", "BenchJobs", "make_engine", "run_dispatch"]
+
+#: ``url_for(name)``: the URL of a fresh, empty store for the measurement called ``name``.
+UrlFor = Callable[[str], str]
 
 NOTE = "hello"
 
@@ -81,10 +90,19 @@ def make_engine(url: str, recorder: Recorder | None = None) -> tuple[Engine, Ben
     return engine, BenchJobs(noop=noop, noop_sync=noop_sync, stamp=stamp)
 
 
-def _url(store: str, workdir: Path, name: str) -> str:
+@contextlib.contextmanager
+def _stores(store: str, workdir: Path) -> Iterator[UrlFor]:
+    """Where each measurement's fresh store lives; cleans up on exit."""
     if store == "memory":
-        return "memory://"
-    return f"sqlite:///{workdir / name}.db"
+        yield lambda name: "memory://"
+    elif store == "sqlite":
+        # The files go with the run's temporary directory.
+        yield lambda name: f"sqlite:///{workdir / name}.db"
+    elif store == "postgres":
+        with PgSchemas() as schemas:
+            yield schemas.url
+    else:
+        raise ValueError(f"unknown store {store!r}")
 
 
 def _prepare(engine: Engine) -> None:
@@ -100,11 +118,9 @@ def _prepare(engine: Engine) -> None:
 # -- enqueue ---------------------------------------------------------------------------------------
 
 
-def _enqueue_single_once(
-    store: str, sizes: Sizes, workdir: Path, rep: int
-) -> tuple[Metric, Metric]:
+def _enqueue_single_once(url_for: UrlFor, sizes: Sizes, rep: int) -> tuple[Metric, Metric]:
     """One sync and one async run of ``sizes.single`` one-at-a-time enqueues."""
-    engine, jobs = make_engine(_url(store, workdir, f"single_{rep}"))
+    engine, jobs = make_engine(url_for(f"single_{rep}"))
     _prepare(engine)
     payloads = [Ping(i, NOTE) for i in range(sizes.single)]
     try:
@@ -131,8 +147,8 @@ def _enqueue_single_once(
     return sync, asyncio.run(single_async())
 
 
-def _enqueue_single(store: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
-    runs = [_enqueue_single_once(store, sizes, workdir, rep) for rep in range(sizes.repeats)]
+def _enqueue_single(url_for: UrlFor, sizes: Sizes) -> dict[str, Metric]:
+    runs = [_enqueue_single_once(url_for, sizes, rep) for rep in range(sizes.repeats)]
     return {
         "enqueue_single_sync": best_of([sync for sync, _ in runs]),
         "enqueue_single_async": best_of([asyn for _, asyn in runs]),
@@ -166,36 +182,48 @@ def _fill(job: JobDefinition[Ping], sizes: Sizes, *, timed: bool) -> Metric | No
 
 
 def _bulk_and_drain_once(
-    store: str, sizes: Sizes, workdir: Path, rep: int, *, sync_handler: bool
+    url: str, sizes: Sizes, *, sync_handler: bool = False, time_bulk: bool = False
 ) -> tuple[Metric | None, Metric]:
-    """Fill a fresh store (timing the bulk enqueue), then drain it (timed)."""
-    name = f"drain_sync_{rep}" if sync_handler else f"drain_{rep}"
-    engine, jobs = make_engine(_url(store, workdir, name))
+    """Fill a fresh store (timing the bulk enqueue if asked), then drain it (timed)."""
+    engine, jobs = make_engine(url)
     _prepare(engine)
     try:
-        bulk = _fill(jobs.noop_sync if sync_handler else jobs.noop, sizes, timed=not sync_handler)
+        bulk = _fill(jobs.noop_sync if sync_handler else jobs.noop, sizes, timed=time_bulk)
     finally:
         engine.close()
     return bulk, asyncio.run(_timed_drain(engine, sizes.drain, sizes))
 
 
-def _bulk_and_drain(store: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
+#: PostgreSQL: the store's worker commits its own writes (claim, finish...) without waiting for
+#: the WAL flush unless told otherwise; this makes them wait like every other commit, which is
+#: how Procrastinate runs. A separate drain row measures it (equal durability).
+DURABLE_WORKER = "worker_synchronous_commit=on"
+
+
+def _bulk_and_drain(url_for: UrlFor, sizes: Sizes, *, durable_row: bool) -> dict[str, Metric]:
     bulks: list[Metric] = []
     drains: list[Metric] = []
     sync_drains: list[Metric] = []
+    durable_drains: list[Metric] = []
     for rep in range(sizes.repeats):
-        bulk, drain = _bulk_and_drain_once(store, sizes, workdir, rep, sync_handler=False)
+        bulk, drain = _bulk_and_drain_once(url_for(f"drain_{rep}"), sizes, time_bulk=True)
         assert bulk is not None
         bulks.append(bulk)
         drains.append(drain)
         # The same with a plain `def` handler, which runs in the worker's thread pool.
-        _, drain = _bulk_and_drain_once(store, sizes, workdir, rep, sync_handler=True)
-        sync_drains.append(drain)
-    return {
+        url = url_for(f"drain_sync_{rep}")
+        sync_drains.append(_bulk_and_drain_once(url, sizes, sync_handler=True)[1])
+        if durable_row:
+            url = f"{url_for(f'drain_durable_{rep}')}&{DURABLE_WORKER}"
+            durable_drains.append(_bulk_and_drain_once(url, sizes)[1])
+    results = {
         "enqueue_bulk": best_of(bulks),
         "drain": best_of(drains),
         "drain_sync_handler": best_of(sync_drains),
     }
+    if durable_drains:
+        results["drain_durable_worker"] = {**best_of(durable_drains), "url_param": DURABLE_WORKER}
+    return results
 
 
 # -- pickup latency --------------------------------------------------------------------------------
@@ -254,9 +282,11 @@ def _latency_in_process(sizes: Sizes) -> Metric:
     )
 
 
-def _latency_cross_process(sizes: Sizes, workdir: Path) -> Metric:
-    """SQLite store: the worker is a child process; this process produces (sync enqueue)."""
-    url = _url("sqlite", workdir, "latency")
+def _latency_cross_process(url: str, sizes: Sizes, workdir: Path, wake: str) -> Metric:
+    """SQLite/PostgreSQL: the worker is a child process; this process produces (sync enqueue).
+
+    ``wake`` says how the store tells the idle worker about a new job (for the report).
+    """
     engine, jobs = make_engine(url)
     _prepare(engine)
     out, ready = workdir / "dispatch_latency.json", workdir / "dispatch_ready"
@@ -291,21 +321,29 @@ def _latency_cross_process(sizes: Sizes, workdir: Path) -> Metric:
     samples: list[int] = data["samples_ns"]
     if len(samples) != sizes.latency:
         raise BenchError(f"got {len(samples)} latency samples, expected {sizes.latency}")
-    return latency_metric(samples, worker="another process (python -m bench.dispatch_side worker)")
+    return latency_metric(
+        samples, worker=f"another process (python -m bench.dispatch_side worker), {wake}"
+    )
 
 
 # -- the whole system ------------------------------------------------------------------------------
 
 
+#: How each store wakes an idle worker in another process.
+_WAKE = {"sqlite": "PRAGMA data_version watcher", "postgres": "LISTEN/NOTIFY"}
+
+
 def run_dispatch(store: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
-    """Every measurement for one Dispatch store (``"memory"`` or ``"sqlite"``)."""
+    """Every measurement for one Dispatch store (``"memory"``, ``"sqlite"``, ``"postgres"``)."""
     results: dict[str, Metric] = {}
-    results.update(_enqueue_single(store, sizes, workdir))
-    results.update(_bulk_and_drain(store, sizes, workdir))
-    if store == "memory":
-        results["pickup_latency"] = _latency_in_process(sizes)
-    else:
-        results["pickup_latency"] = _latency_cross_process(sizes, workdir)
+    with _stores(store, workdir) as url_for:
+        results.update(_enqueue_single(url_for, sizes))
+        results.update(_bulk_and_drain(url_for, sizes, durable_row=store == "postgres"))
+        if store == "memory":
+            results["pickup_latency"] = _latency_in_process(sizes)
+        else:
+            url = url_for("latency")
+            results["pickup_latency"] = _latency_cross_process(url, sizes, workdir, _WAKE[store])
     return results
 
 

@@ -22,7 +22,17 @@ SYSTEM_LABELS = {
     "sqlite": "dispatch-sqlite",
     "huey": "huey",
     "huey-normal": "huey-normal",
+    "postgres": "dispatch-postgres",
+    "procrastinate": "procrastinate",
+    "celery": "celery",
+    "celery-prefork": "celery-prefork",
 }
+
+#: Systems without a bulk enqueue API: their bulk cell is a loop of single enqueues (``*``).
+NO_BULK_API = ("huey", "huey-normal", "celery", "celery-prefork")
+
+_PG_SYSTEMS = ("postgres", "procrastinate")
+_REDIS_SYSTEMS = ("celery", "celery-prefork")
 
 Report = dict[str, Any]
 
@@ -46,8 +56,34 @@ def finish_meta(meta: dict[str, Any]) -> None:
     meta["loadavg_at_end"] = _loadavg()
 
 
+def _services(systems: list[str]) -> dict[str, str]:
+    """Server versions of the services the selected systems use."""
+    from bench import services
+
+    found: dict[str, str] = {}
+    if any(s in _PG_SYSTEMS for s in systems):
+        found["postgresql"] = services.postgres_version()
+    if any(s in _REDIS_SYSTEMS for s in systems):
+        found["redis"] = services.redis_version()
+    return found
+
+
 def machine_meta(sizes: Sizes, *, quick: bool, systems: list[str]) -> dict[str, Any]:
     """Where and how the benchmark ran."""
+    versions = {
+        "dispatch-core": _version("dispatch-core"),
+        "dispatch-sqlite": _version("dispatch-sqlite"),
+        "huey": _version("huey"),
+        "aiosqlite": _version("aiosqlite"),
+    }
+    if any(s in _PG_SYSTEMS for s in systems):
+        versions["dispatch-postgres"] = _version("dispatch-postgres")
+        versions["procrastinate"] = _version("procrastinate")
+        versions["psycopg"] = _version("psycopg")
+    if any(s in _REDIS_SYSTEMS for s in systems):
+        versions["celery"] = _version("celery")
+        versions["kombu"] = _version("kombu")
+        versions["redis-py"] = _version("redis")
     return {
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "nproc": os.cpu_count(),
@@ -56,12 +92,8 @@ def machine_meta(sizes: Sizes, *, quick: bool, systems: list[str]) -> dict[str, 
         "machine": platform.machine(),
         "sqlite": sqlite3.sqlite_version,
         "loadavg_at_start": _loadavg(),
-        "versions": {
-            "dispatch-core": _version("dispatch-core"),
-            "dispatch-sqlite": _version("dispatch-sqlite"),
-            "huey": _version("huey"),
-            "aiosqlite": _version("aiosqlite"),
-        },
+        "versions": versions,
+        "services": _services(systems),
         "quick": quick,
         "systems": systems,
         "sizes": sizes.as_dict(),
@@ -117,6 +149,9 @@ def compare(report: Report) -> list[dict[str, Any]]:
     def p50(system: str) -> float | None:
         return _get(report, system, "pickup_latency", "p50_ms")
 
+    def p99(system: str) -> float | None:
+        return _get(report, system, "pickup_latency", "p99_ms")
+
     add(
         "sqlite_drain_vs_huey",
         "drain: Dispatch SQLite / huey",
@@ -168,6 +203,113 @@ def compare(report: Report) -> list[dict[str, Any]]:
                 _ratio(rate("sqlite", metric), rate(peer, huey_metric)),
                 "x",
             )
+
+    # PostgreSQL: Dispatch's PostgreSQL store against Procrastinate (same server) and Celery.
+    add(
+        "pg_drain_vs_procrastinate",
+        "drain: Dispatch PG / procrastinate",
+        _ratio(rate("postgres", "drain"), rate("procrastinate", "drain")),
+        "x",
+        10.0,
+        lambda v: v >= 10.0,
+    )
+    add(
+        "pg_durable_drain_vs_procrastinate",
+        "drain: Dispatch PG (worker_synchronous_commit=on) / procrastinate",
+        _ratio(rate("postgres", "drain_durable_worker"), rate("procrastinate", "drain")),
+        "x",
+    )
+    add(
+        "pg_drain",
+        "drain: Dispatch PG",
+        rate("postgres", "drain"),
+        "jobs/s",
+        10_000.0,
+        lambda v: v >= 10_000,
+    )
+    add(
+        "pg_enqueue_bulk",
+        "enqueue bulk: Dispatch PG",
+        rate("postgres", "enqueue_bulk"),
+        "jobs/s",
+        40_000.0,
+        lambda v: v >= 40_000,
+    )
+    for metric, label in (
+        ("enqueue_single_sync", "enqueue single sync: Dispatch PG"),
+        ("enqueue_single_async", "enqueue single async: Dispatch PG"),
+    ):
+        add(
+            f"pg_{metric}",
+            label,
+            rate("postgres", metric),
+            "jobs/s",
+            2_500.0,
+            lambda v: v >= 2_500,
+        )
+    add(
+        "pg_pickup_p50",
+        "pickup p50: Dispatch PG (other process)",
+        p50("postgres"),
+        "ms",
+        3.0,
+        lambda v: v <= 3.0,
+        procrastinate_p50_ms=p50("procrastinate"),
+        celery_p50_ms=p50("celery"),
+    )
+    add(
+        "pg_pickup_p99",
+        "pickup p99: Dispatch PG (other process)",
+        p99("postgres"),
+        "ms",
+        10.0,
+        lambda v: v <= 10.0,
+        procrastinate_p99_ms=p99("procrastinate"),
+        celery_p99_ms=p99("celery"),
+    )
+    for metric, label, peer_metric in (
+        ("enqueue_single_sync", "enqueue single sync", "enqueue_single_sync"),
+        ("enqueue_single_async", "enqueue single async", "enqueue_single_async"),
+        ("enqueue_bulk", "enqueue bulk", "enqueue_bulk"),
+    ):
+        add(
+            f"pg_{metric}_vs_procrastinate",
+            f"{label}: Dispatch PG / procrastinate",
+            _ratio(rate("postgres", metric), rate("procrastinate", peer_metric)),
+            "x",
+        )
+    add(
+        "procrastinate_vs_pg_pickup_p50",
+        "pickup p50: procrastinate / Dispatch PG",
+        _ratio(p50("procrastinate"), p50("postgres")),
+        "x",
+    )
+    for peer in ("celery", "celery-prefork"):
+        key, label = peer.replace("-", "_"), SYSTEM_LABELS[peer]
+        add(
+            f"pg_drain_vs_{key}",
+            f"drain: Dispatch PG / {label}",
+            _ratio(rate("postgres", "drain"), rate(peer, "drain")),
+            "x",
+        )
+        add(
+            f"pg_enqueue_single_sync_vs_{key}",
+            f"enqueue single sync: Dispatch PG / {label}",
+            _ratio(rate("postgres", "enqueue_single_sync"), rate(peer, "enqueue_single_sync")),
+            "x",
+        )
+        add(
+            f"pg_enqueue_bulk_vs_{key}",
+            f"enqueue bulk: Dispatch PG / {label}",
+            _ratio(rate("postgres", "enqueue_bulk"), rate(peer, "enqueue_bulk")),
+            "x",
+        )
+        add(
+            f"{key}_vs_pg_pickup_p50",
+            f"pickup p50: {label} / Dispatch PG",
+            _ratio(p50(peer), p50("postgres")),
+            "x",
+        )
     return rows
 
 
@@ -218,6 +360,12 @@ def _table_rows(sizes: dict[str, Any]) -> list[_Row]:
         (f"enqueue bulk, one call x{bulk} (jobs/s)", "enqueue_bulk", "rate", _fmt_rate),
         (f"drain {drain} no-op jobs, c={c} (jobs/s)", "drain", "rate", _fmt_rate),
         ("  same, plain def handler (jobs/s)", "drain_sync_handler", "rate", _fmt_rate),
+        (
+            "  same, worker_synchronous_commit=on (jobs/s)",
+            "drain_durable_worker",
+            "rate",
+            _fmt_rate,
+        ),
         ("pickup latency of idle worker, p50 (ms)", "pickup_latency", "p50_ms", _fmt_ms),
         ("pickup latency of idle worker, p99 (ms)", "pickup_latency", "p99_ms", _fmt_ms),
         ("pickup latency of idle worker, max (ms)", "pickup_latency", "max_ms", _fmt_ms),
@@ -234,8 +382,35 @@ _HUEY_NOTES = [
 _DISPATCH_NOTES = [
     "Dispatch: async def no-op handler unless noted; drain = await engine.drain(concurrency=10)",
     "  in this process; memory pickup: worker in this process, producer thread (sync enqueue);",
-    "  SQLite pickup: worker in another process, producer here (sync enqueue).",
+    "  SQLite/PostgreSQL pickup: worker in another process, producer here (sync enqueue).",
 ]
+_PG_NOTES = [
+    "PostgreSQL: one server for both, its settings as on the services line, unchanged.",
+    "dispatch-postgres = a fresh schema per measurement; wakes remote workers by LISTEN/NOTIFY;",
+    "  its worker's own writes (claim, finish) skip the WAL flush wait by default; the",
+    "  worker_synchronous_commit=on row makes them wait, as Procrastinate's do.",
+    "procrastinate = its own fresh database, PsycopgConnector (pool of 4); drain =",
+    "  app.run_worker_async(concurrency=10, wait=False) in this process, async def no-op task;",
+    "  pickup: Worker in another process (LISTEN/NOTIFY), producer here (sync task.defer).",
+]
+_CELERY_NOTES = [
+    "* Celery has no bulk enqueue: group(...).apply_async() publishes one message per task.",
+    "celery = Redis broker (persistence as on the services line), results off, worker process",
+    "  --pool=threads --concurrency=10 (celery-prefork: --pool=prefork); drain timed from",
+    "  worker_ready to the last task; the task counts itself with a Redis INCR. Celery has no",
+    "  async enqueue API.",
+]
+
+
+#: Extra fields of a comparison row printed beside it: field -> peer label.
+_PEER_FIELDS = {
+    "huey_p50_ms": "huey",
+    "huey_normal_p50_ms": "huey-normal",
+    "procrastinate_p50_ms": "procrastinate",
+    "celery_p50_ms": "celery",
+    "procrastinate_p99_ms": "procrastinate",
+    "celery_p99_ms": "celery",
+}
 
 
 def render(report: Report) -> str:
@@ -250,7 +425,8 @@ def render(report: Report) -> str:
         f"{meta['platform']}",
         "versions: " + "  ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         f"latency run: {sizes['latency']} jobs, {sizes['latency_gap_s'] * 1000:g} ms apart; "
-        f"throughput: best of {sizes['repeats']} run(s), each on a fresh store",
+        f"throughput: best of {sizes['repeats']} run(s) (Procrastinate, Celery: "
+        f"{sizes.get('peer_repeats', sizes['repeats'])}), each on a fresh store",
     ]
     start, end = meta.get("loadavg_at_start"), meta.get("loadavg_at_end")
     if start is not None and end is not None:
@@ -259,12 +435,13 @@ def render(report: Report) -> str:
             load += "  -- the machine was busy: expect low and noisy numbers"
         lines.append(load)
     lines.append("")
+    services = meta.get("services") or {}
+    if services:
+        lines.insert(3, "services: " + "  ".join(f"{k} {v}" for k, v in services.items()))
     rows = _table_rows(sizes)
     width = max(len(r[0]) for r in rows) + 2
-    col = 17
-    lines.append("".ljust(width) + "".join(SYSTEM_LABELS[s].rjust(col) for s in systems))
-    lines.append("-" * (width + col * len(systems)))
-    for label, metric, field, fmt in rows:
+    table: list[list[str]] = []
+    for _, metric, field, fmt in rows:
         cells = []
         for s in systems:
             entry = report["systems"][s]
@@ -272,14 +449,32 @@ def render(report: Report) -> str:
                 cells.append("ERROR")
                 continue
             value = entry["metrics"].get(metric, {}).get(field)
-            mark = "*" if s.startswith("huey") and metric == "enqueue_bulk" else ""
+            mark = "*" if s in NO_BULK_API and metric == "enqueue_bulk" else ""
             cells.append(fmt(value) + mark)
-        lines.append(label.ljust(width) + "".join(c.rjust(col) for c in cells))
+        table.append(cells)
+    # Each column as wide as its label or widest cell, plus two spaces.
+    cols = [
+        max(len(SYSTEM_LABELS[s]), *(len(cells[i]) for cells in table)) + 2
+        for i, s in enumerate(systems)
+    ]
+    lines.append(
+        "".ljust(width)
+        + "".join(SYSTEM_LABELS[s].rjust(c) for s, c in zip(systems, cols, strict=True))
+    )
+    lines.append("-" * (width + sum(cols)))
+    for (label, *_), cells in zip(rows, table, strict=True):
+        lines.append(
+            label.ljust(width) + "".join(v.rjust(c) for v, c in zip(cells, cols, strict=True))
+        )
     lines.append("")
     if any(s.startswith("huey") for s in systems):
         lines += [*_HUEY_NOTES, ""]
-    if "sqlite" in systems or "memory" in systems:
+    if any(s in ("memory", "sqlite", "postgres") for s in systems):
         lines += [*_DISPATCH_NOTES, ""]
+    if any(s in _PG_SYSTEMS for s in systems):
+        lines += [*_PG_NOTES, ""]
+    if any(s in _REDIS_SYSTEMS for s in systems):
+        lines += [*_CELERY_NOTES, ""]
     # Informational rows without a value (a system was not run) are left out.
     comparison = [
         r for r in report["comparison"] if r["value"] is not None or r["target"] is not None
@@ -292,14 +487,11 @@ def render(report: Report) -> str:
             status = "(not run)"
         line = f"{row['label'].ljust(label_w)}{_fmt_value(row).rjust(14)}  "
         line += f"{_fmt_target(row).ljust(24)}{status}"
-        if row["key"] == "sqlite_pickup_p50":
-            peers = [
-                f"{name} {row[k]:.2f} ms"
-                for name, k in (("huey", "huey_p50_ms"), ("huey-normal", "huey_normal_p50_ms"))
-                if row.get(k) is not None
-            ]
-            if peers:
-                line += f"  ({', '.join(peers)})"
+        peers = [
+            f"{name} {row[k]:.2f} ms" for k, name in _PEER_FIELDS.items() if row.get(k) is not None
+        ]
+        if peers:
+            line += f"  ({', '.join(peers)})"
         lines.append(line.rstrip())
     errors = {s: e["error"] for s, e in report["systems"].items() if e.get("error")}
     if errors:

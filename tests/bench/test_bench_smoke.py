@@ -1,16 +1,28 @@
-"""Smoke test of the benchmark: ``python -m bench --quick --only memory`` runs and writes the
-JSON report with the expected shape. No timing is asserted: numbers depend on the machine."""
+"""Smoke tests of the benchmark: ``python -m bench --quick --only memory`` (and ``--only
+postgres`` when PostgreSQL is up) runs and writes the JSON report with the expected shape; a
+service that is down turns its columns into ``ERROR`` without stopping the run. No timing is
+asserted: numbers depend on the machine."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: The PostgreSQL server the ``--only postgres`` smoke run uses (as the store tests do).
+PG_DSN = os.environ.get(
+    "DISPATCH_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 RATE_METRICS = (
     "enqueue_single_sync",
@@ -75,3 +87,97 @@ def test_unknown_system_is_refused() -> None:
     )
     assert proc.returncode != 0
     assert "unknown system 'rabbitmq'" in proc.stderr
+
+
+@functools.cache
+def _pg_problem() -> str | None:
+    """Why PostgreSQL cannot be used, or ``None`` when it can."""
+    try:
+        psycopg.connect(PG_DSN, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        return " ".join(str(exc).split())
+    return None
+
+
+def _run_bench(
+    args: list[str], out: Path, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", *args, "--out", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _pg_leftovers(prefix: str) -> list[str]:
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        schemas = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (prefix + "%",)
+        ).fetchall()
+        databases = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'bench_procrastinate_%'"
+        ).fetchall()
+    return [str(r[0]) for r in (*schemas, *databases)]
+
+
+@pytest.mark.slow
+def test_quick_postgres_run_writes_the_report(
+    tmp_path: Path, require_service: Callable[[str], None]
+) -> None:
+    problem = _pg_problem()
+    if problem is not None:
+        require_service(f"PostgreSQL at {PG_DSN} ({problem})")
+    before = set(_pg_leftovers("bench_"))
+    out = tmp_path / "latest.json"
+    proc = _run_bench(["--only", "postgres"], out, {"BENCH_POSTGRES_URL": PG_DSN})
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "dispatch-postgres" in proc.stdout
+
+    report: dict[str, Any] = json.loads(out.read_text())
+    assert report["meta"]["systems"] == ["postgres"]
+    assert "postgresql" in report["meta"]["services"]
+    entry = report["systems"]["postgres"]
+    assert entry["error"] is None
+    metrics = entry["metrics"]
+    for name in RATE_METRICS:
+        assert metrics[name]["rate"] > 0, name
+    latency = metrics["pickup_latency"]
+    assert set(latency) >= set(LATENCY_FIELDS)
+    assert latency["n"] == report["meta"]["sizes"]["latency"]
+    assert "LISTEN/NOTIFY" in latency["worker"]
+
+    rows = {row["key"]: row for row in report["comparison"]}
+    assert rows["pg_drain"]["value"] == metrics["drain"]["rate"]
+    assert rows["pg_drain"]["ok"] in (True, False)
+    assert rows["pg_pickup_p50"]["value"] == latency["p50_ms"]
+    # Procrastinate did not run: its ratio has no value rather than a bogus one.
+    assert rows["pg_drain_vs_procrastinate"]["value"] is None
+    # Every schema the run created is gone.
+    assert set(_pg_leftovers("bench_")) <= before
+
+
+@pytest.mark.slow
+def test_services_down_make_error_columns(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    env = {
+        # Nothing listens on port 1: refused at once.
+        "BENCH_POSTGRES_URL": "postgresql://postgres@127.0.0.1:1/postgres",
+        "BENCH_REDIS_URL": "redis://127.0.0.1:1/13",
+    }
+    proc = _run_bench(["--only", "pg,celery"], out, env, timeout=120)
+    assert proc.returncode == 1, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "ERROR" in proc.stdout
+    report: dict[str, Any] = json.loads(out.read_text())
+    assert report["meta"]["systems"] == ["postgres", "procrastinate", "celery"]
+    for system, service in (
+        ("postgres", "PostgreSQL"),
+        ("procrastinate", "PostgreSQL"),
+        ("celery", "Redis"),
+    ):
+        error = report["systems"][system]["error"]
+        assert error is not None, system
+        assert f"{service} unavailable" in error, (system, error)
+        assert report["systems"][system]["metrics"] == {}
