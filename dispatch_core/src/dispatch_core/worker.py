@@ -10,6 +10,7 @@ recovers jobs whose worker died.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -119,6 +120,11 @@ class Worker:
         grace_period: Seconds in-flight jobs get to finish at shutdown before they are cancelled
             and released (their attempt is not consumed).
         worker_id: Stable id (default: a new ``wkr_…``).
+        prefetch: Jobs claimed ahead of free slots (default 0: claim exactly the free slots).
+            A buffer hides the store's round trip when jobs are short; buffered jobs are
+            leased like running ones and given back (not consuming an attempt) when they wait
+            longer than a heartbeat interval or the worker stops, so an idle worker can take
+            them.
     """
 
     def __init__(
@@ -133,14 +139,18 @@ class Worker:
         poll_interval: float = 1.0,
         grace_period: float = 30.0,
         worker_id: str | None = None,
+        prefetch: int = 0,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+        if prefetch < 0:
+            raise ConfigurationError(f"prefetch must be >= 0, got {prefetch}")
         if lease_seconds <= 0:
             raise ConfigurationError(f"lease_seconds must be > 0, got {lease_seconds}")
         self.engine = engine
         self.queues: list[str] | None = list(queues) if queues else None
         self.concurrency = concurrency
+        self.prefetch = prefetch
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval or lease_seconds / 3
         self.rescue_interval = rescue_interval or min(5.0, lease_seconds / 2)
@@ -152,6 +162,9 @@ class Worker:
         self.stats = WorkerStats()
 
         self._active: dict[str, tuple[asyncio.Task[None], JobContext]] = {}
+        #: Prefetched jobs waiting for a slot, with the monotonic time they were claimed.
+        self._ready: collections.deque[tuple[Job, float]] = collections.deque()
+        self._prefetch_paused = False
         self._outcomes: list[tuple[Outcome, Job, float]] = []
         self._flushing = False
         self._lost: set[str] = set()
@@ -277,14 +290,18 @@ class Worker:
     async def _fetch_loop(self) -> None:
         failures = 0
         self._idle = _IDLE_BASE
+        # With a buffer, top it up in real batches rather than one job per freed slot.
+        batch_min = max(1, (self.concurrency + self.prefetch) // 2) if self.prefetch else 1
         while not self._stopping:
-            free = self.concurrency - len(self._active)
-            if free <= 0:
+            # After giving back stale prefetched jobs, do not grab them again at once.
+            ahead = 0 if self._prefetch_paused else self.prefetch
+            room = self.concurrency + ahead - len(self._active) - len(self._ready)
+            if room <= 0 or (self._ready and room < batch_min):
                 self._slot_ev.clear()
                 await self._slot_ev.wait()
                 continue
             try:
-                finished = await self._fetch_once(free)
+                finished = await self._fetch_once(room)
             except Exception as exc:  # the store is unreachable: keep trying, never die
                 failures += 1
                 delay = min(_IDLE_BASE * 2**failures, _STORE_RETRY_MAX)
@@ -297,24 +314,31 @@ class Worker:
             if finished:
                 return
 
-    async def _fetch_once(self, free: int) -> bool:
-        """Claim and launch up to ``free`` jobs, or wait for work; True once a drain is done."""
+    async def _fetch_once(self, room: int) -> bool:
+        """Claim up to ``room`` jobs and launch those that fit the free slots (buffering the
+        rest), or wait for work; True once a drain is done."""
         store = self.engine.store
-        was_idle = not self._active and not self._outcomes and not self._flushing
+        was_idle = (
+            not self._active and not self._ready and not self._outcomes and not self._flushing
+        )
         self._wake_ev.clear()
         jobs = await store.claim(
             worker_id=self.id,
             queues=self.queues,
             names=self._names,
-            limit=free,
+            limit=room,
             lease_seconds=self.lease_seconds,
             now=utcnow(),
         )
         if jobs:
             self._idle = _IDLE_BASE
             self._emit_started = self.engine.hooks.wants("dispatch_job_started")
+            claimed_at = time.monotonic()
             for job in jobs:
-                self._launch(job)
+                if len(self._active) < self.concurrency:
+                    self._launch(job)
+                else:
+                    self._ready.append((job, claimed_at))
             return False
         if self._drain and was_idle:
             if not self._wait_scheduled:
@@ -426,6 +450,9 @@ class Worker:
                 )
         finally:
             self._active.pop(job.id, None)
+            self._prefetch_paused = False
+            if self._ready and not self._stopping:
+                self._launch(self._ready.popleft()[0])
             self._slot_ev.set()
         if outcome is not None:
             if not self._outcomes:  # the finisher waits only when the buffer is empty
@@ -551,7 +578,10 @@ class Worker:
         store = self.engine.store
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            self._release_stale_prefetch()
             leases = {jid: ctx.job.attempt_token or "" for jid, (_, ctx) in self._active.items()}
+            for job, _ in self._ready:
+                leases[job.id] = job.attempt_token or ""
             if not leases:
                 continue
             try:
@@ -561,6 +591,10 @@ class Worker:
             except Exception as exc:
                 log.warning("worker %s: heartbeat failed (%s)", self.id, exc)
                 continue
+            if lost and self._ready:
+                kept = [(j, t) for j, t in self._ready if j.id not in lost]
+                self.stats.lost += len(self._ready) - len(kept)
+                self._ready = collections.deque(kept)
             for job_id in lost:
                 entry = self._active.get(job_id)
                 if entry is None:
@@ -574,6 +608,30 @@ class Worker:
                 self._lost.add(job_id)
                 ctx._request_cancel()
                 task.cancel()
+
+    def _release_stale_prefetch(self, *, everything: bool = False) -> None:
+        """Give back buffered jobs that waited longer than a heartbeat interval (or all of
+        them), without consuming their attempt, so an idle worker can take them."""
+        if not self._ready:
+            return
+        cutoff = time.monotonic() - self.heartbeat_interval
+        keep: collections.deque[tuple[Job, float]] = collections.deque()
+        released = 0
+        for job, claimed_at in self._ready:
+            if everything or claimed_at < cutoff:
+                outcome = Outcome(
+                    job_id=job.id, attempt_token=job.attempt_token or "", kind=OutcomeKind.RELEASE
+                )
+                if not self._outcomes:
+                    self._flush_ev.set()
+                self._outcomes.append((outcome, job, 0.0))
+                released += 1
+            else:
+                keep.append((job, claimed_at))
+        self._ready = keep
+        if released:
+            self._prefetch_paused = True
+            log.info("worker %s: gave back %d prefetched jobs", self.id, released)
 
     async def _watchdog_loop(self) -> None:
         """Cancel attempts whose deadline (set by the Timeout middleware) has passed."""
@@ -625,6 +683,7 @@ class Worker:
 
     async def _shutdown(self) -> None:
         self._stopping = True
+        self._release_stale_prefetch(everything=True)
         self.engine._remove_waker(self.wake)
         if self._stop_listening is not None:
             try:

@@ -180,6 +180,13 @@ def _split_queues(queues: tuple[str, ...]) -> list[str] | None:
     metavar="SECONDS",
     help="Longest idle wait between polls of the store.",
 )
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Jobs claimed ahead of free slots (hides the store's round trip for short jobs).",
+)
 @click.option("--burst", is_flag=True, help="Run until no job is runnable, then exit.")
 @click.option(
     "--log-level",
@@ -196,6 +203,7 @@ def worker(
     lease: float,
     grace: float,
     poll_interval: float,
+    prefetch: int,
     burst: bool,
     log_level: str,
     worker_id: str | None,
@@ -218,6 +226,7 @@ def worker(
         grace_period=grace,
         poll_interval=poll_interval,
         worker_id=worker_id,
+        prefetch=prefetch,
     )
     with _logging_to_stderr(log_level):
         click.echo(banner(w, burst))
