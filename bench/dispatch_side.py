@@ -158,10 +158,11 @@ def _enqueue_single(url_for: UrlFor, sizes: Sizes) -> dict[str, Metric]:
 # -- drain -----------------------------------------------------------------------------------------
 
 
-async def _timed_drain(engine: Engine, n: int, sizes: Sizes) -> Metric:
+async def _timed_drain(engine: Engine, n: int, sizes: Sizes, *, prefetch: int = 0) -> Metric:
     async with engine:
         t0 = time.perf_counter()
-        stats = await engine.drain(concurrency=sizes.concurrency, timeout=sizes.child_deadline)
+        worker = engine.worker(concurrency=sizes.concurrency, prefetch=prefetch)
+        stats = await worker.drain(timeout=sizes.child_deadline)
         seconds = time.perf_counter() - t0
     if stats.completed != n:
         raise BenchError(f"drain completed {stats.completed} jobs, expected {n}: {stats}")
@@ -182,7 +183,12 @@ def _fill(job: JobDefinition[Ping], sizes: Sizes, *, timed: bool) -> Metric | No
 
 
 def _bulk_and_drain_once(
-    url: str, sizes: Sizes, *, sync_handler: bool = False, time_bulk: bool = False
+    url: str,
+    sizes: Sizes,
+    *,
+    sync_handler: bool = False,
+    time_bulk: bool = False,
+    prefetch: int = 0,
 ) -> tuple[Metric | None, Metric]:
     """Fill a fresh store (timing the bulk enqueue if asked), then drain it (timed)."""
     engine, jobs = make_engine(url)
@@ -191,7 +197,7 @@ def _bulk_and_drain_once(
         bulk = _fill(jobs.noop_sync if sync_handler else jobs.noop, sizes, timed=time_bulk)
     finally:
         engine.close()
-    return bulk, asyncio.run(_timed_drain(engine, sizes.drain, sizes))
+    return bulk, asyncio.run(_timed_drain(engine, sizes.drain, sizes, prefetch=prefetch))
 
 
 #: PostgreSQL: the store's worker commits its own writes (claim, finish...) without waiting for
@@ -204,6 +210,7 @@ def _bulk_and_drain(url_for: UrlFor, sizes: Sizes, *, durable_row: bool) -> dict
     bulks: list[Metric] = []
     drains: list[Metric] = []
     sync_drains: list[Metric] = []
+    prefetch_drains: list[Metric] = []
     durable_drains: list[Metric] = []
     for rep in range(sizes.repeats):
         bulk, drain = _bulk_and_drain_once(url_for(f"drain_{rep}"), sizes, time_bulk=True)
@@ -213,6 +220,9 @@ def _bulk_and_drain(url_for: UrlFor, sizes: Sizes, *, durable_row: bool) -> dict
         # The same with a plain `def` handler, which runs in the worker's thread pool.
         url = url_for(f"drain_sync_{rep}")
         sync_drains.append(_bulk_and_drain_once(url, sizes, sync_handler=True)[1])
+        # The same with a prefetch buffer as big as the concurrency (opt-in).
+        url = url_for(f"drain_prefetch_{rep}")
+        prefetch_drains.append(_bulk_and_drain_once(url, sizes, prefetch=sizes.concurrency)[1])
         if durable_row:
             url = f"{url_for(f'drain_durable_{rep}')}&{DURABLE_WORKER}"
             durable_drains.append(_bulk_and_drain_once(url, sizes)[1])
@@ -220,6 +230,7 @@ def _bulk_and_drain(url_for: UrlFor, sizes: Sizes, *, durable_row: bool) -> dict
         "enqueue_bulk": best_of(bulks),
         "drain": best_of(drains),
         "drain_sync_handler": best_of(sync_drains),
+        "drain_prefetch": {**best_of(prefetch_drains), "prefetch": sizes.concurrency},
     }
     if durable_drains:
         results["drain_durable_worker"] = {**best_of(durable_drains), "url_param": DURABLE_WORKER}

@@ -228,6 +228,12 @@ def compare(report: Report) -> list[dict[str, Any]]:
         lambda v: v >= 10_000,
     )
     add(
+        "pg_drain_prefetch",
+        "drain: Dispatch PG with --prefetch (opt-in)",
+        rate("postgres", "drain_prefetch"),
+        "jobs/s",
+    )
+    add(
         "pg_enqueue_bulk",
         "enqueue bulk: Dispatch PG",
         rate("postgres", "enqueue_bulk"),
@@ -360,6 +366,7 @@ def _table_rows(sizes: dict[str, Any]) -> list[_Row]:
         (f"enqueue bulk, one call x{bulk} (jobs/s)", "enqueue_bulk", "rate", _fmt_rate),
         (f"drain {drain} no-op jobs, c={c} (jobs/s)", "drain", "rate", _fmt_rate),
         ("  same, plain def handler (jobs/s)", "drain_sync_handler", "rate", _fmt_rate),
+        (f"  same, --prefetch {c} (jobs/s)", "drain_prefetch", "rate", _fmt_rate),
         (
             "  same, worker_synchronous_commit=on (jobs/s)",
             "drain_durable_worker",
