@@ -124,3 +124,22 @@ async def test_corrupt_sqlite_file_is_a_clear_error_on_every_path(tmp_path) -> N
 
     await asyncio.to_thread(sync_enqueue)
     assert path.read_text().startswith("these are my notes")  # nothing was written to it
+
+
+def test_sync_calls_on_a_store_without_a_sync_driver_use_a_private_loop() -> None:
+    class AsyncOnly(MemoryStore):
+        def sync(self) -> None:  # type: ignore[override]
+            return None
+
+    store = AsyncOnly()
+    engine = Engine(store, load_entrypoints=False)
+
+    @engine.job(name="j")
+    def j(n: int) -> None: ...
+
+    job = j.enqueue(5)
+    assert engine.get_job(job.id).payload == 5
+    assert engine.cancel(job.id).state.value == "cancelled"
+    # the very store object the engine was given holds the job, not a private copy
+    assert store._jobs[job.id].state.value == "cancelled"
+    engine.close()

@@ -104,6 +104,9 @@ class Engine:
         else:
             self.url = self._resolve_url(store)
             self.store = self.stores.create(self.url)
+        # Only an engine built from a URL can make a second, private store instance (for the
+        # blocking calls' own event loop); one given a Store object must share that object.
+        self._built_from_url = not isinstance(store, Store)
         self.converter: cattrs.Converter = make_converter()
         self.pm.hook.dispatch_configure_converter(converter=self.converter)
         self.middleware = MiddlewareRegistry()
@@ -651,7 +654,7 @@ class Engine:
         """Apply migrations before the first sync call, as ``aopen`` does for async ones."""
         if self._open_loop is not None:
             return  # an event loop has the store open, and migrated it when it opened it
-        store = self.stores.create(self.url) if "://" in self.url else self.store
+        store = self.stores.create(self.url) if self._built_from_url else self.store
 
         async def migrate() -> None:
             await store.open()
@@ -683,11 +686,7 @@ class _Portal:
             target=self.loop.run_forever, name="dispatch-portal", daemon=True
         )
         self.thread.start()
-        self.store = (
-            engine.stores.create(engine.url)
-            if isinstance(engine.url, str) and "://" in engine.url
-            else engine.store
-        )
+        self.store = engine.stores.create(engine.url) if engine._built_from_url else engine.store
         self.call(self._open())
 
     async def _open(self) -> None:
@@ -701,3 +700,6 @@ class _Portal:
             self.call(self.store.close())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=5)
+            if not self.loop.is_running():
+                self.loop.close()
