@@ -20,12 +20,9 @@ from dispatch_core.models import Job
 if TYPE_CHECKING:
     from dispatch_core.engine import Engine
 
-__all__ = ["JobDefinition", "EnqueueOptions", "inspect_handler"]
+__all__ = ["JobDefinition", "inspect_handler"]
 
 P = TypeVar("P")
-
-#: Keyword options accepted by every enqueue method.
-EnqueueOptions = dict[str, Any]
 
 _NO_PAYLOAD: Any = object()
 
