@@ -113,3 +113,20 @@ class SyncInAsyncContextError(DispatchError, RuntimeError):
 
 class JobTimeoutError(DispatchError, TimeoutError):
     """A job ran longer than its timeout and was stopped."""
+
+
+class CronNotFoundError(NotFoundError):
+    """No cron entry has the given name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"cron entry {name!r} not found")
+        self.name = name
+
+
+class CronExpressionError(ConfigurationError, ValueError):
+    """A cron expression or its timezone cannot be parsed."""
+
+    def __init__(self, expr: str, reason: str) -> None:
+        super().__init__(f"bad cron expression {expr!r}: {reason}")
+        self.expr = expr
+        self.reason = reason

@@ -11,17 +11,38 @@ each carry many jobs in one call, so a backend can do one round trip per batch.
 from __future__ import annotations
 
 import abc
+
+import attrs
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import ClassVar, Protocol
 
+from dispatch_core.cluster import WorkerInfo
+from dispatch_core.cron import CronEntry
 from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome
+from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.states import JobState
 
-__all__ = ["Store", "SyncStore", "StopListening"]
+__all__ = ["Store", "SyncStore", "StopListening", "PruneCutoffs"]
 
 #: Returned by :meth:`Store.listen`; awaiting it stops the listener.
 StopListening = Callable[[], Awaitable[None]]
+
+
+@attrs.frozen(kw_only=True)
+class PruneCutoffs:
+    """What :meth:`Store.prune` deletes: rows older than each cutoff (``None``: keep all)."""
+
+    #: Completed jobs that finished before this.
+    completed: datetime | None = None
+    #: Failed jobs (their dead-letter entries are pruned separately) that finished before this.
+    failed: datetime | None = None
+    #: Cancelled jobs that finished before this.
+    cancelled: datetime | None = None
+    #: Dead-letter entries that failed before this.
+    dlq: datetime | None = None
+    #: Stopped or dead worker rows last seen before this.
+    workers: datetime | None = None
 
 
 class SyncStore(Protocol):
@@ -61,6 +82,10 @@ class Store(abc.ABC):
     * State changes follow :data:`dispatch_core.states.TRANSITIONS`; an illegal one raises
       :class:`~dispatch_core.errors.InvalidTransitionError` and writes nothing.
     * A terminal failure and its dead-letter entry are written together or not at all.
+    * ``claim`` honours the queues' limits (:class:`~dispatch_core.queues.QueueConfig`) across
+      every process that shares the store, and never claims from a paused queue.
+    * At most one worker holds the leader lease at any instant.
+    * A cron tick is fired at most once (:meth:`fire_cron` is a compare-and-set).
     """
 
     #: URL scheme(s) this store answers to, e.g. ``"sqlite"``.
@@ -134,13 +159,36 @@ class Store(abc.ABC):
         Order: priority descending, then run_at, then id. Each claimed job becomes ``running``
         with ``attempt + 1``, ``worker_id``, a fresh ``attempt_token``, ``started_at = now`` and
         ``lease_expires_at = now + lease_seconds``.
+
+        Queue rows (:meth:`set_queue`, :meth:`pause_queue`) restrict it, across every process
+        that shares the store:
+
+        * a paused queue's jobs are not claimed;
+        * with ``concurrency`` C, the queue never has more than C running jobs (with
+          ``per_tenant``, no tenant of the queue has more than C; jobs without a tenant count
+          as one tenant);
+        * with ``rate`` R, a token bucket of ``bucket_size`` tokens, refilled at R per second
+          of ``now`` (:class:`~dispatch_core.queues.TokenBucket`), gives one token per claimed
+          job; no token, no claim (with ``per_tenant``, one bucket per tenant).
+
+        Jobs held back by a limit do not block jobs of other queues (or other tenants).
         """
 
     @abc.abstractmethod
     async def heartbeat(
-        self, *, worker_id: str, leases: Mapping[str, str], lease_seconds: float, now: datetime
+        self,
+        *,
+        worker_id: str,
+        leases: Mapping[str, str],
+        lease_seconds: float,
+        now: datetime,
+        worker: WorkerInfo | None = None,
     ) -> set[str]:
-        """Extend the leases of running jobs (``{job_id: attempt_token}``).
+        """Extend the leases of running jobs (``{job_id: attempt_token}``), and refresh the
+        worker's row, in one call.
+
+        With ``worker``, its row is upserted with ``last_seen = now`` and state ``running``
+        (a worker marked dead by the leader comes back; its rescued jobs stay lost to it).
 
         Return the ids whose lease is lost (token changed, job cancelled or rescued); the
         worker stops those attempts.
@@ -156,11 +204,19 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def rescue_expired(self, *, now: datetime) -> list[Job]:
-        """Recover running jobs whose lease expired before ``now``; return them as rescued.
+    async def rescue_expired(
+        self, *, now: datetime, worker_timeout: float | None = None
+    ) -> list[Job]:
+        """Recover running jobs whose worker is gone; return them as rescued.
+
+        A running job is rescued when its lease expired before ``now``. With
+        ``worker_timeout``, first every ``running`` worker row whose ``last_seen`` is older than
+        ``now - worker_timeout`` is marked ``dead``; then the running jobs of ``dead`` and
+        ``stopped`` workers are rescued too, whatever their lease says.
 
         The lost attempt counts: a job with attempts left becomes ``retrying`` (runnable at
-        once), one without becomes ``failed`` and is dead-lettered.
+        once), one without becomes ``failed`` and is dead-lettered. Its token is cleared, so
+        the old worker's late writes are refused (fencing).
         """
 
     @abc.abstractmethod
@@ -211,3 +267,117 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def purge_dlq(self, *, before: datetime) -> int:
         """Delete entries that failed before ``before``; return how many."""
+
+    # -- the cluster: workers and the leader ------------------------------------------------------
+
+    @abc.abstractmethod
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        """Insert or replace the worker's row, as given (its state included)."""
+
+    @abc.abstractmethod
+    async def deregister_worker(self, worker_id: str, *, now: datetime) -> None:
+        """Mark the worker ``stopped`` (``last_seen = now``) and give up its leader lease if it
+        holds it. Unknown ids are ignored."""
+
+    @abc.abstractmethod
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Every worker row, oldest ``started_at`` first, with ``leader`` set on the one that
+        holds the leader lease (whether or not it has expired: callers compare times)."""
+
+    @abc.abstractmethod
+    async def acquire_leadership(self, *, worker_id: str, ttl: float, now: datetime) -> bool:
+        """Become or stay the leader, atomically (one statement or a lock; never read then
+        write).
+
+        The lease is taken when nobody holds it, when it expired (``expires_at <= now``) or
+        when ``worker_id`` already holds it; then it expires at ``now + ttl``. Return whether
+        ``worker_id`` holds it now.
+        """
+
+    @abc.abstractmethod
+    async def release_leadership(self, worker_id: str) -> None:
+        """Give up the leader lease if ``worker_id`` holds it, so another worker may take it
+        at once."""
+
+    @abc.abstractmethod
+    async def get_leader(self, *, now: datetime) -> str | None:
+        """The id of the worker whose leader lease has not expired at ``now``, or ``None``."""
+
+    # -- cron --------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def upsert_cron(self, entries: Sequence[CronEntry], *, now: datetime) -> None:
+        """Register entries, in one transaction.
+
+        A new name is inserted as given. An existing one takes the new ``expr``, ``timezone``,
+        ``job_name``, ``payload``, ``queue``, ``misfire`` and ``misfire_grace`` and
+        ``updated_at = now``; it keeps its ``enabled`` flag, ``last_run_at`` and
+        ``last_job_id``; it takes the given ``next_run_at`` only if its ``expr`` or
+        ``timezone`` changed (so re-registering the same schedule neither skips nor repeats
+        a tick).
+        """
+
+    @abc.abstractmethod
+    async def list_cron(self) -> list[CronEntry]:
+        """Every entry, by name."""
+
+    @abc.abstractmethod
+    async def get_cron(self, name: str) -> CronEntry:
+        """Return the entry or raise :class:`~dispatch_core.errors.CronNotFoundError`."""
+
+    @abc.abstractmethod
+    async def set_cron_enabled(
+        self, name: str, *, enabled: bool, next_run_at: datetime, now: datetime
+    ) -> CronEntry:
+        """Enable or disable an entry (``updated_at = now``). Enabling also sets
+        ``next_run_at`` (computed from now, so that the disabled time is not a misfire);
+        disabling leaves it. Raise :class:`CronNotFoundError` for an unknown name."""
+
+    @abc.abstractmethod
+    async def fire_cron(
+        self,
+        *,
+        name: str,
+        tick: datetime,
+        next_run_at: datetime,
+        job: NewJob | None,
+        now: datetime,
+    ) -> Job | None:
+        """Fire one tick, at most once, in one transaction.
+
+        Only if the entry exists, is enabled and its ``next_run_at`` equals ``tick``: set
+        ``next_run_at``, and, when ``job`` is given, enqueue it (by its unique key: a job
+        that already has the key is returned instead) and set ``last_run_at = now`` and
+        ``last_job_id``. Return the job, or ``None`` when nothing was enqueued (the
+        compare-and-set failed, or ``job`` is ``None``: a skipped misfire).
+        """
+
+    @abc.abstractmethod
+    async def delete_cron(self, name: str) -> bool:
+        """Delete an entry; return whether it existed."""
+
+    # -- queues ------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def set_queue(self, config: QueueConfig) -> None:
+        """Create or replace the queue's limits, keeping its paused flag and its token
+        bucket's level (capped at the new size)."""
+
+    @abc.abstractmethod
+    async def pause_queue(self, name: str, *, paused: bool) -> None:
+        """Pause or resume a queue (a queue with no row gets one with no limits). Jobs of a
+        paused queue stay where they are; running ones finish."""
+
+    @abc.abstractmethod
+    async def list_queues(self, *, now: datetime) -> list[QueueStats]:
+        """Every queue that has jobs or a row, by name, with its depth, running jobs and the
+        jobs it completed in the minute before ``now``."""
+
+    # -- retention ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def prune(self, cutoffs: PruneCutoffs, *, limit: int = 10_000) -> int:
+        """Delete finished jobs, dead-letter entries and worker rows older than the cutoffs,
+        at most ``limit`` rows of each kind per call (so a big backlog is pruned in short
+        transactions); return the number of rows deleted. Running, pending and retrying jobs
+        are never deleted."""
