@@ -8,11 +8,15 @@ from __future__ import annotations
 import importlib.metadata
 
 from dispatch_core.backoff import Backoff, Constant, Exponential, ExponentialJitter, Linear
+from dispatch_core.cluster import WorkerInfo, WorkerState
 from dispatch_core.context import JobContext, current_job, current_tenant
+from dispatch_core.cron import CronEntry, CronSchedule, MisfirePolicy
 from dispatch_core.definition import JobDefinition
 from dispatch_core.engine import Engine
 from dispatch_core.errors import (
     ConfigurationError,
+    CronExpressionError,
+    CronNotFoundError,
     DispatchError,
     DLQEntryNotFoundError,
     InvalidTransitionError,
@@ -29,9 +33,12 @@ from dispatch_core.errors import (
 from dispatch_core.hookspecs import hookimpl
 from dispatch_core.middleware import CallNext, Middleware, MiddlewareRegistry
 from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome, OutcomeKind
+from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.registry import StoreRegistry
+from dispatch_core.retention import Retention
+from dispatch_core.scheduling import CronSpec
 from dispatch_core.states import JobState
-from dispatch_core.store import Store, SyncStore
+from dispatch_core.store import PruneCutoffs, Store, SyncStore
 from dispatch_core.worker import DrainResult, Worker, WorkerStats
 
 __version__ = importlib.metadata.version("dispatch-core")
@@ -55,6 +62,17 @@ __all__ = [
     "Outcome",
     "OutcomeKind",
     "DLQEntry",
+    # the cluster
+    "WorkerInfo",
+    "WorkerState",
+    "CronEntry",
+    "CronSchedule",
+    "CronSpec",
+    "MisfirePolicy",
+    "QueueConfig",
+    "QueueStats",
+    "Retention",
+    "PruneCutoffs",
     # retries
     "Backoff",
     "Constant",
@@ -78,6 +96,8 @@ __all__ = [
     "PayloadError",
     "UnknownJobError",
     "NotFoundError",
+    "CronNotFoundError",
+    "CronExpressionError",
     "JobNotFoundError",
     "DLQEntryNotFoundError",
     "InvalidTransitionError",

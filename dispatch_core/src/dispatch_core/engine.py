@@ -29,6 +29,8 @@ from dispatch_core.errors import (
 from dispatch_core.middleware import Middleware, MiddlewareRegistry
 from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, utcnow
 from dispatch_core.registry import StoreRegistry
+from dispatch_core.retention import Retention
+from dispatch_core.scheduling import ClusterAPI
 from dispatch_core.serde import make_converter, to_json_payload
 from dispatch_core.states import JobState
 from dispatch_core.store import Store, SyncStore
@@ -61,9 +63,10 @@ class JobDecorator(Protocol):
 
 DEFAULT_QUEUE = "default"
 _DEFAULT_TIMEOUT = 300.0
+_DEFAULT_RETENTION = Retention()
 
 
-class Engine:
+class Engine(ClusterAPI):
     """Registers jobs, enqueues them and runs workers over one store.
 
     Args:
@@ -76,6 +79,9 @@ class Engine:
         middleware: User middleware, innermost, in order (outermost first).
         auto_migrate: Migrate the store's schema when the engine opens it.
         hook_timeout: Seconds one lifecycle-hook implementation may take.
+        retention: How long the leader keeps finished jobs, dead-letter entries and worker
+            rows (default :class:`~dispatch_core.retention.Retention`: completed jobs a day,
+            failed and cancelled ones a week, dead letters 30 days); ``None`` keeps everything.
 
     Raises:
         StoreURLError: the URL is malformed or no installed plugin serves its scheme.
@@ -92,6 +98,7 @@ class Engine:
         middleware: Sequence[Middleware] = (),
         auto_migrate: bool = True,
         hook_timeout: float = 10.0,
+        retention: Retention | None = _DEFAULT_RETENTION,
     ) -> None:
         self.pm: pluggy.PluginManager = make_plugin_manager(
             load_entrypoints=load_entrypoints, plugins=plugins
@@ -125,6 +132,7 @@ class Engine:
         self._portal: _Portal | None = None
         self._migrated = False
         self._wakers: list[Callable[[], None]] = []
+        self._init_cluster(retention)
 
     def __repr__(self) -> str:
         return f"<Engine {self.url!r} jobs={sorted(self._jobs)}>"

@@ -27,7 +27,9 @@ def _check_limits(instance: QueueConfig) -> None:
             f"got {instance.rate}"
         )
     if instance.burst is not None and instance.burst < 1:
-        raise ConfigurationError(f"queue {instance.name!r}: burst must be >= 1, got {instance.burst}")
+        raise ConfigurationError(
+            f"queue {instance.name!r}: burst must be >= 1, got {instance.burst}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -106,7 +108,7 @@ class TokenBucket:
 
     def available(self) -> int:
         """Whole tokens in the bucket: how many jobs may start now."""
-        return int(math.floor(self.tokens + 1e-9))
+        return math.floor(self.tokens + 1e-9)
 
     def take(self, n: int) -> TokenBucket:
         """The bucket after ``n`` jobs started."""

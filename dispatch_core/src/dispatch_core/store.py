@@ -11,11 +11,11 @@ each carry many jobs in one call, so a backend can do one round trip per batch.
 from __future__ import annotations
 
 import abc
-
-import attrs
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import ClassVar, Protocol
+
+import attrs
 
 from dispatch_core.cluster import WorkerInfo
 from dispatch_core.cron import CronEntry

@@ -1,10 +1,12 @@
-"""The worker: one fetcher, a pool of job tasks, a batched finisher, heartbeats and rescue.
+"""The worker: one fetcher, a pool of job tasks, a batched finisher, heartbeats, leadership.
 
 One fetcher claims as many jobs as there are free slots, in one store call. Each job runs in
 its own task through the middleware chain. Outcomes are buffered and written in batches by a
 finisher task, so a busy worker does one store round trip per batch, not per job. A heartbeat
-task extends the leases of running jobs and stops attempts whose lease was lost; a rescue task
-recovers jobs whose worker died.
+task refreshes the worker's row and the leases of its running jobs in one call, and stops
+attempts whose lease was lost. A leader task contends for the cluster's leader lease; the
+leader rescues the jobs of dead workers, fires cron and prunes old rows
+(:mod:`dispatch_core.leader`).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from dispatch_core._ids import new_id
+from dispatch_core.cluster import WorkerInfo
 from dispatch_core.context import JobContext
 from dispatch_core.errors import ConfigurationError
+from dispatch_core.leader import LeaderDuties
 from dispatch_core.middleware import build_chain
 from dispatch_core.models import Job, Outcome, OutcomeKind, utcnow
 from dispatch_core.serde import from_json_payload
@@ -114,8 +118,16 @@ class Worker:
         queues: Queues to take jobs from (default: every queue).
         concurrency: Jobs run at once (async tasks; sync handlers use a thread pool this big).
         lease_seconds: How long a claim holds a job without a heartbeat.
-        heartbeat_interval: Seconds between lease extensions (default: a third of the lease).
-        rescue_interval: Seconds between rescues of expired leases (default: min(5, lease/2)).
+        heartbeat_interval: Seconds between heartbeats, which refresh the worker's row and
+            extend its jobs' leases (default: 2, or a third of the lease if that is shorter).
+        worker_timeout: Seconds without a heartbeat after which the leader declares a worker
+            dead and rescues its jobs (default: 7, at least 3.5 heartbeat intervals). With the
+            defaults, the jobs of a killed worker run again within about 10 s.
+        rescue_interval: Seconds between the leader's passes (lease renewal, rescue, cron),
+            default 1.
+        leader_ttl: Seconds the leader lease lasts unless renewed (default 5, at least three
+            rescue intervals): how long the cluster stays leaderless when its leader dies.
+        lead: Take part in the leader election (default ``True``).
         poll_interval: Longest idle wait between polls when nothing wakes the worker.
         grace_period: Seconds in-flight jobs get to finish at shutdown before they are cancelled
             and released (their attempt is not consumed).
@@ -135,7 +147,10 @@ class Worker:
         concurrency: int = 10,
         lease_seconds: float = 30.0,
         heartbeat_interval: float | None = None,
+        worker_timeout: float | None = None,
         rescue_interval: float | None = None,
+        leader_ttl: float | None = None,
+        lead: bool = True,
         poll_interval: float = 1.0,
         grace_period: float = 30.0,
         worker_id: str | None = None,
@@ -152,14 +167,33 @@ class Worker:
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.lease_seconds = lease_seconds
-        self.heartbeat_interval = heartbeat_interval or lease_seconds / 3
-        self.rescue_interval = rescue_interval or min(5.0, lease_seconds / 2)
+        self.heartbeat_interval = heartbeat_interval or min(2.0, lease_seconds / 3)
+        self.worker_timeout = worker_timeout or max(7.0, 3.5 * self.heartbeat_interval)
+        if self.worker_timeout <= self.heartbeat_interval:
+            raise ConfigurationError(
+                f"worker_timeout ({self.worker_timeout}s) must be longer than the heartbeat "
+                f"interval ({self.heartbeat_interval}s)"
+            )
+        self.rescue_interval = rescue_interval or 1.0
+        leader_ttl = leader_ttl or max(5.0, 3 * self.rescue_interval)
+        if leader_ttl <= self.rescue_interval:
+            raise ConfigurationError(
+                f"leader_ttl ({leader_ttl}s) must be longer than rescue_interval "
+                f"({self.rescue_interval}s), which renews it"
+            )
+        self.leader_ttl = leader_ttl
+        self.lead = lead
         self.poll_interval = poll_interval
         self.grace_period = grace_period
         self.id = worker_id or new_id("wkr")
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
         self.stats = WorkerStats()
+        self.leader: LeaderDuties | None = None
+        #: Monotonic time since which every store call succeeded; ``None`` while the store
+        #: fails. The leader rescues by worker timeout only after a full timeout of contact.
+        self._contact_since: float | None = float("-inf")
+        self._info: WorkerInfo | None = None
 
         self._active: dict[str, tuple[asyncio.Task[None], JobContext]] = {}
         #: Prefetched jobs waiting for a slot, with the monotonic time they were claimed.
@@ -276,9 +310,16 @@ class Worker:
         self._background = [
             asyncio.create_task(self._finish_loop(), name="dispatch-finisher"),
             asyncio.create_task(self._heartbeat_loop(), name="dispatch-heartbeat"),
-            asyncio.create_task(self._rescue_loop(), name="dispatch-rescue"),
             asyncio.create_task(self._watchdog_loop(), name="dispatch-timeouts"),
         ]
+        if not self._drain:
+            # A drain is a test's or a script's: it takes no part in the cluster.
+            await self._register()
+            if self.lead:
+                self.leader = LeaderDuties(self, ttl=self.leader_ttl, interval=self.rescue_interval)
+                self._background.append(
+                    asyncio.create_task(self.leader.run(), name="dispatch-leader")
+                )
         log.info(
             "worker %s started on %s (queues=%s, concurrency=%d)",
             self.id,
@@ -286,6 +327,38 @@ class Worker:
             ",".join(self.queues) if self.queues else "*",
             self.concurrency,
         )
+
+    async def _register(self) -> None:
+        """Write the worker's row and the declared cron entries and queue limits."""
+        now = utcnow()
+        self._info = WorkerInfo(
+            id=self.id,
+            hostname=self.hostname,
+            pid=self.pid,
+            queues=tuple(self.queues) if self.queues else None,
+            concurrency=self.concurrency,
+            version=_version(),
+            started_at=now,
+            last_seen=now,
+        )
+        try:
+            await self.engine.store.register_worker(self._info)
+            await self.engine.apply_schedules()
+        except Exception as exc:  # the heartbeat registers it later
+            self._store_failed()
+            log.warning("worker %s: registration failed (%s); will retry", self.id, exc)
+
+    def _store_failed(self) -> None:
+        self._contact_since = None
+
+    def _store_ok(self) -> None:
+        if self._contact_since is None:
+            self._contact_since = time.monotonic()
+
+    def store_contact_for(self, seconds: float) -> bool:
+        """Whether every store call of this worker succeeded for the last ``seconds``."""
+        since = self._contact_since
+        return since is not None and time.monotonic() - since >= seconds
 
     async def _fetch_loop(self) -> None:
         failures = 0
@@ -303,6 +376,7 @@ class Worker:
             try:
                 finished = await self._fetch_once(room)
             except Exception as exc:  # the store is unreachable: keep trying, never die
+                self._store_failed()
                 failures += 1
                 delay = min(_IDLE_BASE * 2**failures, _STORE_RETRY_MAX)
                 log.warning(
@@ -582,15 +656,21 @@ class Worker:
             leases = {jid: ctx.job.attempt_token or "" for jid, (_, ctx) in self._active.items()}
             for job, _ in self._ready:
                 leases[job.id] = job.attempt_token or ""
-            if not leases:
+            if not leases and self._info is None:
                 continue
             try:
                 lost = await store.heartbeat(
-                    worker_id=self.id, leases=leases, lease_seconds=self.lease_seconds, now=utcnow()
+                    worker_id=self.id,
+                    leases=leases,
+                    lease_seconds=self.lease_seconds,
+                    now=utcnow(),
+                    worker=self._info,
                 )
             except Exception as exc:
+                self._store_failed()
                 log.warning("worker %s: heartbeat failed (%s)", self.id, exc)
                 continue
+            self._store_ok()
             if lost and self._ready:
                 kept = [(j, t) for j, t in self._ready if j.id not in lost]
                 self.stats.lost += len(self._ready) - len(kept)
@@ -645,39 +725,30 @@ class Worker:
                     ctx._request_cancel()
                     task.cancel()
 
-    async def _rescue_loop(self) -> None:
-        store = self.engine.store
+    def _report_rescued(self, rescued: Sequence[Job]) -> None:
+        """Count, log and announce jobs this worker (as leader) rescued from dead workers."""
         hooks = self.engine.hooks
-        while True:
-            await asyncio.sleep(self.rescue_interval)
-            try:
-                rescued = await store.rescue_expired(now=utcnow())
-            except Exception as exc:
-                log.warning("worker %s: rescue failed (%s)", self.id, exc)
-                continue
-            if not rescued:
-                continue
-            self.stats.rescued += len(rescued)
-            for job in rescued:
-                log.warning(
-                    "worker %s: rescued job %s (%s) from an expired lease -> %s",
-                    self.id,
-                    job.id,
-                    job.name,
-                    job.state.value,
-                )
-                if job.state is JobState.RETRYING:
-                    if hooks.wants("dispatch_job_retrying"):
-                        hooks.emit(
-                            "dispatch_job_retrying",
-                            job=job,
-                            attempt=job.attempt,
-                            next_run_at=job.run_at,
-                            engine=self.engine,
-                        )
-                else:
-                    self._emit_failure(job, job.last_error or "")
-            self.wake()
+        self.stats.rescued += len(rescued)
+        for job in rescued:
+            log.warning(
+                "worker %s: rescued job %s (%s) from a dead worker or an expired lease -> %s",
+                self.id,
+                job.id,
+                job.name,
+                job.state.value,
+            )
+            if job.state is JobState.RETRYING:
+                if hooks.wants("dispatch_job_retrying"):
+                    hooks.emit(
+                        "dispatch_job_retrying",
+                        job=job,
+                        attempt=job.attempt,
+                        next_run_at=job.run_at,
+                        engine=self.engine,
+                    )
+            else:
+                self._emit_failure(job, job.last_error or "")
+        self.engine._after_enqueue([], [])
 
     # -- shutdown --------------------------------------------------------------------------------
 
@@ -730,7 +801,21 @@ class Worker:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._info is not None:
+            try:  # also hands the leader lease over at once
+                await self.engine.store.deregister_worker(self.id, now=utcnow())
+            except Exception as exc:
+                log.warning("worker %s: could not mark itself stopped (%s)", self.id, exc)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         await self.engine.hooks.flush()
         log.info("worker %s stopped: %s", self.id, self.stats)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("dispatch-core")
+    except Exception:  # an uninstalled checkout
+        return "unknown"
