@@ -312,8 +312,11 @@ class Worker:
             asyncio.create_task(self._heartbeat_loop(), name="dispatch-heartbeat"),
             asyncio.create_task(self._watchdog_loop(), name="dispatch-timeouts"),
         ]
-        if not self._drain:
-            # A drain is a test's or a script's: it takes no part in the cluster.
+        if self._drain:
+            # A drain is a test's or a script's: it takes no part in the cluster, but obeys
+            # the queue limits declared in code.
+            await self.engine.apply_schedules()
+        else:
             await self._register()
             if self.lead:
                 self.leader = LeaderDuties(self, ttl=self.leader_ttl, interval=self.rescue_interval)

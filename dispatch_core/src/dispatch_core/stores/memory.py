@@ -15,10 +15,18 @@ from typing import Any
 import attrs
 
 from dispatch_core._ids import new_id, new_token
-from dispatch_core.errors import DLQEntryNotFoundError, InvalidTransitionError, JobNotFoundError
+from dispatch_core.cluster import WorkerInfo, WorkerState
+from dispatch_core.cron import CronEntry
+from dispatch_core.errors import (
+    CronNotFoundError,
+    DLQEntryNotFoundError,
+    InvalidTransitionError,
+    JobNotFoundError,
+)
 from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome, OutcomeKind, utcnow
+from dispatch_core.queues import QueueConfig, QueueStats, TokenBucket
 from dispatch_core.states import RUNNABLE_STATES, JobState, check_transition
-from dispatch_core.store import StopListening, Store, SyncStore
+from dispatch_core.store import PruneCutoffs, StopListening, Store, SyncStore
 
 __all__ = ["MemoryStore"]
 
@@ -113,6 +121,60 @@ class _Row:
         self.lease_expires_at = None
 
 
+class _QueueRow:
+    """A queue's row: its limits, its paused flag and its token buckets (one per tenant with
+    ``per_tenant``, else one under the key ``None``)."""
+
+    __slots__ = ("buckets", "config", "paused")
+
+    def __init__(self) -> None:
+        self.config: QueueConfig | None = None
+        self.paused = False
+        self.buckets: dict[str | None, TokenBucket] = {}
+
+    @property
+    def restricts(self) -> bool:
+        return self.paused or (self.config is not None and self.config.limited)
+
+
+class _Gate:
+    """One claim's view of a limited queue: running counts and buckets per allowance key."""
+
+    __slots__ = ("config", "now", "queue", "running")
+
+    def __init__(self, queue: _QueueRow, config: QueueConfig, now: datetime) -> None:
+        self.queue = queue
+        self.config = config
+        self.now = now
+        self.running: dict[str | None, int] = {}
+
+    def key(self, row: _Row) -> str | None:
+        return row.tenant if self.config.per_tenant else None
+
+    def _bucket(self, key: str | None) -> TokenBucket:
+        buckets = self.queue.buckets
+        old = buckets.get(key)
+        bucket = (
+            TokenBucket.full(self.config, self.now)
+            if old is None
+            else old.refill(self.config, self.now)
+        )
+        buckets[key] = bucket
+        return bucket
+
+    def admits(self, key: str | None) -> bool:
+        cap = self.config.concurrency
+        if cap is not None and self.running.get(key, 0) >= cap:
+            return False
+        return self.config.rate is None or self._bucket(key).available() >= 1
+
+    def take(self, key: str | None) -> None:
+        self.running[key] = self.running.get(key, 0) + 1
+        if self.config.rate is not None:
+            buckets = self.queue.buckets
+            buckets[key] = buckets[key].take(1)
+
+
 class MemoryStore(Store):
     """A complete store held in memory. URL: ``memory://``."""
 
@@ -128,6 +190,12 @@ class MemoryStore(Store):
         self._running: set[str] = set()
         self._dlq: dict[str, DLQEntry] = {}
         self._listeners: list[Callable[[], None]] = []
+        self._workers: dict[str, WorkerInfo] = {}
+        self._leader: tuple[str, datetime] | None = None  # (worker id, lease expiry)
+        self._cron: dict[str, CronEntry] = {}
+        self._queues: dict[str, _QueueRow] = {}
+        # The rows that are paused or limited: while empty, claim skips every queue check.
+        self._restricted: dict[str, _QueueRow] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -251,6 +319,8 @@ class MemoryStore(Store):
         jobs = self._jobs
         with self._lock:
             self._promote_due(now)
+            if self._restricted:
+                return self._claim_restricted(worker_id, queues, names, limit, lease_until, now)
             heaps = (
                 [h for h in self._ready.values() if h]
                 if queues is None
@@ -283,12 +353,94 @@ class MemoryStore(Store):
                 heapq.heappush(heap, entry)
         return claimed
 
+    def _claim_restricted(
+        self,
+        worker_id: str,
+        queues: Collection[str] | None,
+        names: Collection[str] | None,
+        limit: int,
+        lease_until: datetime,
+        now: datetime,
+    ) -> list[Job]:
+        """The claim when some queue is paused or limited (the caller holds the lock)."""
+        claimed: list[Job] = []
+        jobs = self._jobs
+        restricted = self._restricted
+        lanes: list[tuple[list[_Ready], _Gate | None]] = []
+        gates: dict[str, _Gate] = {}
+        for q in self._ready if queues is None else queues:
+            heap = self._ready.get(q)
+            if not heap:
+                continue
+            qrow = restricted.get(q)
+            if qrow is None:
+                lanes.append((heap, None))
+            elif not qrow.paused:
+                assert qrow.config is not None  # restricted and not paused: it has limits
+                gates[q] = new_gate = _Gate(qrow, qrow.config, now)
+                lanes.append((heap, new_gate))
+        if any(g.config.concurrency is not None for g in gates.values()):
+            # Counted per claim, not kept up to date on every transition: unlimited queues
+            # pay nothing, and the running set is small (bounded by the workers' slots).
+            for job_id in self._running:
+                running = jobs[job_id]
+                g = gates.get(running.queue)
+                if g is not None:
+                    k = g.key(running)
+                    g.running[k] = g.running.get(k, 0) + 1
+        skipped: list[tuple[list[_Ready], _Ready]] = []
+        while len(claimed) < limit and lanes:
+            lane = min(lanes, key=lambda ln: ln[0][0]) if len(lanes) > 1 else lanes[0]
+            best, gate = lane
+            if gate is not None and not gate.config.per_tenant and not gate.admits(None):
+                lanes.remove(lane)  # the whole queue is at its limit: leave its jobs be
+                continue
+            entry = heapq.heappop(best)
+            if not best:
+                lanes.remove(lane)
+            row = jobs.get(entry[2])
+            if row is None or row.state not in RUNNABLE_STATES or row.run_at != entry[1]:
+                continue  # stale entry
+            if row.run_at > now:
+                heapq.heappush(self._scheduled, (row.run_at, row.id))
+                continue
+            if names is not None and row.name not in names:
+                skipped.append((best, entry))
+                continue
+            if gate is not None:
+                key = gate.key(row)
+                if not gate.admits(key):  # this tenant is at its limit; others may not be
+                    skipped.append((best, entry))
+                    continue
+                gate.take(key)
+            row.state = _RUNNING
+            row.attempt += 1
+            row.worker_id = worker_id
+            row.attempt_token = new_token()
+            row.started_at = row.updated_at = now
+            row.lease_expires_at = lease_until
+            self._running.add(row.id)
+            claimed.append(row.to_job())
+        for heap, entry in skipped:
+            heapq.heappush(heap, entry)
+        return claimed
+
     async def heartbeat(
-        self, *, worker_id: str, leases: Mapping[str, str], lease_seconds: float, now: datetime
+        self,
+        *,
+        worker_id: str,
+        leases: Mapping[str, str],
+        lease_seconds: float,
+        now: datetime,
+        worker: WorkerInfo | None = None,
     ) -> set[str]:
         lost: set[str] = set()
         until = now + timedelta(seconds=lease_seconds)
         with self._lock:
+            if worker is not None:
+                self._workers[worker.id] = attrs.evolve(
+                    worker, last_seen=now, state=WorkerState.RUNNING, leader=False
+                )
             for job_id, token in leases.items():
                 row = self._jobs.get(job_id)
                 if row is None or row.state is not _RUNNING or row.attempt_token != token:
@@ -338,15 +490,30 @@ class MemoryStore(Store):
             self._notify()
         return written
 
-    async def rescue_expired(self, *, now: datetime) -> list[Job]:
+    async def rescue_expired(
+        self, *, now: datetime, worker_timeout: float | None = None
+    ) -> list[Job]:
         rescued: list[Job] = []
         with self._lock:
+            gone: dict[str, WorkerState] = {}
+            if worker_timeout is not None:
+                silent_since = now - timedelta(seconds=worker_timeout)
+                for w in list(self._workers.values()):
+                    if w.state is WorkerState.RUNNING and w.last_seen < silent_since:
+                        w = attrs.evolve(w, state=WorkerState.DEAD)
+                        self._workers[w.id] = w
+                    if w.state is not WorkerState.RUNNING:
+                        gone[w.id] = w.state
             for job_id in list(self._running):
                 row = self._jobs[job_id]
-                if row.lease_expires_at is None or row.lease_expires_at >= now:
+                state = gone.get(row.worker_id) if gone and row.worker_id else None
+                if state is not None:
+                    error = f"worker {row.worker_id} is {state.value}: its lease was revoked"
+                elif row.lease_expires_at is None or row.lease_expires_at >= now:
                     continue
+                else:
+                    error = f"lease expired: worker {row.worker_id} stopped heartbeating"
                 self._running.discard(job_id)
-                error = f"lease expired: worker {row.worker_id} stopped heartbeating"
                 row.last_error = error
                 row.updated_at = now
                 row.free_lease()
@@ -460,6 +627,240 @@ class MemoryStore(Store):
             for k in doomed:
                 del self._dlq[k]
         return len(doomed)
+
+    # -- the cluster: workers and the leader ------------------------------------------------------
+
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        with self._lock:
+            self._workers[worker.id] = attrs.evolve(worker, leader=False)
+
+    async def deregister_worker(self, worker_id: str, *, now: datetime) -> None:
+        with self._lock:
+            w = self._workers.get(worker_id)
+            if w is not None:
+                self._workers[worker_id] = attrs.evolve(w, state=WorkerState.STOPPED, last_seen=now)
+            if self._leader is not None and self._leader[0] == worker_id:
+                self._leader = None
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            leader = self._leader[0] if self._leader is not None else None
+            rows = sorted(self._workers.values(), key=lambda w: (w.started_at, w.id))
+        return [attrs.evolve(w, leader=True) if w.id == leader else w for w in rows]
+
+    async def acquire_leadership(self, *, worker_id: str, ttl: float, now: datetime) -> bool:
+        with self._lock:
+            held = self._leader
+            if held is None or held[1] <= now or held[0] == worker_id:
+                self._leader = (worker_id, now + timedelta(seconds=ttl))
+                return True
+            return False
+
+    async def release_leadership(self, worker_id: str) -> None:
+        with self._lock:
+            if self._leader is not None and self._leader[0] == worker_id:
+                self._leader = None
+
+    async def get_leader(self, *, now: datetime) -> str | None:
+        with self._lock:
+            held = self._leader
+        return held[0] if held is not None and held[1] > now else None
+
+    # -- cron --------------------------------------------------------------------------------------
+
+    async def upsert_cron(self, entries: Sequence[CronEntry], *, now: datetime) -> None:
+        with self._lock:
+            for new in entries:
+                old = self._cron.get(new.name)
+                if old is None:
+                    self._cron[new.name] = new
+                    continue
+                moved = new.expr != old.expr or new.timezone != old.timezone
+                self._cron[new.name] = attrs.evolve(
+                    old,
+                    expr=new.expr,
+                    timezone=new.timezone,
+                    job_name=new.job_name,
+                    payload=new.payload,
+                    queue=new.queue,
+                    misfire=new.misfire,
+                    misfire_grace=new.misfire_grace,
+                    next_run_at=new.next_run_at if moved else old.next_run_at,
+                    updated_at=now,
+                )
+
+    async def list_cron(self) -> list[CronEntry]:
+        with self._lock:
+            return sorted(self._cron.values(), key=lambda e: e.name)
+
+    async def get_cron(self, name: str) -> CronEntry:
+        with self._lock:
+            try:
+                return self._cron[name]
+            except KeyError:
+                raise CronNotFoundError(name) from None
+
+    async def set_cron_enabled(
+        self, name: str, *, enabled: bool, next_run_at: datetime, now: datetime
+    ) -> CronEntry:
+        with self._lock:
+            try:
+                entry = self._cron[name]
+            except KeyError:
+                raise CronNotFoundError(name) from None
+            entry = attrs.evolve(
+                entry,
+                enabled=enabled,
+                next_run_at=next_run_at if enabled else entry.next_run_at,
+                updated_at=now,
+            )
+            self._cron[name] = entry
+            return entry
+
+    async def fire_cron(
+        self,
+        *,
+        name: str,
+        tick: datetime,
+        next_run_at: datetime,
+        job: NewJob | None,
+        now: datetime,
+    ) -> Job | None:
+        with self._lock:
+            entry = self._cron.get(name)
+            if entry is None or not entry.enabled or entry.next_run_at != tick:
+                return None
+            if job is None:
+                self._cron[name] = attrs.evolve(entry, next_run_at=next_run_at)
+                return None
+            (out,) = self._enqueue_locked([job])
+            self._cron[name] = attrs.evolve(
+                entry, next_run_at=next_run_at, last_run_at=now, last_job_id=out.id
+            )
+        self._notify()
+        return out
+
+    async def delete_cron(self, name: str) -> bool:
+        with self._lock:
+            return self._cron.pop(name, None) is not None
+
+    # -- queues ------------------------------------------------------------------------------------
+
+    def _queue_row(self, name: str) -> _QueueRow:
+        qrow = self._queues.get(name)
+        if qrow is None:
+            qrow = self._queues[name] = _QueueRow()
+        return qrow
+
+    def _reindex_queue(self, name: str, qrow: _QueueRow) -> None:
+        if qrow.restricts:
+            self._restricted[name] = qrow
+        else:
+            self._restricted.pop(name, None)
+
+    async def set_queue(self, config: QueueConfig) -> None:
+        with self._lock:
+            qrow = self._queue_row(config.name)
+            old = qrow.config
+            if config.rate is None or (old is not None and old.per_tenant != config.per_tenant):
+                qrow.buckets.clear()  # no bucket, or buckets keyed another way
+            else:
+                size = float(config.bucket_size)
+                qrow.buckets = {
+                    k: attrs.evolve(b, tokens=min(b.tokens, size)) for k, b in qrow.buckets.items()
+                }
+            qrow.config = config
+            self._reindex_queue(config.name, qrow)
+        self._notify()  # looser limits may let waiting jobs run
+
+    async def pause_queue(self, name: str, *, paused: bool) -> None:
+        with self._lock:
+            qrow = self._queue_row(name)
+            qrow.paused = paused
+            self._reindex_queue(name, qrow)
+        if not paused:
+            self._notify()
+
+    async def list_queues(self, *, now: datetime) -> list[QueueStats]:
+        since = now - timedelta(minutes=1)
+        with self._lock:
+            counts: dict[str, list[int]] = {name: [0, 0, 0] for name in self._queues}
+            for r in self._jobs.values():
+                c = counts.get(r.queue)
+                if c is None:
+                    c = counts[r.queue] = [0, 0, 0]
+                state = r.state
+                if state in RUNNABLE_STATES:
+                    c[0] += 1
+                elif state is _RUNNING:
+                    c[1] += 1
+                elif (
+                    state is _COMPLETED
+                    and r.finished_at is not None
+                    and since < r.finished_at <= now
+                ):
+                    c[2] += 1
+            rows = {name: (q.config, q.paused) for name, q in self._queues.items()}
+        out: list[QueueStats] = []
+        for name in sorted(counts):
+            config, paused = rows.get(name, (None, False))
+            depth, running, done = counts[name]
+            out.append(
+                QueueStats(
+                    name=name,
+                    config=config if config is not None and config.limited else None,
+                    paused=paused,
+                    depth=depth,
+                    running=running,
+                    completed_last_minute=done,
+                )
+            )
+        return out
+
+    # -- retention ---------------------------------------------------------------------------------
+
+    async def prune(self, cutoffs: PruneCutoffs, *, limit: int = 10_000) -> int:
+        job_cutoffs = {
+            state: cutoff
+            for state, cutoff in (
+                (_COMPLETED, cutoffs.completed),
+                (_FAILED, cutoffs.failed),
+                (_CANCELLED, cutoffs.cancelled),
+            )
+            if cutoff is not None
+        }
+        deleted = 0
+        with self._lock:
+            if job_cutoffs:
+                doomed_jobs = [
+                    r
+                    for r in self._jobs.values()
+                    if (cut := job_cutoffs.get(r.state)) is not None
+                    and r.finished_at is not None
+                    and r.finished_at < cut
+                ][:limit]
+                for r in doomed_jobs:
+                    del self._jobs[r.id]
+                    if r.unique_key is not None and self._unique.get(r.unique_key) == r.id:
+                        del self._unique[r.unique_key]
+                deleted += len(doomed_jobs)
+            if cutoffs.dlq is not None:
+                dlq_cut = cutoffs.dlq
+                doomed = [k for k, e in self._dlq.items() if e.failed_at < dlq_cut][:limit]
+                for k in doomed:
+                    del self._dlq[k]
+                deleted += len(doomed)
+            if cutoffs.workers is not None:
+                worker_cut = cutoffs.workers
+                doomed = [
+                    k
+                    for k, w in self._workers.items()
+                    if w.state is not WorkerState.RUNNING and w.last_seen < worker_cut
+                ][:limit]
+                for k in doomed:
+                    del self._workers[k]
+                deleted += len(doomed)
+        return deleted
 
 
 class _MemorySync:

@@ -18,84 +18,25 @@ so the suite needs no asyncio plugin.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import pytest
 
 from dispatch_core._ids import new_id
 from dispatch_core.errors import DLQEntryNotFoundError, InvalidTransitionError, JobNotFoundError
-from dispatch_core.models import Job, JobFilter, NewJob, Outcome, OutcomeKind, utcnow
+from dispatch_core.models import Job, JobFilter, Outcome, OutcomeKind, utcnow
 from dispatch_core.states import JobState
 from dispatch_core.store import Store
+from dispatch_core.testing._helpers import LEASE, StoreFactory, _claim, _run, make_new_job
+from dispatch_core.testing.conformance_cluster import ClusterConformance
 
 __all__ = ["StoreConformance", "make_new_job"]
 
-StoreFactory = Callable[[], Store]
-LEASE = 30.0
 
-
-def make_new_job(
-    name: str = "conformance.job",
-    *,
-    queue: str = "default",
-    payload: Any = None,
-    priority: int = 0,
-    max_attempts: int = 4,
-    run_at: datetime | None = None,
-    unique_key: str | None = None,
-    tenant: str | None = None,
-    timeout: float | None = 300.0,
-    headers: dict[str, str] | None = None,
-) -> NewJob:
-    """Build a :class:`NewJob` with test-friendly defaults."""
-    now = utcnow()
-    return NewJob(
-        id=new_id("job"),
-        name=name,
-        queue=queue,
-        payload={"n": 1} if payload is None else payload,
-        priority=priority,
-        max_attempts=max_attempts,
-        timeout=timeout,
-        run_at=run_at or now,
-        created_at=now,
-        unique_key=unique_key,
-        tenant=tenant,
-        headers=headers or {},
-    )
-
-
-def _run(factory: StoreFactory, body: Callable[[Store], Awaitable[None]]) -> None:
-    async def main() -> None:
-        store = factory()
-        await store.open()
-        await store.migrate()
-        try:
-            await body(store)
-        finally:
-            await store.close()
-
-    asyncio.run(main())
-
-
-async def _claim(store: Store, limit: int = 10, **kw: Any) -> list[Job]:
-    args: dict[str, Any] = {
-        "worker_id": "wkr_test",
-        "queues": None,
-        "names": None,
-        "limit": limit,
-        "lease_seconds": LEASE,
-        "now": utcnow(),
-    }
-    args.update(kw)
-    return await store.claim(**args)
-
-
-class StoreConformance:
+class StoreConformance(ClusterConformance):
     """Every rule of :class:`dispatch_core.store.Store`, as tests. Subclass and give
-    ``store_factory``."""
+    ``store_factory``. The cluster rules (workers, leader, cron, queues, retention) come from
+    :class:`~dispatch_core.testing.conformance_cluster.ClusterConformance`."""
 
     @pytest.fixture
     def store_factory(self) -> StoreFactory:
