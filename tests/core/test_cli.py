@@ -125,6 +125,9 @@ def test_every_command_is_covered() -> None:
     expected = {
         "", "worker", "migrate", "plugins", "jobs", "jobs ls", "jobs show", "jobs cancel",
         "jobs retry", "jobs counts", "dlq", "dlq ls", "dlq show", "dlq replay", "dlq purge",
+        "workers", "cron", "cron ls", "cron show", "cron trigger", "cron enable",
+        "cron disable", "cron rm", "queues", "queues ls", "queues pause", "queues resume",
+        "queues set",
     }  # fmt: skip
     assert expected <= paths
 

@@ -16,9 +16,12 @@ import pluggy
 from dispatch_core._plugins import make_plugin_manager
 from dispatch_core.cli._admin import migrate, plugins
 from dispatch_core.cli._common import CLIError, one_line
+from dispatch_core.cli._cron import cron
 from dispatch_core.cli._dlq import dlq
 from dispatch_core.cli._jobs import jobs
+from dispatch_core.cli._queues import queues
 from dispatch_core.cli._worker import worker
+from dispatch_core.cli._workers import workers
 from dispatch_core.errors import DispatchError
 
 __all__ = ["DispatchGroup", "cli", "create_cli", "main"]
@@ -29,9 +32,10 @@ _HELP = """Dispatch: durable background jobs.
 How commands find the engine:
   worker APP          APP is MODULE:ATTR naming an Engine, e.g. examples.demo_app:engine
                       (the current directory is importable; env: DISPATCH_APP).
-  migrate, jobs, dlq  --app MODULE:ATTR or --url STORE_URL; else $DISPATCH_APP, else
-                      $DISPATCH_URL, else sqlite:///dispatch.db (with dispatch-sqlite).
-                      With only a URL, no jobs are registered: fine for inspection.
+  the others          --app MODULE:ATTR or --url STORE_URL; else $DISPATCH_APP, else
+  (migrate, jobs,     $DISPATCH_URL, else sqlite:///dispatch.db (with dispatch-sqlite).
+  dlq, workers,       With only a URL, no jobs are registered: fine for inspection.
+  cron, queues)
 
 Errors print one line, "Error: ...", and exit with status 1 (2 for usage mistakes).
 """
@@ -121,7 +125,7 @@ def create_cli(
     def root(traceback: bool) -> None:
         """Dispatch: durable background jobs."""
 
-    for command in (worker, migrate, jobs, dlq, plugins):
+    for command in (worker, migrate, jobs, dlq, workers, cron, queues, plugins):
         root.add_command(command)
     return root
 

@@ -187,6 +187,25 @@ def _split_queues(queues: tuple[str, ...]) -> list[str] | None:
     show_default=True,
     help="Jobs claimed ahead of free slots (hides the store's round trip for short jobs).",
 )
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Seconds between heartbeats, which refresh the worker's row and its jobs' leases "
+    "[default: 2, or a third of --lease if shorter].",
+)
+@click.option(
+    "--worker-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Seconds without a heartbeat after which the leader declares a worker dead and "
+    "rescues its jobs [default: 7, at least 3.5 heartbeats].",
+)
+@click.option(
+    "--no-lead",
+    is_flag=True,
+    help="Never become the leader (which rescues jobs, fires cron entries and prunes).",
+)
 @click.option("--burst", is_flag=True, help="Run until no job is runnable, then exit.")
 @click.option(
     "--log-level",
@@ -204,6 +223,9 @@ def worker(
     grace: float,
     poll_interval: float,
     prefetch: int,
+    heartbeat: float | None,
+    worker_timeout: float | None,
+    no_lead: bool,
     burst: bool,
     log_level: str,
     worker_id: str | None,
@@ -227,6 +249,9 @@ def worker(
         poll_interval=poll_interval,
         worker_id=worker_id,
         prefetch=prefetch,
+        heartbeat_interval=heartbeat,
+        worker_timeout=worker_timeout,
+        lead=not no_lead,
     )
     with _logging_to_stderr(log_level):
         click.echo(banner(w, burst))
