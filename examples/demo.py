@@ -1,7 +1,8 @@
 """``make demo``: enqueue a batch of jobs into SQLite, run a worker, show progress, summarise.
 
-Exits 0 when every job ended where it should: completed, or dead-lettered for the one job
-that always fails.
+The worker registers itself, becomes the leader and fires the demo's cron entry. Exits 0 when
+every job ended where it should (completed, or dead-lettered for the one job that always
+fails) and the cron entry fired.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ async def main() -> int:
         charge_card,
         engine,
         make_thumbnail,
+        report,
         send_welcome,
     )
 
@@ -61,7 +63,9 @@ async def main() -> int:
     last: tuple[int, ...] = ()
     while True:
         counts = await engine.acount_jobs()
-        completed, dead = counts.get(JobState.COMPLETED, 0), counts.get(JobState.FAILED, 0)
+        cron_counts = await engine.acount_jobs(queue="maintenance")  # the cron's jobs
+        completed = counts.get(JobState.COMPLETED, 0) - cron_counts.get(JobState.COMPLETED, 0)
+        dead = counts.get(JobState.FAILED, 0)
         done = completed + dead
         now = (done, worker.stats.retried)
         if now != last:
@@ -80,6 +84,14 @@ async def main() -> int:
             return 1
         await asyncio.sleep(0.1)
     elapsed = time.perf_counter() - t0
+    leader = await engine.aleader()
+    # The cron entry fires every two seconds: wait for two ticks to have run.
+    while time.perf_counter() - t0 < 30:
+        reports = await engine.alist_jobs(name=report.name, state=JobState.COMPLETED)
+        if len(reports) >= 2:
+            break
+        await asyncio.sleep(0.2)
+    workers = await engine.aworkers()
     worker.stop()
     stats = await run
 
@@ -88,8 +100,8 @@ async def main() -> int:
     dlq = await engine.alist_dlq()
     print()
     print(
-        f"summary: {stats.completed} completed, {stats.retried} retries, {stats.failed} "
-        f"dead-lettered in {elapsed:.2f}s"
+        f"summary: {stats.completed - len(reports)} completed, {stats.retried} retries, "
+        f"{stats.failed} dead-lettered in {elapsed:.2f}s"
     )
     print(
         f"  flaky charge: {charged.state.value} after {charged.attempt} attempts"
@@ -98,17 +110,28 @@ async def main() -> int:
     print(f"  webhook: {failed.state.value} after {failed.attempt} attempts")
     for entry in dlq:
         print(f"  DLQ {entry.id}: {entry.name} - {entry.error.splitlines()[0]}")
+    ticks = sorted(j.headers.get("dispatch-cron-tick", "?") for j in reports)
+    print(f"  cron demo.report (*/2 * * * * *): fired {len(reports)} times, ticks {ticks}")
+    print(
+        f"  cluster: {len(workers)} worker registered ({workers[0].id} on {workers[0].hostname}),"
+        f" leader {leader}"
+    )
     print()
     print("inspect it yourself:")
     print(f"  .venv/bin/dispatch jobs ls --url sqlite:///{DB} --state failed")
     print(f"  .venv/bin/dispatch dlq ls --url sqlite:///{DB}")
+    print(f"  .venv/bin/dispatch workers --all --url sqlite:///{DB}")
+    print(f"  .venv/bin/dispatch cron ls --url sqlite:///{DB}")
+    print(f"  .venv/bin/dispatch queues --url sqlite:///{DB}")
     await engine.aclose()
     ok = (
         charged.state is JobState.COMPLETED
         and charged.attempt == 3
         and failed.state is JobState.FAILED
         and len(dlq) == 1
-        and stats.completed == total - 1
+        and stats.completed - len(reports) == total - 1
+        and len(reports) >= 2
+        and leader == worker.id
     )
     if not ok:
         print("demo: unexpected outcome", file=sys.stderr)

@@ -15,6 +15,9 @@ from dispatch_core import Constant, Engine, JobContext
 #: The store: $DISPATCH_URL, else a SQLite file beside the current directory.
 engine = Engine(os.environ.get("DISPATCH_URL", "sqlite:///demo.db"))
 
+# At most 4 thumbnails at once in the whole cluster, however many workers run.
+engine.queue("images", concurrency=4)
+
 
 @attrs.frozen
 class Welcome:
@@ -54,3 +57,9 @@ async def charge_card(ctx: JobContext, charge: Charge) -> str:
 async def call_webhook(url: str) -> None:
     """Always fails: after its retries it lands in the dead-letter queue."""
     raise RuntimeError(f"POST {url} -> 503 Service Unavailable")
+
+
+@engine.cron("*/2 * * * * *", name="demo.report", queue="maintenance")
+async def report(ctx: JobContext) -> str:
+    """Runs every two seconds (six fields: seconds first), fired by the leader only."""
+    return f"report for tick {ctx.job.headers.get('dispatch-cron-tick')}"
