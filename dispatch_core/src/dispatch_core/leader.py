@@ -86,6 +86,7 @@ class LeaderDuties:
                 worker_id=self.worker.id, ttl=self.ttl, now=utcnow()
             )
         except Exception as exc:
+            self.worker._store_failed()
             log.warning("worker %s: leader election failed (%s)", self.worker.id, exc)
             leader = self.is_leader and time.monotonic() < self._lead_until
             if not leader and self.is_leader:

@@ -194,6 +194,7 @@ class Worker:
         #: fails. The leader rescues by worker timeout only after a full timeout of contact.
         self._contact_since: float | None = float("-inf")
         self._info: WorkerInfo | None = None
+        self._schedules_applied = False
 
         self._active: dict[str, tuple[asyncio.Task[None], JobContext]] = {}
         #: Prefetched jobs waiting for a slot, with the monotonic time they were claimed.
@@ -347,9 +348,11 @@ class Worker:
         try:
             await self.engine.store.register_worker(self._info)
             await self.engine.apply_schedules()
-        except Exception as exc:  # the heartbeat registers it later
+        except Exception as exc:  # the heartbeats register it and retry the schedules
             self._store_failed()
             log.warning("worker %s: registration failed (%s); will retry", self.id, exc)
+        else:
+            self._schedules_applied = True
 
     def _store_failed(self) -> None:
         self._contact_since = None
@@ -674,6 +677,13 @@ class Worker:
                 log.warning("worker %s: heartbeat failed (%s)", self.id, exc)
                 continue
             self._store_ok()
+            if self._info is not None and not self._schedules_applied:
+                try:
+                    await self.engine.apply_schedules()
+                except Exception as exc:
+                    log.warning("worker %s: writing cron entries failed (%s)", self.id, exc)
+                else:
+                    self._schedules_applied = True
             if lost and self._ready:
                 kept = [(j, t) for j, t in self._ready if j.id not in lost]
                 self.stats.lost += len(self._ready) - len(kept)
