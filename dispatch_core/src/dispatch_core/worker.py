@@ -213,6 +213,8 @@ class Worker:
         self._executor: _JobThreads | None = None
         self._emit_started = False
         self._idle = _IDLE_BASE
+        #: Since when a drain has seen due jobs that its claims did not return.
+        self._held_since: float | None = None
 
     # -- control -------------------------------------------------------------------------------
 
@@ -412,6 +414,7 @@ class Worker:
         )
         if jobs:
             self._idle = _IDLE_BASE
+            self._held_since = None
             self._emit_started = self.engine.hooks.wants("dispatch_job_started")
             claimed_at = time.monotonic()
             for job in jobs:
@@ -421,12 +424,24 @@ class Worker:
                     self._ready.append((job, claimed_at))
             return False
         if self._drain and was_idle:
-            if not self._wait_scheduled:
-                return True
             nxt = await store.next_run_at(queues=self.queues, names=self._names)
             if nxt is None:
                 return True
-            await self._wait(max((nxt - utcnow()).total_seconds(), 0.001))
+            until = (nxt - utcnow()).total_seconds()
+            if until <= 0:
+                # Due but not claimed: held back by a queue's rate limit or cap (tokens come
+                # back soon) or by a pause (they don't): back off, and give up once the
+                # backoff reaches the poll interval.
+                if self._held_since is None:
+                    self._held_since = time.monotonic()
+                elif time.monotonic() - self._held_since > self._idle_max:
+                    return True
+                await self._wait(self._idle)
+                self._idle = min(self._idle * 2, self._idle_max)
+                return False
+            if not self._wait_scheduled:
+                return True
+            await self._wait(max(until, 0.001))
             return False
         if self._drain:
             # Jobs are in flight: their outcome (a retry) may make more work.
@@ -435,7 +450,11 @@ class Worker:
         wait = self._idle
         nxt = await store.next_run_at(queues=self.queues, names=self._names)
         if nxt is not None:
-            wait = min(wait, max((nxt - utcnow()).total_seconds(), 0.0))
+            until = (nxt - utcnow()).total_seconds()
+            # A job already due that the claim did not return is held back by a queue limit
+            # or a pause: the idle backoff applies, or the loop would spin.
+            if until > 0:
+                wait = min(wait, until)
         await self._wait(wait)
         self._idle = min(self._idle * 2, self._idle_max)
         return False

@@ -14,6 +14,7 @@ import sys
 from multiprocessing.synchronize import Event
 
 from dispatch_core.models import Outcome, OutcomeKind, utcnow
+from dispatch_core.states import JobState
 from dispatch_core.testing import make_new_job
 from dispatch_plugins.sqlite import SQLiteStore
 from dispatch_plugins.sqlite.sync import SQLiteSyncStore
@@ -83,6 +84,53 @@ def drain(url: str, worker_no: int, start: Event, out: str) -> None:
     seen = asyncio.run(main())
     with open(out, "w") as f:
         json.dump(seen, f)
+
+
+def drain_limited(url: str, worker_no: int, start: Event, out: str, seconds: float) -> None:
+    """Claim from the ``limited`` queue for ``seconds``, holding each job a moment; after each
+    claim, record how many of the queue's jobs the database says are running."""
+
+    async def main() -> dict[str, list[int] | int]:
+        rng = random.Random(worker_no)
+        store = SQLiteStore(url)
+        await store.open()
+        claimed = 0
+        running_seen: list[int] = []
+        start.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        try:
+            while loop.time() < deadline:
+                jobs = await store.claim(
+                    worker_id=f"wkr_{worker_no}",
+                    queues=None,
+                    names=None,
+                    limit=rng.randint(1, 4),
+                    lease_seconds=60,
+                    now=utcnow(),
+                )
+                claimed += len(jobs)
+                counts = await store.count_jobs(queue="limited")
+                running_seen.append(counts.get(JobState.RUNNING, 0))
+                await asyncio.sleep(rng.random() * 0.003)
+                await store.finish(
+                    [
+                        Outcome(
+                            job_id=j.id,
+                            attempt_token=j.attempt_token or "",
+                            kind=OutcomeKind.COMPLETED,
+                        )
+                        for j in jobs
+                    ],
+                    now=utcnow(),
+                )
+        finally:
+            await store.close()
+        return {"claimed": claimed, "running_seen": running_seen}
+
+    result = asyncio.run(main())
+    with open(out, "w") as f:
+        json.dump(result, f)
 
 
 def produce(url: str, count: int) -> None:

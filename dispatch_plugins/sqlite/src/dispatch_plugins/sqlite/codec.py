@@ -12,7 +12,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from dispatch_core.cluster import WorkerInfo, WorkerState
+from dispatch_core.cron import CronEntry, MisfirePolicy
 from dispatch_core.models import JSON, DLQEntry, Job, NewJob
+from dispatch_core.queues import QueueConfig
 from dispatch_core.states import JobState
 
 __all__ = [
@@ -20,15 +23,25 @@ __all__ = [
     "JOB_SELECT",
     "DLQ_COLUMNS",
     "DLQ_SELECT",
+    "WORKER_COLUMNS",
+    "WORKER_SELECT",
+    "CRON_COLUMNS",
+    "CRON_SELECT",
     "Row",
     "to_us",
     "from_us",
     "from_us_opt",
+    "dump_json",
     "dump_json_opt",
     "new_job_params",
     "job_from_new",
     "decode_job",
     "decode_dlq",
+    "worker_params",
+    "decode_worker",
+    "cron_params",
+    "decode_cron",
+    "decode_queue_config",
     "claim_order",
 ]
 
@@ -86,6 +99,40 @@ DLQ_COLUMNS = (
 )
 DLQ_SELECT = ", ".join(DLQ_COLUMNS)
 
+#: Column order of the workers table as :func:`worker_params` writes and
+#: :func:`decode_worker` reads it.
+WORKER_COLUMNS = (
+    "id",
+    "hostname",
+    "pid",
+    "queues",
+    "concurrency",
+    "version",
+    "started_at",
+    "last_seen",
+    "state",
+)
+WORKER_SELECT = ", ".join(WORKER_COLUMNS)
+
+#: Column order of the cron table as :func:`cron_params` writes and :func:`decode_cron` reads it.
+CRON_COLUMNS = (
+    "name",
+    "expr",
+    "timezone",
+    "job_name",
+    "payload",
+    "queue",
+    "misfire",
+    "misfire_grace",
+    "enabled",
+    "next_run_at",
+    "last_run_at",
+    "last_job_id",
+    "created_at",
+    "updated_at",
+)
+CRON_SELECT = ", ".join(CRON_COLUMNS)
+
 _decode = json.JSONDecoder().decode
 
 
@@ -141,6 +188,11 @@ def from_us(value: int) -> datetime:
 def from_us_opt(value: int | None) -> datetime | None:
     """:func:`from_us`, passing ``None`` through."""
     return None if value is None else _EPOCH + _US * value
+
+
+def dump_json(value: JSON) -> str:
+    """Compact JSON text (``null`` for ``None``)."""
+    return _encode(value)
 
 
 def dump_json_opt(value: JSON) -> str | None:
@@ -282,6 +334,103 @@ def decode_dlq(row: Row) -> DLQEntry:
         failed_at=from_us(failed_at),
         replayed_at=from_us_opt(replayed_at),
         replay_job_id=replay_job_id,
+    )
+
+
+def worker_params(worker: WorkerInfo) -> tuple[Any, ...]:
+    """The worker as a row, in :data:`WORKER_COLUMNS` order."""
+    return (
+        worker.id,
+        worker.hostname,
+        worker.pid,
+        None if worker.queues is None else _encode(list(worker.queues)),
+        worker.concurrency,
+        worker.version,
+        to_us(worker.started_at),
+        to_us(worker.last_seen),
+        worker.state.value,
+    )
+
+
+def decode_worker(row: Row, *, leader: bool = False) -> WorkerInfo:
+    """Build a :class:`WorkerInfo` from a row selected with :data:`WORKER_SELECT`."""
+    id_, hostname, pid, queues, concurrency, version, started_at, last_seen, state = row
+    return WorkerInfo(
+        id=id_,
+        hostname=hostname,
+        pid=pid,
+        queues=None if queues is None else tuple(_decode(queues)),
+        concurrency=concurrency,
+        version=version,
+        started_at=from_us(started_at),
+        last_seen=from_us(last_seen),
+        state=WorkerState(state),
+        leader=leader,
+    )
+
+
+def cron_params(entry: CronEntry) -> tuple[Any, ...]:
+    """The entry as a row, in :data:`CRON_COLUMNS` order."""
+    return (
+        entry.name,
+        entry.expr,
+        entry.timezone,
+        entry.job_name,
+        _encode(entry.payload),
+        entry.queue,
+        entry.misfire.value,
+        entry.misfire_grace,
+        int(entry.enabled),
+        to_us(entry.next_run_at),
+        None if entry.last_run_at is None else to_us(entry.last_run_at),
+        entry.last_job_id,
+        to_us(entry.created_at),
+        to_us(entry.updated_at),
+    )
+
+
+def decode_cron(row: Row) -> CronEntry:
+    """Build a :class:`CronEntry` from a row selected with :data:`CRON_SELECT`."""
+    (
+        name,
+        expr,
+        timezone,
+        job_name,
+        payload,
+        queue,
+        misfire,
+        misfire_grace,
+        enabled,
+        next_run_at,
+        last_run_at,
+        last_job_id,
+        created_at,
+        updated_at,
+    ) = row
+    return CronEntry(
+        name=name,
+        expr=expr,
+        timezone=timezone,
+        job_name=job_name,
+        payload=_decode(payload),
+        queue=queue,
+        misfire=MisfirePolicy(misfire),
+        misfire_grace=misfire_grace,
+        enabled=bool(enabled),
+        next_run_at=from_us(next_run_at),
+        last_run_at=from_us_opt(last_run_at),
+        last_job_id=last_job_id,
+        created_at=from_us(created_at),
+        updated_at=from_us(updated_at),
+    )
+
+
+def decode_queue_config(
+    name: str, concurrency: int | None, rate: float | None, burst: int | None, per_tenant: int
+) -> QueueConfig:
+    """Build a :class:`QueueConfig` from the limit columns of a ``queues`` row."""
+    return QueueConfig(
+        name=name, concurrency=concurrency, rate=rate, burst=burst, per_tenant=bool(per_tenant)
     )
 
 

@@ -11,31 +11,57 @@ that must land together run inside :func:`~dispatch_plugins.sqlite.connection.wr
 
 from __future__ import annotations
 
+import contextlib
+import math
 import sqlite3
+import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+import attrs
+
 from dispatch_core._ids import new_id
-from dispatch_core.errors import DLQEntryNotFoundError, InvalidTransitionError, JobNotFoundError
+from dispatch_core.cluster import WorkerInfo, WorkerState
+from dispatch_core.cron import CronEntry
+from dispatch_core.errors import (
+    CronNotFoundError,
+    DLQEntryNotFoundError,
+    InvalidTransitionError,
+    JobNotFoundError,
+)
 from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome, OutcomeKind
+from dispatch_core.queues import QueueConfig, QueueStats, TokenBucket
 from dispatch_core.states import JobState, check_transition
+from dispatch_core.store import PruneCutoffs
 from dispatch_plugins.sqlite.codec import (
+    CRON_COLUMNS,
+    CRON_SELECT,
     DLQ_SELECT,
     JOB_SELECT,
+    WORKER_COLUMNS,
+    WORKER_SELECT,
     claim_order,
+    cron_params,
+    decode_cron,
     decode_dlq,
     decode_job,
+    decode_queue_config,
+    decode_worker,
+    dump_json,
     dump_json_opt,
+    from_us,
     from_us_opt,
     job_from_new,
     new_job_params,
     to_us,
+    worker_params,
 )
 from dispatch_plugins.sqlite.connection import write_transaction
 
 __all__ = [
+    "LimitedQueues",
     "enqueue",
     "claim",
     "heartbeat",
@@ -51,6 +77,22 @@ __all__ = [
     "get_dlq",
     "replay_dlq",
     "purge_dlq",
+    "register_worker",
+    "deregister_worker",
+    "list_workers",
+    "acquire_leadership",
+    "release_leadership",
+    "get_leader",
+    "upsert_cron",
+    "list_cron",
+    "get_cron",
+    "set_cron_enabled",
+    "fire_cron",
+    "delete_cron",
+    "set_queue",
+    "pause_queue",
+    "list_queues",
+    "prune",
 ]
 
 # Rows per statement when a batch is spread over placeholders. Three placeholders a row stays
@@ -135,20 +177,77 @@ def _jobs_by_unique_key(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[s
 # -- the worker's hot path -----------------------------------------------------------------------
 
 
+# A queue row that holds its jobs back from the one-statement claim: paused, or limited (its jobs
+# are claimed by _claim_with_limits, which counts and charges them under the write lock).
+_HELD = "(queues.paused OR queues.concurrency IS NOT NULL OR queues.rate IS NOT NULL)"
+_NOT_HELD = f"NOT EXISTS (SELECT 1 FROM queues WHERE queues.name = jobs.queue AND {_HELD})"
+_LIMITED_QUEUES = """
+SELECT name, concurrency, rate, burst, per_tenant, tokens, tokens_at FROM queues
+WHERE NOT paused AND (concurrency IS NOT NULL OR rate IS NOT NULL)
+"""
+_LIMITED_NAMES = """
+SELECT name FROM queues WHERE NOT paused AND (concurrency IS NOT NULL OR rate IS NOT NULL)
+"""
+_CLAIM_SET = """
+SET state = 'running', attempt = attempt + 1, worker_id = ?,
+    attempt_token = lower(hex(randomblob(8))),
+    started_at = ?, lease_expires_at = ?, updated_at = ?
+"""
+
+
+class LimitedQueues:
+    """Which queues have limits, as this connection last read them: a hint for :func:`claim`.
+
+    The one-statement claim leaves out the jobs of paused and limited queues by itself (exact,
+    whatever the hint says); the hint only tells :func:`claim` whether to look for limited
+    queues' jobs too. So a stale hint can delay those jobs, never claim them past a limit. It
+    is read again when older than :attr:`ttl`, after every claim that came back short of its
+    limit, and by :meth:`invalidate` after this process changes a queue.
+    """
+
+    #: Seconds a reading is trusted while claims come back full.
+    ttl = 0.5
+
+    def __init__(self) -> None:
+        self.names: frozenset[str] = frozenset()
+        self._read_at = -math.inf
+
+    def invalidate(self) -> None:
+        """Forget the reading; the next claim reads the queues again."""
+        self._read_at = -math.inf
+
+    def stale(self) -> bool:
+        """Whether the reading is older than :attr:`ttl`."""
+        return time.monotonic() - self._read_at > self.ttl
+
+    def set(self, names: Iterable[str]) -> None:
+        """Record a reading made now."""
+        self.names = frozenset(names)
+        self._read_at = time.monotonic()
+
+    def load(self, conn: sqlite3.Connection) -> None:
+        """Read the limited queues' names."""
+        self.set(name for (name,) in conn.execute(_LIMITED_NAMES))
+
+    def applies(self, queues: Collection[str] | None) -> bool:
+        """Whether a claim from ``queues`` may find jobs of a limited queue."""
+        if queues is None:
+            return bool(self.names)
+        return not self.names.isdisjoint(queues)
+
+
 @lru_cache(maxsize=64)
 def _claim_sql(n_queues: int | None, n_names: int | None) -> str:
     queue_filter = "" if n_queues is None else f" AND queue IN ({_marks(n_queues)})"
     name_filter = "" if n_names is None else f" AND name IN ({_marks(n_names)})"
     # One statement: SQLite has a single writer, so two connections (or processes) running it
-    # at once are serialised and never take the same row.
+    # at once are serialised and never take the same row. The NOT EXISTS probe of the (small)
+    # queues table keeps paused and limited queues out.
     return f"""
-    UPDATE jobs
-    SET state = 'running', attempt = attempt + 1, worker_id = ?,
-        attempt_token = lower(hex(randomblob(8))),
-        started_at = ?, lease_expires_at = ?, updated_at = ?
+    UPDATE jobs {_CLAIM_SET}
     WHERE id IN (
         SELECT id FROM jobs
-        WHERE {_RUNNABLE} AND run_at <= ?{queue_filter}{name_filter}
+        WHERE {_RUNNABLE} AND run_at <= ?{queue_filter}{name_filter} AND {_NOT_HELD}
         ORDER BY priority DESC, run_at, id
         LIMIT ?
     )
@@ -165,12 +264,27 @@ def claim(
     limit: int,
     lease_seconds: float,
     now: datetime,
+    limited: LimitedQueues | None = None,
 ) -> list[Job]:
-    """See :meth:`dispatch_core.store.Store.claim`."""
+    """See :meth:`dispatch_core.store.Store.claim`.
+
+    Without limited queues in the way this is one ``UPDATE ... RETURNING`` statement. When some
+    of ``queues`` are limited (as ``limited`` says, read again if stale), the claim is one
+    ``BEGIN IMMEDIATE`` transaction that counts, charges and claims them together with the
+    other queues' jobs, in claim order.
+    """
     if limit <= 0 or (queues is not None and not queues) or (names is not None and not names):
         return []
+    hint = LimitedQueues() if limited is None else limited
     now_us = to_us(now)
     lease_us = to_us(now + timedelta(seconds=lease_seconds))
+    read = hint.stale()
+    if read:
+        hint.load(conn)
+    if hint.applies(queues):
+        return _claim_with_limits(
+            conn, hint, worker_id, queues, names, limit, now_us, lease_us, now
+        )
     sql = _claim_sql(None if queues is None else len(queues), None if names is None else len(names))
     params: list[Any] = [worker_id, now_us, lease_us, now_us, now_us]
     if queues is not None:
@@ -179,8 +293,205 @@ def claim(
         params.extend(names)
     params.append(limit)
     jobs = [decode_job(row) for row in conn.execute(sql, params).fetchall()]
+    if len(jobs) < limit and not read:
+        # A short claim looks again at once (one read of a tiny table): another process may
+        # have limited a queue whose jobs the statement above left out.
+        hint.load(conn)
+        if hint.applies(queues):
+            jobs += _claim_with_limits(
+                conn, hint, worker_id, queues, names, limit - len(jobs), now_us, lease_us, now
+            )
     jobs.sort(key=claim_order)  # RETURNING order is not guaranteed
     return jobs
+
+
+# A candidate for a claim: its sort key (claim order) and the token bucket it draws from.
+_Bucket = tuple[str, str | None]  # (queue, JSON of the tenant, or None for the queue's own)
+_Candidate = tuple[int, int, str, _Bucket | None]
+
+
+def _claim_with_limits(
+    conn: sqlite3.Connection,
+    hint: LimitedQueues,
+    worker_id: str,
+    queues: Collection[str] | None,
+    names: Collection[str] | None,
+    limit: int,
+    now_us: int,
+    lease_us: int,
+    now: datetime,
+) -> list[Job]:
+    """Claim up to ``limit`` jobs, the limited queues' included, in one write transaction.
+
+    Under ``BEGIN IMMEDIATE`` no other connection writes, so the running counts and token
+    levels read here stay true until the claim commits: limits hold across processes.
+    """
+    name_sql = "" if names is None else f" AND name IN ({_marks(len(names))})"
+    name_params = [] if names is None else list(names)
+    with write_transaction(conn):
+        rows = conn.execute(_LIMITED_QUEUES).fetchall()
+        hint.set(row[0] for row in rows)
+        where, params = _filters(queues, names)
+        candidates: list[_Candidate] = [
+            (-priority, run_at, id_, None)
+            for id_, priority, run_at in conn.execute(
+                f"""
+                SELECT id, priority, run_at FROM jobs
+                WHERE {_RUNNABLE} AND run_at <= ?{where} AND {_NOT_HELD}
+                ORDER BY priority DESC, run_at, id LIMIT ?
+                """,
+                [now_us, *params, limit],
+            )
+        ]
+        buckets: dict[_Bucket, TokenBucket] = {}
+        for name, concurrency, rate, burst, per_tenant, tokens, tokens_at in rows:
+            if queues is not None and name not in queues:
+                continue
+            config = decode_queue_config(name, concurrency, rate, burst, per_tenant)
+            level = (
+                None
+                if tokens is None
+                else TokenBucket(tokens=tokens, updated_at=from_us(tokens_at))
+            )
+            find = _tenant_candidates if config.per_tenant else _queue_candidates
+            candidates += find(
+                conn, config, level, buckets, limit, now, now_us, name_sql, name_params
+            )
+        candidates.sort()
+        chosen = candidates[:limit]
+        if not chosen:
+            return []
+        taken: dict[_Bucket, int] = {}
+        for *_, bucket in chosen:
+            if bucket is not None:
+                taken[bucket] = taken.get(bucket, 0) + 1
+        for (queue, tenant), n in taken.items():
+            left = buckets[(queue, tenant)].take(n)
+            if tenant is None:
+                conn.execute(
+                    "UPDATE queues SET tokens = ?, tokens_at = ? WHERE name = ?",
+                    (left.tokens, to_us(left.updated_at), queue),
+                )
+            else:
+                conn.execute(
+                    _SAVE_TENANT_BUCKET, (queue, tenant, left.tokens, to_us(left.updated_at))
+                )
+        ids = dump_json([c[2] for c in chosen])
+        claimed = conn.execute(
+            f"""
+            UPDATE jobs {_CLAIM_SET}
+            WHERE id IN (SELECT value FROM json_each(?)) AND {_RUNNABLE}
+            RETURNING {JOB_SELECT}
+            """,
+            (worker_id, now_us, lease_us, now_us, ids),
+        ).fetchall()
+    jobs = [decode_job(row) for row in claimed]
+    jobs.sort(key=claim_order)
+    return jobs
+
+
+_SAVE_TENANT_BUCKET = """
+INSERT INTO queue_buckets (queue, tenant, tokens, tokens_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (queue, tenant) DO UPDATE SET tokens = excluded.tokens, tokens_at = excluded.tokens_at
+"""
+_QUEUE_JOBS = f"""
+SELECT id, priority, run_at, tenant FROM jobs
+WHERE {_RUNNABLE} AND run_at <= ? AND queue = ?{{names}}
+ORDER BY priority DESC, run_at, id
+"""
+
+
+def _queue_candidates(
+    conn: sqlite3.Connection,
+    config: QueueConfig,
+    level: TokenBucket | None,
+    buckets: dict[_Bucket, TokenBucket],
+    limit: int,
+    now: datetime,
+    now_us: int,
+    name_sql: str,
+    name_params: list[str],
+) -> list[_Candidate]:
+    """The jobs a queue-wide cap and bucket let start now, best first."""
+    allowed = limit
+    if config.concurrency is not None:
+        (running,) = conn.execute(
+            "SELECT count(*) FROM jobs WHERE state = 'running' AND queue = ?", (config.name,)
+        ).fetchone()
+        allowed = min(allowed, config.concurrency - running)
+    bucket: _Bucket | None = None
+    if config.rate is not None:
+        bucket = (config.name, None)
+        refilled = (level or TokenBucket.full(config, now)).refill(config, now)
+        buckets[bucket] = refilled
+        allowed = min(allowed, refilled.available())
+    if allowed <= 0:
+        return []
+    rows = conn.execute(
+        _QUEUE_JOBS.format(names=name_sql) + " LIMIT ?",
+        [now_us, config.name, *name_params, allowed],
+    )
+    return [(-priority, run_at, id_, bucket) for id_, priority, run_at, _ in rows]
+
+
+def _tenant_candidates(
+    conn: sqlite3.Connection,
+    config: QueueConfig,
+    level: TokenBucket | None,
+    buckets: dict[_Bucket, TokenBucket],
+    limit: int,
+    now: datetime,
+    now_us: int,
+    name_sql: str,
+    name_params: list[str],
+) -> list[_Candidate]:
+    """The jobs each tenant's cap and bucket let start now, best first.
+
+    Walks the queue's runnable jobs in claim order until ``limit`` are found; a tenant's
+    allowance is worked out when its first job shows up.
+    """
+    running: dict[str | None, int] = {}
+    if config.concurrency is not None:
+        running = dict(
+            conn.execute(
+                "SELECT tenant, count(*) FROM jobs WHERE state = 'running' AND queue = ? "
+                "GROUP BY tenant",
+                (config.name,),
+            ).fetchall()
+        )
+    stored: dict[str, TokenBucket] = {}
+    if config.rate is not None:
+        stored = {
+            tenant: TokenBucket(tokens=tokens, updated_at=from_us(at))
+            for tenant, tokens, at in conn.execute(
+                "SELECT tenant, tokens, tokens_at FROM queue_buckets WHERE queue = ?",
+                (config.name,),
+            )
+        }
+    allowance: dict[str | None, int] = {}
+    found: list[_Candidate] = []
+    rows = conn.execute(_QUEUE_JOBS.format(names=name_sql), [now_us, config.name, *name_params])
+    for id_, priority, run_at, tenant in rows:
+        left = allowance.get(tenant)
+        bucket: _Bucket | None = None
+        if config.rate is not None:
+            key = dump_json(tenant)  # "null" for no tenant: no tenant's name can collide
+            bucket = (config.name, key)
+        if left is None:
+            left = limit
+            if config.concurrency is not None:
+                left = min(left, config.concurrency - running.get(tenant, 0))
+            if bucket is not None:
+                start = stored.get(key) or TokenBucket.full(config, now)
+                refilled = buckets[bucket] = start.refill(config, now)
+                left = min(left, refilled.available())
+        if left > 0:
+            found.append((-priority, run_at, id_, bucket))
+            left -= 1
+            if len(found) >= limit:
+                break
+        allowance[tenant] = left
+    return found
 
 
 @lru_cache(maxsize=64)
@@ -200,19 +511,24 @@ def heartbeat(
     leases: Mapping[str, str],
     lease_seconds: float,
     now: datetime,
+    worker: WorkerInfo | None = None,
 ) -> set[str]:
     """See :meth:`dispatch_core.store.Store.heartbeat`."""
-    if not leases:
-        return set()
     until_us = to_us(now + timedelta(seconds=lease_seconds))
     now_us = to_us(now)
-    kept: set[str] = set()
     items = list(leases.items())
-    for chunk in _chunks(items):
-        params: list[Any] = [until_us, now_us]
-        for job_id, token in chunk:
-            params += (job_id, token)
-        kept.update(r[0] for r in conn.execute(_heartbeat_sql(len(chunk)), params).fetchall())
+    kept: set[str] = set()
+    with contextlib.ExitStack() as stack:
+        if (worker is not None and items) or len(items) > _CHUNK:
+            stack.enter_context(write_transaction(conn))  # the row and the leases together
+        if worker is not None:
+            alive = attrs.evolve(worker, last_seen=now, state=WorkerState.RUNNING)
+            conn.execute(_UPSERT_WORKER, worker_params(alive))
+        for chunk in _chunks(items):
+            params: list[Any] = [until_us, now_us]
+            for job_id, token in chunk:
+                params += (job_id, token)
+            kept.update(r[0] for r in conn.execute(_heartbeat_sql(len(chunk)), params).fetchall())
     return set(leases) - kept
 
 
@@ -302,27 +618,60 @@ def _finish_one(conn: sqlite3.Connection, o: Outcome, now_us: int) -> bool:
 
 
 _RESCUE_CHECK = "SELECT 1 FROM jobs WHERE state = 'running' AND lease_expires_at < ? LIMIT 1"
+_GONE_WORKERS = "SELECT id FROM workers WHERE state IN ('dead', 'stopped')"
+_RESCUE_CHECK_WORKERS = f"""
+SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'running' AND lease_expires_at < :now)
+    OR EXISTS (SELECT 1 FROM workers WHERE state = 'running' AND last_seen < :stale)
+    OR EXISTS (SELECT 1 FROM jobs WHERE state = 'running' AND worker_id IN ({_GONE_WORKERS}))
+"""
+_MARK_DEAD = "UPDATE workers SET state = 'dead' WHERE state = 'running' AND last_seen < :stale"
 # In SET, every column reference reads the row as it was before the update.
-_RESCUE = f"""
-UPDATE jobs SET
+_RESCUE_SET = f"""
     state = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'retrying' END,
     run_at = CASE WHEN attempt >= max_attempts THEN run_at ELSE :now END,
     finished_at = CASE WHEN attempt >= max_attempts THEN :now ELSE finished_at END,
-    last_error = 'lease expired: worker ' || coalesce(worker_id, 'None')
-                 || ' stopped heartbeating',
+    last_error = {{error}},
     updated_at = :now, {_LEASE_FREE}
+"""
+_LEASE_EXPIRED = (
+    "'lease expired: worker ' || coalesce(worker_id, 'None') || ' stopped heartbeating'"
+)
+_RESCUE = f"""
+UPDATE jobs SET {_RESCUE_SET.format(error=_LEASE_EXPIRED)}
 WHERE state = 'running' AND lease_expires_at < :now
+RETURNING {JOB_SELECT}
+"""
+_WORKER_GONE = f"""
+CASE WHEN lease_expires_at < :now THEN {_LEASE_EXPIRED}
+     ELSE 'worker ' || worker_id || ' is '
+          || (SELECT state FROM workers WHERE workers.id = jobs.worker_id)
+          || ': the job was rescued from it' END
+"""
+_RESCUE_WORKERS = f"""
+UPDATE jobs SET {_RESCUE_SET.format(error=_WORKER_GONE)}
+WHERE state = 'running' AND (lease_expires_at < :now OR worker_id IN ({_GONE_WORKERS}))
 RETURNING {JOB_SELECT}
 """
 
 
-def rescue_expired(conn: sqlite3.Connection, *, now: datetime) -> list[Job]:
+def rescue_expired(
+    conn: sqlite3.Connection, *, now: datetime, worker_timeout: float | None = None
+) -> list[Job]:
     """See :meth:`dispatch_core.store.Store.rescue_expired`."""
     now_us = to_us(now)
-    if conn.execute(_RESCUE_CHECK, (now_us,)).fetchone() is None:
-        return []  # the usual case, answered without taking the write lock
+    if worker_timeout is None:
+        if conn.execute(_RESCUE_CHECK, (now_us,)).fetchone() is None:
+            return []  # the usual case, answered without taking the write lock
+        sql, params = _RESCUE, {"now": now_us}
+    else:
+        params = {"now": now_us, "stale": to_us(now - timedelta(seconds=worker_timeout))}
+        if not conn.execute(_RESCUE_CHECK_WORKERS, params).fetchone()[0]:
+            return []
+        sql = _RESCUE_WORKERS
     with write_transaction(conn):
-        rescued = [decode_job(row) for row in conn.execute(_RESCUE, {"now": now_us}).fetchall()]
+        if worker_timeout is not None:
+            conn.execute(_MARK_DEAD, params)
+        rescued = [decode_job(row) for row in conn.execute(sql, params).fetchall()]
         dead = [
             (new_id("dlq"), j.last_error, now_us, j.id)
             for j in rescued
@@ -341,8 +690,23 @@ def next_run_at(
     if (queues is not None and not queues) or (names is not None and not names):
         return None
     where, params = _filters(queues, names)
-    row = conn.execute(f"SELECT min(run_at) FROM jobs WHERE {_RUNNABLE}{where}", params).fetchone()
+    row = conn.execute(_NEXT_RUN_AT.format(filters=where), params).fetchone()
     return from_us_opt(row[0])
+
+
+# A skip-scan of jobs_claim_idx (priority DESC, run_at, id): the recursive part steps from one
+# distinct priority to the next with one seek each, and within a priority the first matching
+# entry holds its earliest run_at. So there is no index on run_at to maintain on the hot path.
+_NEXT_RUN_AT = f"""
+WITH RECURSIVE priorities (p) AS (
+    SELECT max(priority) FROM jobs WHERE {_RUNNABLE}
+    UNION ALL
+    SELECT (SELECT max(priority) FROM jobs WHERE {_RUNNABLE} AND priority < priorities.p)
+    FROM priorities WHERE priorities.p IS NOT NULL
+)
+SELECT min((SELECT min(run_at) FROM jobs WHERE {_RUNNABLE} AND priority = priorities.p{{filters}}))
+FROM priorities WHERE priorities.p IS NOT NULL
+"""
 
 
 # -- inspection and control ----------------------------------------------------------------------
@@ -477,3 +841,301 @@ def replay_dlq(conn: sqlite3.Connection, entry_id: str, *, new_job_id: str, now:
 def purge_dlq(conn: sqlite3.Connection, *, before: datetime) -> int:
     """See :meth:`dispatch_core.store.Store.purge_dlq`."""
     return conn.execute("DELETE FROM dlq WHERE failed_at < ?", (to_us(before),)).rowcount
+
+
+# -- the cluster: workers and the leader ---------------------------------------------------------
+
+_UPSERT_WORKER = f"""
+INSERT INTO workers ({WORKER_SELECT}) VALUES ({_marks(len(WORKER_COLUMNS))})
+ON CONFLICT (id) DO UPDATE SET
+    {", ".join(f"{c} = excluded.{c}" for c in WORKER_COLUMNS[1:])}
+"""
+
+
+def register_worker(conn: sqlite3.Connection, worker: WorkerInfo) -> None:
+    """See :meth:`dispatch_core.store.Store.register_worker`."""
+    conn.execute(_UPSERT_WORKER, worker_params(worker))
+
+
+def deregister_worker(conn: sqlite3.Connection, worker_id: str, *, now: datetime) -> None:
+    """See :meth:`dispatch_core.store.Store.deregister_worker`."""
+    with write_transaction(conn):
+        conn.execute(
+            "UPDATE workers SET state = 'stopped', last_seen = ? WHERE id = ?",
+            (to_us(now), worker_id),
+        )
+        conn.execute("DELETE FROM leader WHERE holder = ?", (worker_id,))
+
+
+def list_workers(conn: sqlite3.Connection) -> list[WorkerInfo]:
+    """See :meth:`dispatch_core.store.Store.list_workers`."""
+    columns = ", ".join(f"workers.{c}" for c in WORKER_COLUMNS)
+    rows = conn.execute(
+        f"""
+        SELECT {columns}, leader.holder IS NOT NULL
+        FROM workers LEFT JOIN leader ON leader.holder = workers.id
+        ORDER BY workers.started_at, workers.id
+        """
+    ).fetchall()
+    return [decode_worker(row[:-1], leader=bool(row[-1])) for row in rows]
+
+
+# One statement, so two workers racing for the lease are serialised by SQLite's write lock:
+# the row is taken when absent, expired, or already ours; RETURNING says whether it is ours.
+_ACQUIRE_LEADERSHIP = """
+INSERT INTO leader (id, holder, expires_at) VALUES (1, :me, :until)
+ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE leader.holder = excluded.holder OR leader.expires_at <= :now
+RETURNING holder
+"""
+
+
+def acquire_leadership(
+    conn: sqlite3.Connection, *, worker_id: str, ttl: float, now: datetime
+) -> bool:
+    """See :meth:`dispatch_core.store.Store.acquire_leadership`."""
+    params = {
+        "me": worker_id,
+        "until": to_us(now + timedelta(seconds=ttl)),
+        "now": to_us(now),
+    }
+    return conn.execute(_ACQUIRE_LEADERSHIP, params).fetchone() is not None
+
+
+def release_leadership(conn: sqlite3.Connection, worker_id: str) -> None:
+    """See :meth:`dispatch_core.store.Store.release_leadership`."""
+    conn.execute("DELETE FROM leader WHERE holder = ?", (worker_id,))
+
+
+def get_leader(conn: sqlite3.Connection, *, now: datetime) -> str | None:
+    """See :meth:`dispatch_core.store.Store.get_leader`."""
+    row = conn.execute("SELECT holder FROM leader WHERE expires_at > ?", (to_us(now),)).fetchone()
+    return None if row is None else str(row[0])
+
+
+# -- cron ----------------------------------------------------------------------------------------
+
+# A new entry is inserted as given; an existing one keeps enabled, last_run_at, last_job_id and
+# created_at, and its next_run_at unless the schedule itself changed.
+_UPSERT_CRON = f"""
+INSERT INTO cron ({CRON_SELECT}) VALUES ({_marks(len(CRON_COLUMNS))})
+ON CONFLICT (name) DO UPDATE SET
+    expr = excluded.expr, timezone = excluded.timezone, job_name = excluded.job_name,
+    payload = excluded.payload, queue = excluded.queue, misfire = excluded.misfire,
+    misfire_grace = excluded.misfire_grace,
+    next_run_at = CASE WHEN cron.expr IS NOT excluded.expr
+                         OR cron.timezone IS NOT excluded.timezone
+                       THEN excluded.next_run_at ELSE cron.next_run_at END,
+    updated_at = ?
+"""
+
+
+def upsert_cron(conn: sqlite3.Connection, entries: Sequence[CronEntry], *, now: datetime) -> None:
+    """See :meth:`dispatch_core.store.Store.upsert_cron`."""
+    if not entries:
+        return
+    now_us = to_us(now)
+    with write_transaction(conn):
+        conn.executemany(_UPSERT_CRON, [(*cron_params(e), now_us) for e in entries])
+
+
+def list_cron(conn: sqlite3.Connection) -> list[CronEntry]:
+    """See :meth:`dispatch_core.store.Store.list_cron`."""
+    rows = conn.execute(f"SELECT {CRON_SELECT} FROM cron ORDER BY name").fetchall()
+    return [decode_cron(row) for row in rows]
+
+
+def get_cron(conn: sqlite3.Connection, name: str) -> CronEntry:
+    """See :meth:`dispatch_core.store.Store.get_cron`."""
+    row = conn.execute(f"SELECT {CRON_SELECT} FROM cron WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise CronNotFoundError(name)
+    return decode_cron(row)
+
+
+_SET_CRON_ENABLED = f"""
+UPDATE cron SET enabled = :enabled, updated_at = :now,
+    next_run_at = CASE WHEN :enabled THEN :next ELSE next_run_at END
+WHERE name = :name
+RETURNING {CRON_SELECT}
+"""
+
+
+def set_cron_enabled(
+    conn: sqlite3.Connection, name: str, *, enabled: bool, next_run_at: datetime, now: datetime
+) -> CronEntry:
+    """See :meth:`dispatch_core.store.Store.set_cron_enabled`."""
+    params = {"enabled": int(enabled), "now": to_us(now), "next": to_us(next_run_at), "name": name}
+    row = conn.execute(_SET_CRON_ENABLED, params).fetchone()
+    if row is None:
+        raise CronNotFoundError(name)
+    return decode_cron(row)
+
+
+def fire_cron(
+    conn: sqlite3.Connection,
+    *,
+    name: str,
+    tick: datetime,
+    next_run_at: datetime,
+    job: NewJob | None,
+    now: datetime,
+) -> Job | None:
+    """See :meth:`dispatch_core.store.Store.fire_cron`."""
+    with write_transaction(conn):
+        # The compare-and-set: only the first leader to fire this tick moves next_run_at on.
+        moved = conn.execute(
+            "UPDATE cron SET next_run_at = ? WHERE name = ? AND enabled AND next_run_at = ?",
+            (to_us(next_run_at), name, to_us(tick)),
+        ).rowcount
+        if moved != 1 or job is None:
+            return None
+        if job.unique_key is None:
+            conn.execute(INSERT_JOB, new_job_params(job))
+            fired = job_from_new(job)
+        else:
+            conn.execute(_INSERT_JOB_UNLESS_KEY_TAKEN, new_job_params(job))
+            fired = _jobs_by_unique_key(conn, [job.unique_key])[job.unique_key]
+        conn.execute(
+            "UPDATE cron SET last_run_at = ?, last_job_id = ? WHERE name = ?",
+            (to_us(now), fired.id, name),
+        )
+    return fired
+
+
+def delete_cron(conn: sqlite3.Connection, name: str) -> bool:
+    """See :meth:`dispatch_core.store.Store.delete_cron`."""
+    return conn.execute("DELETE FROM cron WHERE name = ?", (name,)).rowcount == 1
+
+
+# -- queues --------------------------------------------------------------------------------------
+
+# Limits are replaced; the paused flag is kept, and so is the bucket's level, capped at the new
+# size (min() of NULL, a full bucket, stays NULL).
+_SET_QUEUE = """
+INSERT INTO queues (name, configured, concurrency, rate, burst, per_tenant)
+VALUES (:name, 1, :concurrency, :rate, :burst, :per_tenant)
+ON CONFLICT (name) DO UPDATE SET
+    configured = 1, concurrency = excluded.concurrency, rate = excluded.rate,
+    burst = excluded.burst, per_tenant = excluded.per_tenant, tokens = min(tokens, :size)
+"""
+
+
+def set_queue(conn: sqlite3.Connection, config: QueueConfig) -> None:
+    """See :meth:`dispatch_core.store.Store.set_queue`."""
+    params = {
+        "name": config.name,
+        "concurrency": config.concurrency,
+        "rate": config.rate,
+        "burst": config.burst,
+        "per_tenant": int(config.per_tenant),
+        "size": float(config.bucket_size),
+    }
+    with write_transaction(conn):
+        conn.execute(_SET_QUEUE, params)
+        conn.execute(
+            "UPDATE queue_buckets SET tokens = min(tokens, :size) WHERE queue = :name", params
+        )
+
+
+def pause_queue(conn: sqlite3.Connection, name: str, *, paused: bool) -> None:
+    """See :meth:`dispatch_core.store.Store.pause_queue`."""
+    conn.execute(
+        "INSERT INTO queues (name, paused) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+        (name, int(paused)),
+    )
+
+
+def list_queues(conn: sqlite3.Connection, *, now: datetime) -> list[QueueStats]:
+    """See :meth:`dispatch_core.store.Store.list_queues`.
+
+    Each count reads an index (runnable, running, finished jobs) rather than the table; all
+    of them read one snapshot.
+    """
+    now_us = to_us(now)
+    conn.execute("BEGIN")  # a read transaction: one snapshot for every count
+    try:
+        rows = conn.execute(
+            "SELECT name, configured, concurrency, rate, burst, per_tenant, paused FROM queues"
+        ).fetchall()
+        depth = dict(
+            conn.execute(f"SELECT queue, count(*) FROM jobs WHERE {_RUNNABLE} GROUP BY queue")
+        )
+        running = dict(
+            conn.execute("SELECT queue, count(*) FROM jobs WHERE state = 'running' GROUP BY queue")
+        )
+        completed = dict(
+            conn.execute(
+                "SELECT queue, count(*) FROM jobs WHERE state = 'completed' "
+                "AND finished_at > ? AND finished_at <= ? GROUP BY queue",
+                (now_us - 60_000_000, now_us),
+            )
+        )
+        finished = {q for (q,) in conn.execute(_FINISHED_QUEUES)}
+    finally:
+        conn.execute("COMMIT")
+    configs: dict[str, tuple[QueueConfig | None, bool]] = {}
+    for name, configured, concurrency, rate, burst, per_tenant, paused in rows:
+        config = (
+            decode_queue_config(name, concurrency, rate, burst, per_tenant) if configured else None
+        )
+        configs[name] = (config, bool(paused))
+    names = sorted(configs.keys() | depth.keys() | running.keys() | finished)
+    return [
+        QueueStats(
+            name=name,
+            config=configs.get(name, (None, False))[0],
+            paused=configs.get(name, (None, False))[1],
+            depth=depth.get(name, 0),
+            running=running.get(name, 0),
+            completed_last_minute=completed.get(name, 0),
+        )
+        for name in names
+    ]
+
+
+# The names of queues that have finished jobs, read from jobs_finished_idx alone (it covers them).
+_FINISHED_QUEUES = "SELECT DISTINCT queue FROM jobs WHERE finished_at IS NOT NULL"
+
+
+# -- retention -----------------------------------------------------------------------------------
+
+_PRUNE_JOBS = """
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs WHERE state = ? AND finished_at < ? ORDER BY finished_at LIMIT ?
+)
+"""
+_PRUNE_DLQ = """
+DELETE FROM dlq WHERE id IN (
+    SELECT id FROM dlq WHERE failed_at < ? ORDER BY failed_at, id LIMIT ?
+)
+"""
+_PRUNE_WORKERS = """
+DELETE FROM workers WHERE id IN (
+    SELECT id FROM workers WHERE state IN ('stopped', 'dead') AND last_seen < ?
+    ORDER BY last_seen LIMIT ?
+)
+"""
+
+
+def prune(conn: sqlite3.Connection, cutoffs: PruneCutoffs, *, limit: int = 10_000) -> int:
+    """See :meth:`dispatch_core.store.Store.prune`.
+
+    One ``DELETE`` statement (its own short transaction) per kind of row.
+    """
+    if limit <= 0:
+        return 0
+    deleted = 0
+    for state, cutoff in (
+        (JobState.COMPLETED, cutoffs.completed),
+        (JobState.FAILED, cutoffs.failed),
+        (JobState.CANCELLED, cutoffs.cancelled),
+    ):
+        if cutoff is not None:
+            deleted += conn.execute(_PRUNE_JOBS, (state.value, to_us(cutoff), limit)).rowcount
+    if cutoffs.dlq is not None:
+        deleted += conn.execute(_PRUNE_DLQ, (to_us(cutoffs.dlq), limit)).rowcount
+    if cutoffs.workers is not None:
+        deleted += conn.execute(_PRUNE_WORKERS, (to_us(cutoffs.workers), limit)).rowcount
+    return deleted

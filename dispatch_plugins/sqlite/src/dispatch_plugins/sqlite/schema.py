@@ -92,7 +92,97 @@ _INITIAL = (
     "CREATE INDEX dlq_failed_at_idx ON dlq (failed_at, id)",
 )
 
+_CLUSTER = (
+    # Every index costs each claim, finish or enqueue that touches it (about 1 us a job each),
+    # so this version adds the one retention needs and pays for it with two it drops:
+    # next_run_at() now walks jobs_claim_idx (one seek per distinct priority), and
+    # jobs_running_idx below replaces jobs_lease_idx.
+    "DROP INDEX jobs_due_idx",
+    "DROP INDEX jobs_lease_idx",
+    # Running jobs by queue and tenant, for the concurrency caps of claim and the counts of
+    # list_queues; rescue scans it for expired leases and dead workers' jobs. Every query on
+    # it reads the index alone: it holds each column they use, state included (SQLite does
+    # not count a partial index's WHERE column as covered).
+    """
+    CREATE INDEX jobs_running_idx ON jobs (queue, tenant, lease_expires_at, worker_id, state)
+        WHERE state = 'running'
+    """,
+    # Finished jobs by end time: prune takes the oldest of each state and list_queues counts
+    # the last minute's completions; queue makes it cover list_queues' names.
+    """
+    CREATE INDEX jobs_finished_idx ON jobs (state, finished_at, queue)
+        WHERE finished_at IS NOT NULL
+    """,
+    """
+    CREATE TABLE workers (
+        id          TEXT    NOT NULL PRIMARY KEY,
+        hostname    TEXT    NOT NULL,
+        pid         INTEGER NOT NULL,
+        queues      TEXT,    -- JSON array of names; NULL means every queue
+        concurrency INTEGER NOT NULL,
+        version     TEXT    NOT NULL,
+        started_at  INTEGER NOT NULL,
+        last_seen   INTEGER NOT NULL,
+        state       TEXT    NOT NULL  -- running | stopped | dead
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX workers_state_idx ON workers (state, last_seen)",
+    # The leader lease: at most one row, taken and renewed by one upsert.
+    """
+    CREATE TABLE leader (
+        id         INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+        holder     TEXT    NOT NULL,
+        expires_at INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE cron (
+        name          TEXT    NOT NULL PRIMARY KEY,
+        expr          TEXT    NOT NULL,
+        timezone      TEXT    NOT NULL,
+        job_name      TEXT    NOT NULL,
+        payload       TEXT    NOT NULL,
+        queue         TEXT,
+        misfire       TEXT    NOT NULL,
+        misfire_grace REAL    NOT NULL,
+        enabled       INTEGER NOT NULL,
+        next_run_at   INTEGER NOT NULL,
+        last_run_at   INTEGER,
+        last_job_id   TEXT,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    ) WITHOUT ROWID
+    """,
+    # A queue has a row once it was configured or paused. tokens / tokens_at hold the
+    # queue-wide token bucket (NULL: full); per-tenant buckets live in queue_buckets.
+    """
+    CREATE TABLE queues (
+        name        TEXT    NOT NULL PRIMARY KEY,
+        configured  INTEGER NOT NULL DEFAULT 0,
+        concurrency INTEGER,
+        rate        REAL,
+        burst       INTEGER,
+        per_tenant  INTEGER NOT NULL DEFAULT 0,
+        paused      INTEGER NOT NULL DEFAULT 0,
+        tokens      REAL,
+        tokens_at   INTEGER
+    ) WITHOUT ROWID
+    """,
+    # tenant is the JSON text of the job's tenant ('null' for jobs without one), so that no
+    # tenant name can collide with "no tenant".
+    """
+    CREATE TABLE queue_buckets (
+        queue     TEXT    NOT NULL,
+        tenant    TEXT    NOT NULL,
+        tokens    REAL    NOT NULL,
+        tokens_at INTEGER NOT NULL,
+        PRIMARY KEY (queue, tenant)
+    ) WITHOUT ROWID
+    """,
+)
+
 #: Every migration, by ascending version.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="0001_initial", statements=_INITIAL),
+    Migration(version=2, name="0002_cluster_cron_queues", statements=_CLUSTER),
 )

@@ -11,10 +11,13 @@ from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar, cast
 
 import aiosqlite
 
+from dispatch_core.cluster import WorkerInfo
+from dispatch_core.cron import CronEntry
 from dispatch_core.errors import StoreUnavailableError
 from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome
+from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.states import JobState
-from dispatch_core.store import StopListening, Store
+from dispatch_core.store import PruneCutoffs, StopListening, Store
 from dispatch_plugins.sqlite import migrations
 from dispatch_plugins.sqlite import operations as ops
 from dispatch_plugins.sqlite.connection import configure, translate_errors, unavailable
@@ -62,6 +65,8 @@ class SQLiteStore(Store):
         self._watchers: set[DataVersionWatcher] = set()
         self._sync: SQLiteSyncStore | None = None
         self._sync_lock = threading.Lock()  # sync() may be called from any thread
+        # Which queues have limits, as last read: lets claim skip the limits transaction.
+        self._limited = ops.LimitedQueues()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
@@ -210,7 +215,16 @@ class SQLiteStore(Store):
         lease_seconds: float,
         now: datetime,
     ) -> list[Job]:
-        """Claim up to ``limit`` runnable jobs with one ``UPDATE ... RETURNING`` statement."""
+        """Claim up to ``limit`` runnable jobs, honouring the queues' limits.
+
+        With no limited queue among ``queues`` (the usual case) this is one
+        ``UPDATE ... RETURNING`` statement, which leaves paused and limited queues out. When
+        some are limited, one ``BEGIN IMMEDIATE`` transaction counts their running jobs,
+        refills and takes their tokens, and claims them with the other queues' jobs: SQLite's
+        single writer makes the limits exact across processes. Which queues are limited is
+        read again every half second, after every short claim, and at once after this store
+        changes a queue.
+        """
         return await self._call(
             ops.claim,
             worker_id=worker_id,
@@ -219,15 +233,25 @@ class SQLiteStore(Store):
             limit=limit,
             lease_seconds=lease_seconds,
             now=now,
+            limited=self._limited,
         )
 
     async def heartbeat(
-        self, *, worker_id: str, leases: Mapping[str, str], lease_seconds: float, now: datetime
+        self,
+        *,
+        worker_id: str,
+        leases: Mapping[str, str],
+        lease_seconds: float,
+        now: datetime,
+        worker: WorkerInfo | None = None,
     ) -> set[str]:
-        """Extend leases with one statement; return the ids whose lease is lost."""
-        if not leases:
+        """Extend leases with one statement, and upsert the worker's row with them in one
+        transaction; return the ids whose lease is lost."""
+        if not leases and worker is None:
             return set()
-        return await self._call(ops.heartbeat, leases=leases, lease_seconds=lease_seconds, now=now)
+        return await self._call(
+            ops.heartbeat, leases=leases, lease_seconds=lease_seconds, now=now, worker=worker
+        )
 
     async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[bool]:
         """Record attempt ends, fenced by attempt token; one statement for a batch of
@@ -236,9 +260,12 @@ class SQLiteStore(Store):
             return []
         return await self._call(ops.finish, outcomes, now=now)
 
-    async def rescue_expired(self, *, now: datetime) -> list[Job]:
-        """Recover running jobs whose lease ended before ``now``; see the contract."""
-        rescued = await self._call(ops.rescue_expired, now=now)
+    async def rescue_expired(
+        self, *, now: datetime, worker_timeout: float | None = None
+    ) -> list[Job]:
+        """Recover running jobs whose lease ended before ``now`` or whose worker is gone; see
+        the contract. A read answers the usual "nothing to do" without the write lock."""
+        rescued = await self._call(ops.rescue_expired, now=now, worker_timeout=worker_timeout)
         if rescued:
             self._notify()
         return rescued
@@ -294,6 +321,103 @@ class SQLiteStore(Store):
     async def purge_dlq(self, *, before: datetime) -> int:
         """Delete entries that failed before ``before``; return how many."""
         return await self._call(ops.purge_dlq, before=before)
+
+    # -- the cluster: workers and the leader ---------------------------------------------------
+
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        """Insert or replace the worker's row, as given."""
+        await self._call(ops.register_worker, worker)
+
+    async def deregister_worker(self, worker_id: str, *, now: datetime) -> None:
+        """Mark the worker ``stopped`` and give up its leader lease, in one transaction."""
+        await self._call(ops.deregister_worker, worker_id, now=now)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Every worker row, oldest first, the leader lease's holder marked."""
+        return await self._call(ops.list_workers)
+
+    async def acquire_leadership(self, *, worker_id: str, ttl: float, now: datetime) -> bool:
+        """Take or renew the leader lease with one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE
+        ... RETURNING`` statement; return whether ``worker_id`` holds it."""
+        return await self._call(ops.acquire_leadership, worker_id=worker_id, ttl=ttl, now=now)
+
+    async def release_leadership(self, worker_id: str) -> None:
+        """Give up the leader lease if ``worker_id`` holds it."""
+        await self._call(ops.release_leadership, worker_id)
+
+    async def get_leader(self, *, now: datetime) -> str | None:
+        """The holder of the unexpired leader lease, or ``None``."""
+        return await self._call(ops.get_leader, now=now)
+
+    # -- cron ----------------------------------------------------------------------------------
+
+    async def upsert_cron(self, entries: Sequence[CronEntry], *, now: datetime) -> None:
+        """Register entries in one transaction; see the contract for what an update keeps."""
+        await self._call(ops.upsert_cron, entries, now=now)
+
+    async def list_cron(self) -> list[CronEntry]:
+        """Every entry, by name."""
+        return await self._call(ops.list_cron)
+
+    async def get_cron(self, name: str) -> CronEntry:
+        """Return the entry or raise :class:`~dispatch_core.errors.CronNotFoundError`."""
+        return await self._call(ops.get_cron, name)
+
+    async def set_cron_enabled(
+        self, name: str, *, enabled: bool, next_run_at: datetime, now: datetime
+    ) -> CronEntry:
+        """Enable (with a new ``next_run_at``) or disable an entry."""
+        return await self._call(
+            ops.set_cron_enabled, name, enabled=enabled, next_run_at=next_run_at, now=now
+        )
+
+    async def fire_cron(
+        self,
+        *,
+        name: str,
+        tick: datetime,
+        next_run_at: datetime,
+        job: NewJob | None,
+        now: datetime,
+    ) -> Job | None:
+        """Fire one tick in one write transaction: compare-and-set ``next_run_at``, then
+        enqueue the job by its unique key."""
+        fired = await self._call(
+            ops.fire_cron, name=name, tick=tick, next_run_at=next_run_at, job=job, now=now
+        )
+        if fired is not None:
+            self._notify()
+        return fired
+
+    async def delete_cron(self, name: str) -> bool:
+        """Delete an entry; return whether it existed."""
+        return await self._call(ops.delete_cron, name)
+
+    # -- queues --------------------------------------------------------------------------------
+
+    async def set_queue(self, config: QueueConfig) -> None:
+        """Create or replace the queue's limits (its paused flag and bucket level kept)."""
+        await self._call(ops.set_queue, config)
+        self._limited.invalidate()
+        self._notify()  # limits may have loosened
+
+    async def pause_queue(self, name: str, *, paused: bool) -> None:
+        """Pause or resume a queue."""
+        await self._call(ops.pause_queue, name, paused=paused)
+        self._limited.invalidate()
+        if not paused:
+            self._notify()
+
+    async def list_queues(self, *, now: datetime) -> list[QueueStats]:
+        """Every queue with jobs or a row, by name, with its counts."""
+        return await self._call(ops.list_queues, now=now)
+
+    # -- retention -----------------------------------------------------------------------------
+
+    async def prune(self, cutoffs: PruneCutoffs, *, limit: int = 10_000) -> int:
+        """Delete finished jobs, dead-letter entries and worker rows older than the cutoffs,
+        at most ``limit`` of each kind, one short transaction per kind."""
+        return await self._call(ops.prune, cutoffs, limit=limit)
 
 
 # aiosqlite has no public way to run a callable on its connection thread; ``_execute`` (present
