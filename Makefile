@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DISTS := dispatch_core dispatch_plugins/sqlite dispatch_plugins/postgres
 
-.PHONY: setup demo test lint typecheck bench wheels wheel-check clean
+.PHONY: setup demo test chaos lint typecheck bench wheels wheel-check clean
 
 $(STAMP): requirements-dev.txt dispatch_core/pyproject.toml $(wildcard dispatch_plugins/*/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ demo: $(STAMP)  ## run the demo app's jobs through a worker on SQLite
 
 test: $(STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest
+
+chaos: $(STAMP)  ## the chaos suite alone (SQLite and a private PostgreSQL); DISPATCH_CHAOS_SEED=N replays a run
+	DISPATCH_TEST_CHAOS_SEED=$${DISPATCH_CHAOS_SEED:-$$DISPATCH_TEST_CHAOS_SEED} $(BIN)/python -m pytest tests/chaos -p no:cacheprovider -v
 
 lint: $(STAMP)  ## ruff and mypy --strict
 	$(BIN)/ruff check .

@@ -385,7 +385,9 @@ async def test_expired_lease_is_rescued_as_a_counted_attempt() -> None:
         worker_id="wkr_dead", queues=None, names=None, limit=1, lease_seconds=0.2, now=utcnow()
     )
     assert claimed.id == job.id
-    worker = engine.worker(rescue_interval=0.1, poll_interval=0.05)
+    worker = engine.worker(
+        rescue_interval=0.1, poll_interval=0.05, heartbeat_interval=0.05, worker_timeout=0.3
+    )
     with capture_events(engine) as events:
         run = asyncio.create_task(worker.run())
 
@@ -410,7 +412,7 @@ async def test_rescue_of_last_attempt_dead_letters() -> None:
     await engine.store.claim(
         worker_id="wkr_dead", queues=None, names=None, limit=1, lease_seconds=0.1, now=utcnow()
     )
-    worker = engine.worker(rescue_interval=0.1)
+    worker = engine.worker(rescue_interval=0.1, heartbeat_interval=0.05, worker_timeout=0.3)
     run = asyncio.create_task(worker.run())
 
     async def failed() -> bool:

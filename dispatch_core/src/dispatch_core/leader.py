@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import attrs
 
 from dispatch_core._ids import new_id
+from dispatch_core.cluster import WorkerState
 from dispatch_core.cron import CronEntry, MisfirePolicy, cron_unique_key
 from dispatch_core.models import NewJob, utcnow
 
@@ -78,8 +79,34 @@ class LeaderDuties:
         until = (min(due) - now).total_seconds()
         return min(default, max(until, 0.01))
 
+    async def _defer_to_seasoned_peers(self) -> bool:
+        """Whether this worker, too new to rescue (it has not had a worker timeout of store
+        contact yet), should leave the lease to a live worker that has.
+
+        A new leader must wait that long before it may declare anyone dead; an older peer
+        may do it at once, so the jobs of a dead leader come back sooner.
+        """
+        worker = self.worker
+        if self.is_leader or worker.store_contact_for(worker.worker_timeout):
+            return False
+        now = utcnow()
+        seasoned = timedelta(seconds=worker.worker_timeout)
+        try:
+            rows = await self.engine.store.list_workers()
+        except Exception:
+            return False
+        return any(
+            row.id != worker.id
+            and row.state is WorkerState.RUNNING
+            and now - row.started_at > seasoned
+            and now - row.last_seen < seasoned
+            for row in rows
+        )
+
     async def _step(self) -> None:
         store = self.engine.store
+        if await self._defer_to_seasoned_peers():
+            return
         asked = time.monotonic()
         try:
             leader = await store.acquire_leadership(

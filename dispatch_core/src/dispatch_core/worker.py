@@ -145,7 +145,7 @@ class Worker:
         *,
         queues: Sequence[str] | None = None,
         concurrency: int = 10,
-        lease_seconds: float = 30.0,
+        lease_seconds: float = 15.0,
         heartbeat_interval: float | None = None,
         worker_timeout: float | None = None,
         rescue_interval: float | None = None,
@@ -192,7 +192,7 @@ class Worker:
         self.leader: LeaderDuties | None = None
         #: Monotonic time since which every store call succeeded; ``None`` while the store
         #: fails. The leader rescues by worker timeout only after a full timeout of contact.
-        self._contact_since: float | None = float("-inf")
+        self._contact_since: float | None = time.monotonic()
         self._info: WorkerInfo | None = None
         self._schedules_applied = False
 
@@ -286,6 +286,7 @@ class Worker:
 
     async def _start(self) -> None:
         await self.engine.aopen()
+        self._contact_since = time.monotonic()
         self._loop = asyncio.get_running_loop()
         self._thread_id = threading.get_ident()
         self._wake_ev = asyncio.Event()

@@ -159,7 +159,7 @@ def _split_queues(queues: tuple[str, ...]) -> list[str] | None:
 @click.option(
     "--lease",
     type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
+    default=15.0,
     show_default=True,
     metavar="SECONDS",
     help="How long a claim holds a job without a heartbeat.",
