@@ -223,7 +223,11 @@ class Store(abc.ABC):
     async def next_run_at(
         self, *, queues: Collection[str] | None, names: Collection[str] | None
     ) -> datetime | None:
-        """The earliest ``run_at`` among runnable-state jobs that match, or ``None``."""
+        """The earliest ``run_at`` among runnable-state jobs that match, or ``None``.
+
+        A store may leave out the jobs of paused queues. A due job the claim does not return
+        (held back by a pause or a limit) makes the worker back off, not spin.
+        """
 
     # -- inspection and control ----------------------------------------------------------------
 

@@ -11,13 +11,29 @@ import psycopg
 import pytest
 
 from dispatch_core.errors import StoreUnavailableError
+from dispatch_core.models import utcnow
+from dispatch_core.testing import make_new_job
 from dispatch_plugins.postgres import PostgresStore
-from dispatch_plugins.postgres.migrations import LATEST_VERSION, lock_key
+from dispatch_plugins.postgres.migrations import LATEST_VERSION, lock_key, migrate
+from dispatch_plugins.postgres.operations import Statements, Steps
 from dispatch_plugins.postgres.schema import MIGRATIONS
 
 from .conftest import DSN
 
 HERE = Path(__file__).parent
+
+
+ALL_TABLES = {
+    "jobs",
+    "dlq",
+    "dispatch_migrations",
+    "workers",
+    "leader",
+    "cron",
+    "queues",
+    "queue_buckets",
+}
+ALL_NAMES = [m.name for m in MIGRATIONS]
 
 
 def _tables(schema: str) -> set[str]:
@@ -44,15 +60,18 @@ async def test_migrate_creates_the_schema_once(pg_url: str, schema: str) -> None
         assert await store.migrate() == []
     finally:
         await store.close()
-    assert _tables(schema) == {"jobs", "dlq", "dispatch_migrations"}
+    assert _tables(schema) == ALL_TABLES
     assert {
         "jobs_pkey",
         "jobs_claim_idx",
         "jobs_due_idx",
         "jobs_lease_idx",
         "jobs_unique_key_idx",
+        "jobs_queue_idx",
+        "jobs_finished_idx",
         "dlq_pkey",
         "dlq_failed_at_idx",
+        "workers_state_idx",
     } <= _indexes(schema)
     with psycopg.connect(DSN) as conn:
         versions = conn.execute(
@@ -75,7 +94,7 @@ async def test_the_schema_may_already_exist(pg_url: str, schema: str) -> None:
     store = PostgresStore(pg_url)
     await store.open()
     try:
-        assert await store.migrate() == ["0001_initial"]
+        assert await store.migrate() == ALL_NAMES
     finally:
         await store.close()
     assert "unrelated" in _tables(schema)
@@ -91,10 +110,31 @@ async def test_a_schema_from_a_newer_version_is_refused(pg_url: str, schema: str
                 f'INSERT INTO "{schema}".dispatch_migrations (version, name) VALUES (%s, %s)',
                 (LATEST_VERSION + 1, "9999_future"),
             )
-        with pytest.raises(StoreUnavailableError, match=r"version\(s\) \[2\].*upgrade"):
+        with pytest.raises(
+            StoreUnavailableError, match=rf"version\(s\) \[{LATEST_VERSION + 1}\].*upgrade"
+        ):
             await store.migrate()
     finally:
         await store.close()
+
+
+async def test_a_version_1_schema_is_upgraded_with_its_jobs(pg_url: str, schema: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        # The schema as dispatch-postgres 0.1 left it, with a job in it.
+        assert await store._run(_migrate_to, 1) == ["0001_initial"]
+        (job,) = await store.enqueue([make_new_job(queue="emails")])
+        assert await store.migrate() == ALL_NAMES[1:]
+        assert (await store.get_job(job.id)).queue == "emails"
+        assert [s.name for s in await store.list_queues(now=utcnow())] == ["emails"]
+    finally:
+        await store.close()
+
+
+def _migrate_to(q: Statements, version: int) -> Steps[list[str]]:
+    wanted = tuple(m for m in MIGRATIONS if m.version <= version)
+    return migrate(q.schema, "test", wanted)
 
 
 def test_lock_keys_are_stable_and_per_schema() -> None:
@@ -120,5 +160,5 @@ def test_four_processes_migrating_at_once(
         p.join(60)
         assert p.exitcode == 0
     results = [json.loads(o.read_text()) for o in outs]
-    assert sorted(results) == [[], [], [], ["0001_initial"]]
-    assert _tables(schema) == {"jobs", "dlq", "dispatch_migrations"}
+    assert sorted(results) == [[], [], [], ALL_NAMES]
+    assert _tables(schema) == ALL_TABLES

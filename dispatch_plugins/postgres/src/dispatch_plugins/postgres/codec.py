@@ -12,8 +12,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from dispatch_core.cluster import WorkerInfo, WorkerState
+from dispatch_core.cron import CronEntry, MisfirePolicy
 from dispatch_core.errors import PayloadError
 from dispatch_core.models import JSON, DLQEntry, Job, NewJob
+from dispatch_core.queues import QueueConfig
 from dispatch_core.states import JobState
 
 __all__ = [
@@ -38,6 +41,15 @@ __all__ = [
     "decode_job",
     "decode_dlq",
     "claim_order",
+    "WORKER_COLUMNS",
+    "WORKER_SELECT",
+    "CRON_COLUMNS",
+    "CRON_SELECT",
+    "worker_params",
+    "decode_worker",
+    "cron_params",
+    "decode_cron",
+    "decode_queue_config",
 ]
 
 Row = Sequence[Any]
@@ -417,3 +429,136 @@ def decode_dlq(row: Row) -> DLQEntry:
 def claim_order(job: Job) -> tuple[int, datetime, str]:
     """Sort key of the claim order: priority descending, then run_at, then id."""
     return (-job.priority, job.run_at, job.id)
+
+
+#: Column order of every worker row this package writes and reads.
+WORKER_COLUMNS = (
+    "id",
+    "hostname",
+    "pid",
+    "queues",
+    "concurrency",
+    "version",
+    "started_at",
+    "last_seen",
+    "state",
+)
+WORKER_SELECT = ", ".join(WORKER_COLUMNS)
+
+#: Column order of every cron row this package writes and reads.
+CRON_COLUMNS = (
+    "name",
+    "expr",
+    "timezone",
+    "job_name",
+    "payload",
+    "queue",
+    "misfire",
+    "misfire_grace",
+    "enabled",
+    "next_run_at",
+    "last_run_at",
+    "last_job_id",
+    "created_at",
+    "updated_at",
+)
+CRON_SELECT = ", ".join(CRON_COLUMNS)
+
+
+def worker_params(worker: WorkerInfo) -> dict[str, Any]:
+    """Named parameters of a worker row (:data:`WORKER_COLUMNS`)."""
+    return {
+        "id": worker.id,
+        "hostname": worker.hostname,
+        "pid": worker.pid,
+        "queues": None if worker.queues is None else list(worker.queues),
+        "concurrency": worker.concurrency,
+        "version": worker.version,
+        "started_at": aware(worker.started_at),
+        "last_seen": aware(worker.last_seen),
+        "state": worker.state.value,
+    }
+
+
+def decode_worker(row: Row, leader: bool = False) -> WorkerInfo:
+    """Build a :class:`WorkerInfo` from a row selected with :data:`WORKER_SELECT`."""
+    id_, hostname, pid, queues, concurrency, version, started_at, last_seen, state = row
+    return WorkerInfo(
+        id=id_,
+        hostname=hostname,
+        pid=pid,
+        queues=None if queues is None else tuple(queues),
+        concurrency=concurrency,
+        version=version,
+        started_at=to_utc(started_at),
+        last_seen=to_utc(last_seen),
+        state=WorkerState(state),
+        leader=leader,
+    )
+
+
+def cron_params(entry: CronEntry) -> tuple[Any, ...]:
+    """Parameters of a cron row, in :data:`CRON_COLUMNS` order (the payload as JSON text)."""
+    return (
+        entry.name,
+        entry.expr,
+        entry.timezone,
+        entry.job_name,
+        encode_result(entry.payload) or "null",
+        entry.queue,
+        entry.misfire.value,
+        float(entry.misfire_grace),
+        entry.enabled,
+        aware(entry.next_run_at),
+        None if entry.last_run_at is None else aware(entry.last_run_at),
+        entry.last_job_id,
+        aware(entry.created_at),
+        aware(entry.updated_at),
+    )
+
+
+def decode_cron(row: Row) -> CronEntry:
+    """Build a :class:`CronEntry` from a row selected with :data:`CRON_SELECT`."""
+    (
+        name,
+        expr,
+        timezone,
+        job_name,
+        payload,
+        queue,
+        misfire,
+        misfire_grace,
+        enabled,
+        next_run_at,
+        last_run_at,
+        last_job_id,
+        created_at,
+        updated_at,
+    ) = row
+    return CronEntry(
+        name=name,
+        expr=expr,
+        timezone=timezone,
+        job_name=job_name,
+        payload=payload,
+        queue=queue,
+        misfire=MisfirePolicy(misfire),
+        misfire_grace=misfire_grace,
+        enabled=enabled,
+        next_run_at=to_utc(next_run_at),
+        last_run_at=None if last_run_at is None else to_utc(last_run_at),
+        last_job_id=last_job_id,
+        created_at=to_utc(created_at),
+        updated_at=to_utc(updated_at),
+    )
+
+
+def decode_queue_config(row: Row) -> QueueConfig | None:
+    """The limits of a ``queues`` row (``name, configured, concurrency, rate, burst,
+    per_tenant``), or ``None`` when none were set (a row made by a pause only)."""
+    name, configured, concurrency, rate, burst, per_tenant = row[:6]
+    if not configured:
+        return None
+    return QueueConfig(
+        name=name, concurrency=concurrency, rate=rate, burst=burst, per_tenant=per_tenant
+    )

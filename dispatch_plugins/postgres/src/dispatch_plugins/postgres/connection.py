@@ -46,7 +46,19 @@ SyncPool = ConnectionPool[psycopg.Connection[Any]]
 # Otherwise the planner, misled by statistics taken when few jobs were runnable (a fresh table,
 # or a burst after a quiet spell), may fetch every runnable job and sort them on each claim:
 # milliseconds per claim for a backlog of a few thousand jobs, seconds for millions.
-_SESSION = "SET TIME ZONE 'UTC'; SET enable_sort = off"
+# jit=off: every statement of ours touches a few rows, and JIT compilation costs tens to
+# hundreds of milliseconds; the planner starts it on estimated cost alone, and costs run high
+# for reasons that have nothing to do with the work (a disabled sort adds 10^10 to a plan, a
+# never-analysed table is assumed to have hundreds of rows).
+# plan_cache_mode=force_generic_plan: a statement prepared by psycopg (after
+# prepare_threshold uses) is planned once, not again on each execution. Our statements have
+# one good plan whatever their parameters (the index order above); left to itself, the server
+# may keep re-planning one (a third of a millisecond for the claim) because the parameters
+# make a custom plan's estimate look cheaper.
+_SESSION = (
+    "SET TIME ZONE 'UTC'; SET enable_sort = off; SET jit = off; "
+    "SET plan_cache_mode = force_generic_plan"
+)
 
 # -- running operations ----------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ connection that marker is ignored: the caller's transaction is the transaction.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Generator, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -26,29 +27,46 @@ from typing import Any, Final, TypeVar
 import attrs
 
 from dispatch_core._ids import new_id
-from dispatch_core.errors import DLQEntryNotFoundError, InvalidTransitionError, JobNotFoundError
+from dispatch_core.cluster import WorkerInfo
+from dispatch_core.cron import CronEntry
+from dispatch_core.errors import (
+    CronNotFoundError,
+    DLQEntryNotFoundError,
+    InvalidTransitionError,
+    JobNotFoundError,
+)
 from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome, OutcomeKind
+from dispatch_core.queues import QueueConfig, QueueStats, TokenBucket
 from dispatch_core.states import TRANSITIONS, JobState, check_transition
+from dispatch_core.store import PruneCutoffs
 from dispatch_plugins.postgres.codec import (
     COPY_COLUMNS,
     COPY_TYPES,
+    CRON_COLUMNS,
+    CRON_SELECT,
     DLQ_SELECT,
     INSERT_COLUMNS,
     JOB_COLUMNS,
     JOB_SELECT,
+    WORKER_COLUMNS,
     aware,
     claim_order,
     clean_text,
     copy_row,
+    cron_params,
+    decode_cron,
     decode_dlq,
     decode_job,
+    decode_queue_config,
+    decode_worker,
     encode_result,
     job_from_new,
     new_job_columns,
     new_job_params,
     to_utc,
+    worker_params,
 )
-from dispatch_plugins.postgres.schema import RUNNABLE
+from dispatch_plugins.postgres.schema import LIMITED, RUNNABLE
 
 __all__ = [
     "Stmt",
@@ -74,6 +92,23 @@ __all__ = [
     "get_dlq",
     "replay_dlq",
     "purge_dlq",
+    "claim_limited",
+    "register_worker",
+    "deregister_worker",
+    "list_workers",
+    "acquire_leadership",
+    "release_leadership",
+    "get_leader",
+    "upsert_cron",
+    "list_cron",
+    "get_cron",
+    "set_cron_enabled",
+    "fire_cron",
+    "delete_cron",
+    "set_queue",
+    "pause_queue",
+    "list_queues",
+    "prune",
 ]
 
 T = TypeVar("T")
@@ -130,6 +165,11 @@ _LEASE_FREE = "worker_id = NULL, attempt_token = NULL, lease_expires_at = NULL"
 _NCOLS = len(JOB_COLUMNS)
 #: At most this many expired leases are rescued per call; the next call takes the rest.
 _RESCUE_BATCH = 5000
+#: Float slack when counting whole tokens (as :meth:`TokenBucket.available` does).
+_TOKEN_EPSILON = 1e-9
+#: Candidate scans of one limited claim, at most (each one claims at least one job when any
+#: is claimable; the next claim goes on).
+_SCAN_ROUNDS = 8
 
 
 def _sources_of(target: JobState, *, exclude: Collection[JobState] = ()) -> str:
@@ -157,6 +197,14 @@ class Statements:
         self.quoted_schema = s
         self.jobs = jobs = f"{s}.jobs"
         self.dlq = dlq = f"{s}.dlq"
+        self.workers = workers = f"{s}.workers"
+        self.leader = leader = f"{s}.leader"
+        self.cron = cron = f"{s}.cron"
+        self.queues = queues = f"{s}.queues"
+        self.buckets = buckets = f"{s}.queue_buckets"
+        #: The queues the plain claim leaves alone: paused ones, and limited ones (claimed by
+        #: :func:`claim_limited` under their row's lock). An InitPlan, run once per statement.
+        self.held = f"ARRAY(SELECT name FROM {queues} WHERE paused OR {LIMITED})"
         self.channel = channel = f"dispatch_{schema}"
         #: Queues a wake-up for every listener, delivered when the transaction commits.
         self.notify = notify = f"pg_notify('{channel}', '')"
@@ -207,6 +255,18 @@ class Statements:
             "WHERE j.id = l.id AND j.attempt_token = l.token AND j.state = 'running'\n"
             "RETURNING j.id"
         )
+        # The worker's row rides along with its lease extensions: one statement, so one round
+        # trip and one transaction.
+        wcols = ", ".join(WORKER_COLUMNS)
+        self.upsert_worker = (
+            f"INSERT INTO {workers} ({wcols})\n"
+            "VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)b::text[], %(concurrency)s,\n"
+            "        %(version)s, %(started_at)b, %(last_seen)b, %(state)s)\n"
+            "ON CONFLICT (id) DO UPDATE SET "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in WORKER_COLUMNS[1:])
+        )
+        self.heartbeat_worker = f"WITH w AS (\n{self.upsert_worker}\n)\n{self.heartbeat}"
+        self.worker_seen = f"WITH w AS (\n{self.upsert_worker}\n)\nSELECT 1{self._claim_from}"
         # Every outcome kind in one statement: the UPDATE writes the fenced rows, the INSERT
         # dead-letters the failed ones from what the UPDATE returned (the row as it is now:
         # failed, attempts counted), in the same statement, hence the same transaction.
@@ -249,37 +309,30 @@ WITH o AS (
             f"SELECT id FROM {jobs} WHERE state = 'running' AND lease_expires_at < %(now)b\n"
             f"ORDER BY lease_expires_at LIMIT {_RESCUE_BATCH}"
         )
+        # With a worker timeout: first mark the silent workers dead (the CTE's own writes are
+        # not visible to the rest of the statement, hence the IN over what it returns), then
+        # find the expired leases and the jobs of dead and stopped workers. The running jobs
+        # are few (the cluster's slots), and each looks its worker up by primary key.
+        gone = (
+            f"EXISTS (SELECT 1 FROM {workers} AS w\n"
+            "            WHERE w.id = j.worker_id AND w.state IN ('dead', 'stopped'))"
+        )
+        self.rescue_candidates_by_worker = f"""
+WITH d AS (
+    UPDATE {workers} SET state = 'dead'
+    WHERE state = 'running' AND last_seen < %(cutoff)b
+    RETURNING id
+)
+SELECT j.id FROM {jobs} AS j
+WHERE j.state = 'running'
+  AND (j.lease_expires_at < %(now)b OR j.worker_id IN (SELECT id FROM d) OR {gone})
+ORDER BY j.lease_expires_at LIMIT {_RESCUE_BATCH}
+"""
         # Rows another transaction holds (a finishing worker, a concurrent rescuer) are
         # skipped rather than waited for: no deadlock, and the next round takes them if
         # they are still expired.
-        exhausted = "j.attempt >= j.max_attempts"
-        self.rescue = f"""
-WITH c AS (
-    SELECT j.id, x.dlq_id
-    FROM {jobs} AS j
-    JOIN unnest(%(ids)b::text[], %(dlq_ids)b::text[]) AS x(id, dlq_id) ON j.id = x.id
-    WHERE j.state = 'running' AND j.lease_expires_at < %(now)b
-    FOR UPDATE OF j SKIP LOCKED
-), r AS (
-    UPDATE {jobs} AS j SET
-        state = CASE WHEN {exhausted} THEN 'failed' ELSE 'retrying' END,
-        run_at = CASE WHEN {exhausted} THEN j.run_at ELSE %(now)b END,
-        finished_at = CASE WHEN {exhausted} THEN %(now)b ELSE j.finished_at END,
-        last_error = 'lease expired: worker ' || coalesce(j.worker_id, 'None')
-                     || ' stopped heartbeating',
-        updated_at = %(now)b, {_LEASE_FREE}
-    FROM c{relax}
-    WHERE j.id = c.id
-    RETURNING c.dlq_id, {", ".join(f"j.{c}" for c in JOB_SELECT.split(", "))}
-), dead AS (
-    INSERT INTO {dlq} (id, job_id, name, queue, payload, error, attempts, max_attempts,
-                       priority, timeout, tenant, headers, failed_at)
-    SELECT dlq_id, id, name, queue, payload, last_error, attempt, max_attempts, priority,
-           timeout, tenant, headers, %(now)b
-    FROM r WHERE state = 'failed'
-)
-SELECT {JOB_SELECT}, (SELECT {notify}::text) FROM r
-"""
+        self.rescue = self._rescue("j.lease_expires_at < %(now)b", relax)
+        self.rescue_by_worker = self._rescue(f"(j.lease_expires_at < %(now)b OR {gone})", relax)
 
         # -- inspection and control -----------------------------------------------------------
         self.get_job = f"SELECT {JOB_SELECT} FROM {jobs} WHERE id = %s"
@@ -329,30 +382,318 @@ SELECT {JOB_SELECT}, (SELECT {notify}::text) FROM r
         )
         self.purge_dlq = f"DELETE FROM {dlq} WHERE failed_at < %b"
 
+        # -- the cluster: workers and the leader ------------------------------------------------
+        self.register_worker = self.upsert_worker
+        self.deregister_worker = (
+            f"WITH l AS (DELETE FROM {leader} WHERE holder = %(id)s)\n"
+            f"UPDATE {workers} SET state = 'stopped', last_seen = %(now)b WHERE id = %(id)s"
+        )
+        self.list_workers = (
+            f"SELECT {', '.join(f'w.{c}' for c in WORKER_COLUMNS)}, l.holder IS NOT NULL\n"
+            f"FROM {workers} AS w LEFT JOIN {leader} AS l ON l.holder = w.id\n"
+            "ORDER BY w.started_at, w.id"
+        )
+        # One statement: the row lock taken by ON CONFLICT makes the condition and the write
+        # atomic, so of two workers racing for an expired lease exactly one gets a row back.
+        self.acquire_leadership = (
+            f"INSERT INTO {leader} AS l (name, holder, expires_at)\n"
+            "VALUES ('leader', %(id)s, %(until)b)\n"
+            "ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder,\n"
+            "    expires_at = EXCLUDED.expires_at\n"
+            "WHERE l.holder = EXCLUDED.holder OR l.expires_at <= %(now)b\n"
+            "RETURNING holder"
+        )
+        self.release_leadership = f"DELETE FROM {leader} WHERE name = 'leader' AND holder = %s"
+        self.get_leader = f"SELECT holder FROM {leader} WHERE name = 'leader' AND expires_at > %b"
+
+        # -- cron -------------------------------------------------------------------------------
+        ccols = ", ".join(CRON_COLUMNS)
+        ctypes = (
+            "text", "text", "text", "text", "text", "text", "text", "float8", "bool",
+            "timestamptz", "timestamptz", "text", "timestamptz", "timestamptz",
+        )  # fmt: skip
+        arrays = ", ".join(f"%({c})b::{t}[]" for c, t in zip(CRON_COLUMNS, ctypes, strict=True))
+        # A re-registered entry keeps its enabled flag, last run and, unless its schedule
+        # changed, its next tick (SET sees the row as it was).
+        self.upsert_cron = f"""
+INSERT INTO {cron} AS c ({ccols})
+SELECT name, expr, timezone, job_name, payload::jsonb, queue, misfire, misfire_grace, enabled,
+       next_run_at, last_run_at, last_job_id, created_at, updated_at
+FROM unnest({arrays}) AS e({ccols})
+ON CONFLICT (name) DO UPDATE SET
+    expr = EXCLUDED.expr, timezone = EXCLUDED.timezone, job_name = EXCLUDED.job_name,
+    payload = EXCLUDED.payload, queue = EXCLUDED.queue, misfire = EXCLUDED.misfire,
+    misfire_grace = EXCLUDED.misfire_grace, updated_at = %(now)b,
+    next_run_at = CASE WHEN c.expr = EXCLUDED.expr AND c.timezone = EXCLUDED.timezone
+                       THEN c.next_run_at ELSE EXCLUDED.next_run_at END
+"""
+        self.list_cron = f"SELECT {CRON_SELECT} FROM {cron} ORDER BY name"
+        self.get_cron = f"SELECT {CRON_SELECT} FROM {cron} WHERE name = %s"
+        self.set_cron_enabled = (
+            f"UPDATE {cron} SET enabled = %(enabled)s, updated_at = %(now)b,\n"
+            "    next_run_at = CASE WHEN %(enabled)s THEN %(next)b ELSE next_run_at END\n"
+            f"WHERE name = %(name)s RETURNING {CRON_SELECT}"
+        )
+        # The compare-and-set: of any number of leaders firing the same tick, one row comes
+        # back to one of them.
+        self.fire_cron = (
+            f"UPDATE {cron} SET next_run_at = %(next)b,\n"
+            "    last_run_at = CASE WHEN %(fired)s THEN %(now)b ELSE last_run_at END,\n"
+            "    last_job_id = CASE WHEN %(fired)s THEN %(job_id)s ELSE last_job_id END\n"
+            "WHERE name = %(name)s AND enabled AND next_run_at = %(tick)b\n"
+            "RETURNING name"
+        )
+        self.cron_last_job = f"UPDATE {cron} SET last_job_id = %s WHERE name = %s"
+        self.delete_cron = f"DELETE FROM {cron} WHERE name = %s"
+
+        # -- queues -----------------------------------------------------------------------------
+        # New limits keep the pause flag and the bucket's level, capped at the new size (NULL
+        # tokens: a full bucket). Lifting a limit makes jobs claimable: wake the workers.
+        self.set_queue = f"""
+WITH u AS (
+    INSERT INTO {queues} AS q (name, configured, concurrency, rate, burst, per_tenant)
+    VALUES (%(name)s, true, %(concurrency)s, %(rate)s, %(burst)s, %(per_tenant)s)
+    ON CONFLICT (name) DO UPDATE SET
+        configured = true, concurrency = EXCLUDED.concurrency, rate = EXCLUDED.rate,
+        burst = EXCLUDED.burst, per_tenant = EXCLUDED.per_tenant,
+        tokens = CASE WHEN q.tokens IS NULL THEN NULL ELSE least(q.tokens, %(size)s) END
+)
+SELECT {notify}::text
+"""
+        self.cap_buckets = (
+            f"UPDATE {buckets} SET tokens = %(size)s WHERE queue = %(name)s AND tokens > %(size)s"
+        )
+        self.pause_queue = f"""
+WITH u AS (
+    INSERT INTO {queues} AS q (name, paused) VALUES (%(name)s, %(paused)s)
+    ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused
+)
+SELECT {notify}::text
+"""
+        # Every queue that has a row or jobs. Counting every job's queue is a scan of the
+        # table, like count_jobs(): an operator's view, not a hot path.
+        self.list_queues = f"""
+WITH c AS (
+    SELECT queue,
+           count(*) FILTER (WHERE {RUNNABLE}) AS depth,
+           count(*) FILTER (WHERE state = 'running') AS running,
+           count(*) FILTER (WHERE state = 'completed' AND finished_at > %(since)b
+                                  AND finished_at <= %(now)b) AS done
+    FROM {jobs} GROUP BY queue
+)
+SELECT coalesce(q.name, c.queue), q.configured, q.concurrency, q.rate, q.burst, q.per_tenant,
+       coalesce(q.paused, false), coalesce(c.depth, 0), coalesce(c.running, 0),
+       coalesce(c.done, 0)
+FROM {queues} AS q FULL JOIN c ON c.queue = q.name
+"""
+
+        # -- retention --------------------------------------------------------------------------
+        # Batched: the sub-select picks at most %(limit)s rows by index, the outer condition
+        # re-checks each row as it is now (a job retried meanwhile is no longer finished).
+        self.prune_jobs = {
+            state: (
+                f"DELETE FROM {jobs}\n"
+                f"WHERE id = ANY(ARRAY(SELECT id FROM {jobs}\n"
+                f"                     WHERE state = '{state}' AND finished_at < %(before)b\n"
+                "                     LIMIT %(limit)s))\n"
+                f"  AND state = '{state}' AND finished_at < %(before)b"
+            )
+            for state in ("completed", "failed", "cancelled")
+        }
+        self.prune_dlq = (
+            f"DELETE FROM {dlq}\n"
+            f"WHERE id = ANY(ARRAY(SELECT id FROM {dlq} WHERE failed_at < %(before)b\n"
+            "                     ORDER BY failed_at LIMIT %(limit)s))"
+        )
+        self.prune_workers = (
+            f"DELETE FROM {workers}\n"
+            f"WHERE id = ANY(ARRAY(SELECT id FROM {workers}\n"
+            "                     WHERE state IN ('stopped', 'dead') AND last_seen < %(before)b\n"
+            "                     LIMIT %(limit)s))\n"
+            "  AND state IN ('stopped', 'dead') AND last_seen < %(before)b"
+        )
+
+    def _rescue(self, expired: str, relax: str) -> str:
+        """The rescue statement, for the candidates that ``expired`` (SQL on ``j``) still
+        holds for once they are locked."""
+        exhausted = "j.attempt >= j.max_attempts"
+        return f"""
+WITH c AS (
+    SELECT j.id, x.dlq_id
+    FROM {self.jobs} AS j
+    JOIN unnest(%(ids)b::text[], %(dlq_ids)b::text[]) AS x(id, dlq_id) ON j.id = x.id
+    WHERE j.state = 'running' AND {expired}
+    FOR UPDATE OF j SKIP LOCKED
+), r AS (
+    UPDATE {self.jobs} AS j SET
+        state = CASE WHEN {exhausted} THEN 'failed' ELSE 'retrying' END,
+        run_at = CASE WHEN {exhausted} THEN j.run_at ELSE %(now)b END,
+        finished_at = CASE WHEN {exhausted} THEN %(now)b ELSE j.finished_at END,
+        last_error = CASE WHEN j.lease_expires_at < %(now)b
+                          THEN 'lease expired: worker ' || coalesce(j.worker_id, 'None')
+                               || ' stopped heartbeating'
+                          ELSE 'worker ' || j.worker_id || ' is gone (dead or stopped)' END,
+        updated_at = %(now)b, {_LEASE_FREE}
+    FROM c{relax}
+    WHERE j.id = c.id
+    RETURNING c.dlq_id, {", ".join(f"j.{c}" for c in JOB_SELECT.split(", "))}
+), dead AS (
+    INSERT INTO {self.dlq} (id, job_id, name, queue, payload, error, attempts, max_attempts,
+                            priority, timeout, tenant, headers, failed_at)
+    SELECT dlq_id, id, name, queue, payload, last_error, attempt, max_attempts, priority,
+           timeout, tenant, headers, %(now)b
+    FROM r WHERE state = 'failed'
+)
+SELECT {JOB_SELECT}, (SELECT {self.notify}::text) FROM r
+"""
+
     @lru_cache(maxsize=8)  # noqa: B019 -- one Statements per schema, kept for the process
     def claim(self, by_queue: bool, by_name: bool) -> str:
-        """The claim statement, with or without the queue and name filters."""
+        """The claim statement, with or without the queue and name filters.
+
+        It leaves paused and limited queues alone, and also says (``waiting``, on one extra
+        row when nothing was claimed) whether a limited queue the caller serves has due jobs
+        and, as far as an unlocked look can tell, room to start one: then
+        :func:`claim_limited` should run. With no queue rows both checks read an empty table.
+        """
         filters = _filters(by_queue, by_name)
         # One statement. The sub-select locks the first runnable rows in claim order, skipping
         # rows another claimer holds (SKIP LOCKED re-checks each locked row against the WHERE),
         # and ARRAY(...) makes it run once, before the UPDATE looks the ids up by primary key.
         return f"""
-UPDATE {self.jobs} AS j
-SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker_id)s,
-    attempt_token = gen_random_uuid()::text, started_at = %(now)b,
-    lease_expires_at = %(until)b, updated_at = %(now)b{self._claim_from}
-WHERE j.id = ANY(ARRAY(
-    SELECT id FROM {self.jobs}
-    WHERE {RUNNABLE} AND run_at <= %(now)b{filters}
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED))
-RETURNING {JOB_SELECT}
+WITH c AS (
+    UPDATE {self.jobs} AS j
+    SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker_id)s,
+        attempt_token = gen_random_uuid()::text, started_at = %(now)b,
+        lease_expires_at = %(until)b, updated_at = %(now)b{self._claim_from}
+    WHERE j.id = ANY(ARRAY(
+        SELECT id FROM {self.jobs}
+        WHERE {RUNNABLE} AND run_at <= %(now)b{filters} AND queue <> ALL({self.held})
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED))
+    RETURNING {JOB_SELECT}
+)
+SELECT c.*, w.waiting FROM ({self._waiting(by_queue, by_name)}) AS w(waiting) LEFT JOIN c ON true
+"""
+
+    def _waiting(self, by_queue: bool, by_name: bool) -> str:
+        """Whether a limited, unpaused queue (among the caller's) has a due job and room.
+
+        The room is judged without the lock (running jobs against the cap, the bucket's
+        refilled level), and only for whole-queue limits; a wrong guess costs one empty
+        :func:`claim_limited`, or delays a claim until the next one, never more.
+        """
+        where_queue = " AND q.name = ANY(%(queues)b::text[])" if by_queue else ""
+        return f"""SELECT EXISTS (
+    SELECT 1 FROM {self.queues} AS q
+    CROSS JOIN LATERAL ({self._due_job(by_name)}) AS due
+    WHERE NOT q.paused AND {LIMITED}{where_queue}
+      AND (q.per_tenant OR q.concurrency IS NULL
+           OR q.concurrency > (SELECT count(*) FROM {self.jobs} AS r
+                               WHERE r.state = 'running' AND r.queue = q.name))
+      AND (q.per_tenant OR q.rate IS NULL OR q.tokens IS NULL
+           OR q.tokens + greatest(extract(epoch FROM %(now)b - q.tokens_at), 0) * q.rate
+              >= {1 - _TOKEN_EPSILON})
+)"""
+
+    def _due_job(self, by_name: bool) -> str:
+        """A due job of queue ``q.name``, for a ``LATERAL`` join on the queues table.
+
+        ``LATERAL ... LIMIT 1`` keeps the (small) queues table outside: an ``EXISTS`` may be
+        planned as a semi-join that reads every runnable job to find their queues. The range
+        condition on ``x.queue`` (an equality in effect) and the ``ORDER BY`` that starts with
+        it keep the probe on jobs_queue_idx: an equality would make the first sort key
+        redundant, and the planner, led by statistics that say most jobs share one queue,
+        could walk jobs_claim_idx through the whole backlog of the other queues instead.
+        """
+        where_name = " AND x.name = ANY(%(names)b::text[])" if by_name else ""
+        return (
+            f"SELECT 1 FROM {self.jobs} AS x\n"
+            f"    WHERE x.queue >= q.name AND x.queue <= q.name AND x.{RUNNABLE}\n"
+            f"      AND x.run_at <= %(now)b{where_name}\n"
+            "    ORDER BY x.queue, x.priority DESC, x.run_at, x.id LIMIT 1"
+        )
+
+    @lru_cache(maxsize=8)  # noqa: B019
+    def claim_lock(self, by_queue: bool, by_name: bool) -> str:
+        """Lock the rows of the limited, unpaused queues (among the caller's) that have due
+        jobs, in name order (so that claimers never deadlock), and read their limits and
+        bucket."""
+        where_queue = " AND q.name = ANY(%(queues)b::text[])" if by_queue else ""
+        return f"""
+SELECT q.name, q.concurrency, q.rate, q.burst, q.per_tenant, q.tokens, q.tokens_at
+FROM {self.queues} AS q
+CROSS JOIN LATERAL ({self._due_job(by_name)}) AS due
+WHERE NOT q.paused AND {LIMITED}{where_queue}
+ORDER BY q.name
+FOR UPDATE OF q
+"""
+
+    @property
+    def claim_usage(self) -> str:
+        """What the locked queues use: running jobs per queue and tenant key, and the
+        per-tenant buckets that are not full (a full bucket is the same as none)."""
+        return f"""
+SELECT 'r', queue, coalesce('=' || tenant, ''), count(*)::float8, NULL::timestamptz
+FROM {self.jobs} WHERE state = 'running' AND queue = ANY(%(locked)b::text[])
+GROUP BY queue, coalesce('=' || tenant, '')
+UNION ALL
+SELECT 'b', b.queue, b.tenant_key, b.tokens, b.updated_at
+FROM {self.buckets} AS b
+JOIN unnest(%(bq)b::text[], %(brate)b::float8[], %(bsize)b::float8[]) AS u(queue, rate, size)
+    ON b.queue = u.queue
+WHERE b.tokens + greatest(extract(epoch FROM %(now)b - b.updated_at), 0) * u.rate < u.size
+"""
+
+    @lru_cache(maxsize=16)  # noqa: B019
+    def claim_scan(self, by_queue: bool, by_name: bool, others: bool) -> str:
+        """Lock the next candidates in claim order: jobs of the locked limited queues that
+        still have room (minus the tenants that have none and the jobs already seen), and
+        with ``others`` those of the queues that are neither paused nor limited."""
+        unlimited = f" OR queue <> ALL({self.held})" if others else ""
+        return f"""
+SELECT id, queue, coalesce('=' || tenant, '') FROM {self.jobs}
+WHERE {RUNNABLE} AND run_at <= %(now)b{_filters(by_queue, by_name)}
+  AND id <> ALL(%(seen)b::text[])
+  AND (queue = ANY(%(open)b::text[]){unlimited})
+  AND NOT EXISTS (SELECT 1 FROM unnest(%(xq)b::text[], %(xt)b::text[]) AS x(queue, tenant_key)
+                  WHERE x.queue = {self.jobs}.queue
+                    AND x.tenant_key = coalesce('=' || {self.jobs}.tenant, ''))
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+    @property
+    def claim_take(self) -> str:
+        """Claim the chosen (already locked) jobs and write the buckets they drew from."""
+        return f"""
+WITH c AS (
+    UPDATE {self.jobs} AS j
+    SET state = 'running', attempt = j.attempt + 1, worker_id = %(worker_id)s,
+        attempt_token = gen_random_uuid()::text, started_at = %(now)b,
+        lease_expires_at = %(until)b, updated_at = %(now)b{self._claim_from}
+    WHERE j.id = ANY(%(ids)b::text[]) AND j.{RUNNABLE}
+    RETURNING {JOB_SELECT}
+), qb AS (
+    UPDATE {self.queues} AS q SET tokens = u.tokens, tokens_at = u.at
+    FROM unnest(%(qn)b::text[], %(qt)b::float8[], %(qa)b::timestamptz[]) AS u(name, tokens, at)
+    WHERE q.name = u.name
+), tb AS (
+    INSERT INTO {self.buckets} (queue, tenant_key, tokens, updated_at)
+    SELECT * FROM unnest(%(tq)b::text[], %(tk)b::text[], %(tt)b::float8[],
+                         %(ta)b::timestamptz[])
+    ON CONFLICT (queue, tenant_key) DO UPDATE SET
+        tokens = EXCLUDED.tokens, updated_at = EXCLUDED.updated_at
+)
+SELECT * FROM c
 """
 
     @lru_cache(maxsize=8)  # noqa: B019
     def next_run_at(self, by_queue: bool, by_name: bool) -> str:
-        """The earliest run_at among runnable jobs, with or without the filters.
+        """The earliest run_at among runnable jobs of unpaused queues, with or without the
+        filters.
 
         ``ORDER BY ... LIMIT 1`` rather than ``min()``: it walks jobs_due_idx in order and stops
         at the first match, which the planner does not always see for ``min()`` with filters.
@@ -360,6 +701,7 @@ RETURNING {JOB_SELECT}
         return (
             f"SELECT run_at FROM {self.jobs}\n"
             f"WHERE {RUNNABLE}{_filters(by_queue, by_name)}\n"
+            f"  AND queue <> ALL(ARRAY(SELECT name FROM {self.queues} WHERE paused))\n"
             "ORDER BY run_at LIMIT 1"
         )
 
@@ -456,10 +798,16 @@ def claim(
     limit: int,
     lease_seconds: float,
     now: datetime,
-) -> Steps[list[Job]]:
-    """See :meth:`dispatch_core.store.Store.claim`."""
+) -> Steps[tuple[list[Job], bool]]:
+    """See :meth:`dispatch_core.store.Store.claim`: the one-statement claim, which leaves
+    paused and limited queues alone.
+
+    Returns:
+        The claimed jobs, in claim order, and whether a limited queue the caller serves has
+        due jobs it might start (:func:`claim_limited` claims those).
+    """
     if limit <= 0 or (queues is not None and not queues) or (names is not None and not names):
-        return []
+        return [], False
     now = aware(now)
     params: dict[str, Any] = {
         "worker_id": worker_id,
@@ -472,29 +820,234 @@ def claim(
     if names is not None:
         params["names"] = list(names)
     rows = yield Stmt(q.claim(queues is not None, names is not None), params, rows=True)
-    jobs = [decode_job(row) for row in rows]
+    # With nothing claimed, the one row holds NULL job columns and the flag.
+    jobs = [decode_job(row[:_NCOLS]) for row in rows if row[0] is not None]
     jobs.sort(key=claim_order)  # RETURNING order is not the claim order
+    return jobs, bool(rows and rows[0][_NCOLS])
+
+
+@attrs.define
+class _Allowance:
+    """How many more jobs a locked limited queue may start now, per tenant key (one key,
+    ``''``, for a queue without ``per_tenant``)."""
+
+    config: QueueConfig
+    now: datetime
+    #: Running jobs per key, as counted under the queue's lock.
+    running: dict[str, int] = attrs.Factory(dict)
+    #: Buckets per key; a key without one has a full bucket.
+    buckets: dict[str, TokenBucket] = attrs.Factory(dict)
+    #: Jobs claimed per key by this claim.
+    taken: dict[str, int] = attrs.Factory(dict)
+
+    def key(self, tenant: str) -> str:
+        """The allowance a job with this tenant key draws from."""
+        return tenant if self.config.per_tenant else ""
+
+    def bucket(self, key: str) -> TokenBucket:
+        """The key's bucket, refilled to now."""
+        bucket = self.buckets.get(key) or TokenBucket.full(self.config, self.now)
+        return bucket.refill(self.config, self.now)
+
+    def left(self, key: str) -> int:
+        """Jobs the key may still start."""
+        left = math.inf
+        taken = self.taken.get(key, 0)
+        if self.config.concurrency is not None:
+            left = self.config.concurrency - self.running.get(key, 0) - taken
+        if self.config.rate is not None:
+            left = min(left, self.bucket(key).available() - taken)
+        return max(int(min(left, 1 << 30)), 0)
+
+
+def claim_limited(
+    q: Statements,
+    *,
+    worker_id: str,
+    queues: Collection[str] | None,
+    names: Collection[str] | None,
+    limit: int,
+    lease_seconds: float,
+    now: datetime,
+    others: bool = True,
+) -> Steps[list[Job]]:
+    """Claim under the queues' limits, in one transaction; see
+    :meth:`dispatch_core.store.Store.claim`. Without ``others``, only jobs of limited queues
+    are claimed (the caller has just claimed the others).
+
+    1. Lock the rows of the limited queues that have due jobs (``FOR UPDATE``, in name
+       order): claimers of the same limited queue take turns from here on, cluster-wide.
+    2. Count their running jobs per tenant and read their non-full buckets: under the lock,
+       in a statement that starts after it was granted, so every claim committed before is
+       counted.
+    3. Lock candidates in claim order (``FOR UPDATE SKIP LOCKED``), the jobs of unlimited
+       queues included, so that priorities hold across queues; keep those whose queue (or
+       tenant) has room, and scan again past the queues and tenants that ran out.
+    4. Claim the kept jobs and write the buckets they drew from, in one statement.
+    """
+    if limit <= 0 or (queues is not None and not queues) or (names is not None and not names):
+        return []
+    now = aware(now)
+    by_queue, by_name = queues is not None, names is not None
+    params: dict[str, Any] = {"now": now}
+    if by_queue:
+        params["queues"] = list(queues or ())
+    if by_name:
+        params["names"] = list(names or ())
+    yield TRANSACTION
+    rows = yield Stmt(q.claim_lock(by_queue, by_name), params, rows=True)
+    if not rows and not others:
+        return []
+    limits: dict[str, _Allowance] = {}
+    for name, concurrency, rate, burst, per_tenant, tokens, tokens_at in rows:
+        config = QueueConfig(
+            name=name, concurrency=concurrency, rate=rate, burst=burst, per_tenant=per_tenant
+        )
+        allowance = _Allowance(config, now)
+        # The queue-wide bucket; a per-tenant queue keeps its buckets in their own table.
+        if not per_tenant and rate is not None and tokens is not None and tokens_at is not None:
+            allowance.buckets[""] = TokenBucket(tokens=tokens, updated_at=to_utc(tokens_at))
+        limits[name] = allowance
+    if limits:
+        tenant_rate = [a.config for a in limits.values() if a.config.per_tenant and a.config.rate]
+        usage = yield Stmt(
+            q.claim_usage,
+            {
+                "locked": list(limits),
+                "bq": [c.name for c in tenant_rate],
+                "brate": [c.rate for c in tenant_rate],
+                "bsize": [float(c.bucket_size) for c in tenant_rate],
+                "now": now,
+            },
+            rows=True,
+        )
+        for kind, queue, key, value, at in usage:
+            allowance = limits[queue]
+            if kind == "r":
+                k = allowance.key(key)
+                allowance.running[k] = allowance.running.get(k, 0) + int(value)
+            else:
+                allowance.buckets[key] = TokenBucket(tokens=value, updated_at=to_utc(at))
+    # The queues and tenants without room, found so far.
+    closed: set[str] = set()
+    excluded: set[tuple[str, str]] = set()
+    for name, allowance in limits.items():
+        keys = set(allowance.running) | set(allowance.buckets) | {""}
+        for key in keys:
+            if allowance.left(key) <= 0:
+                if allowance.config.per_tenant:
+                    excluded.add((name, key))
+                else:
+                    closed.add(name)
+    chosen: list[str] = []
+    seen: list[str] = []
+    for _ in range(_SCAN_ROUNDS):
+        want = limit - len(chosen)
+        open_ = [name for name in limits if name not in closed]
+        if not open_ and not others:
+            break
+        scan = dict(params)
+        scan.update(
+            seen=seen,
+            open=open_,
+            xq=[queue for queue, _ in excluded],
+            xt=[key for _, key in excluded],
+            limit=want,
+        )
+        rows = yield Stmt(q.claim_scan(by_queue, by_name, others), scan, rows=True)
+        for job_id, queue, tenant in rows:
+            seen.append(job_id)
+            room = limits.get(queue)
+            if room is None:  # an unlimited queue
+                chosen.append(job_id)
+            else:
+                key = room.key(tenant)
+                if room.left(key) > 0:
+                    room.taken[key] = room.taken.get(key, 0) + 1
+                    chosen.append(job_id)
+                if room.left(key) <= 0:
+                    if room.config.per_tenant:
+                        excluded.add((queue, key))
+                    else:
+                        closed.add(queue)
+            if len(chosen) >= limit:
+                break
+        if len(chosen) >= limit or len(rows) < want:
+            break
+    if not chosen:
+        return []
+    # The buckets the claimed jobs drew from, refilled to now, minus what they took.
+    qn: list[str] = []
+    qt: list[float] = []
+    qa: list[datetime] = []
+    tq: list[str] = []
+    tk: list[str] = []
+    tt: list[float] = []
+    ta: list[datetime] = []
+    for name, allowance in limits.items():
+        if allowance.config.rate is None:
+            continue
+        for key, n in allowance.taken.items():
+            bucket = allowance.bucket(key).take(n)
+            if allowance.config.per_tenant:
+                tq.append(name)
+                tk.append(key)
+                tt.append(bucket.tokens)
+                ta.append(bucket.updated_at)
+            else:
+                qn.append(name)
+                qt.append(bucket.tokens)
+                qa.append(bucket.updated_at)
+    rows = yield Stmt(
+        q.claim_take,
+        {
+            "worker_id": worker_id,
+            "now": now,
+            "until": now + timedelta(seconds=lease_seconds),
+            "ids": chosen,
+            "qn": qn,
+            "qt": qt,
+            "qa": qa,
+            "tq": tq,
+            "tk": tk,
+            "tt": tt,
+            "ta": ta,
+        },
+        rows=True,
+    )
+    jobs = [decode_job(row) for row in rows]
+    jobs.sort(key=claim_order)
     return jobs
 
 
 def heartbeat(
-    q: Statements, *, leases: Mapping[str, str], lease_seconds: float, now: datetime
+    q: Statements,
+    *,
+    leases: Mapping[str, str],
+    lease_seconds: float,
+    now: datetime,
+    worker: WorkerInfo | None = None,
 ) -> Steps[set[str]]:
-    """See :meth:`dispatch_core.store.Store.heartbeat`."""
-    if not leases:
-        return set()
+    """See :meth:`dispatch_core.store.Store.heartbeat`: one statement, the worker's row
+    included."""
     now = aware(now)
+    wparams: dict[str, Any] = {}
+    if worker is not None:
+        wparams = worker_params(worker)
+        wparams.update(last_seen=now, state="running")
+    if not leases:
+        if worker is not None:
+            yield Stmt(q.worker_seen, wparams, rows=True)
+        return set()
     items = sorted(leases.items())  # one lock order for every writer: fewer deadlocks
-    rows = yield Stmt(
-        q.heartbeat,
-        {
-            "ids": [job_id for job_id, _ in items],
-            "tokens": [token for _, token in items],
-            "until": now + timedelta(seconds=lease_seconds),
-            "now": now,
-        },
-        rows=True,
-    )
+    params: dict[str, Any] = {
+        "ids": [job_id for job_id, _ in items],
+        "tokens": [token for _, token in items],
+        "until": now + timedelta(seconds=lease_seconds),
+        "now": now,
+    }
+    params.update(wparams)
+    rows = yield Stmt(q.heartbeat if worker is None else q.heartbeat_worker, params, rows=True)
     return set(leases) - {row[0] for row in rows}
 
 
@@ -549,19 +1102,29 @@ def finish(q: Statements, outcomes: Sequence[Outcome], *, now: datetime) -> Step
     ]
 
 
-def rescue_expired(q: Statements, *, now: datetime) -> Steps[list[Job]]:
+def rescue_expired(
+    q: Statements, *, now: datetime, worker_timeout: float | None = None
+) -> Steps[list[Job]]:
     """See :meth:`dispatch_core.store.Store.rescue_expired`.
 
     A read finds the expired leases (the usual answer, none, costs no write); one statement
-    then rescues them and dead-letters the exhausted ones, with entry ids made here.
+    then rescues them and dead-letters the exhausted ones, with entry ids made here. With
+    ``worker_timeout``, the read first marks the silent workers dead, and the jobs of dead
+    and stopped workers are rescued too.
     """
     now = aware(now)
-    rows = yield Stmt(q.rescue_candidates, {"now": now}, rows=True)
+    if worker_timeout is None:
+        rows = yield Stmt(q.rescue_candidates, {"now": now}, rows=True)
+    else:
+        cutoff = now - timedelta(seconds=worker_timeout)
+        rows = yield Stmt(q.rescue_candidates_by_worker, {"now": now, "cutoff": cutoff}, rows=True)
     if not rows:
         return []
     ids = [row[0] for row in rows]
     rows = yield Stmt(
-        q.rescue, {"ids": ids, "dlq_ids": [new_id("dlq") for _ in ids], "now": now}, rows=True
+        q.rescue if worker_timeout is None else q.rescue_by_worker,
+        {"ids": ids, "dlq_ids": [new_id("dlq") for _ in ids], "now": now},
+        rows=True,
     )
     rescued = [decode_job(row[:_NCOLS]) for row in rows]  # the last column is the notify
     rescued.sort(key=lambda job: job.id)
@@ -694,3 +1257,203 @@ def purge_dlq(q: Statements, *, before: datetime) -> Steps[int]:
     """See :meth:`dispatch_core.store.Store.purge_dlq`."""
     count: int = yield Stmt(q.purge_dlq, (aware(before),))
     return count
+
+
+# -- the cluster: workers and the leader ---------------------------------------------------------
+
+
+def register_worker(q: Statements, worker: WorkerInfo) -> Steps[None]:
+    """See :meth:`dispatch_core.store.Store.register_worker`."""
+    yield Stmt(q.register_worker, worker_params(worker))
+
+
+def deregister_worker(q: Statements, worker_id: str, *, now: datetime) -> Steps[None]:
+    """See :meth:`dispatch_core.store.Store.deregister_worker`: one statement, the leader
+    lease given up with it."""
+    yield Stmt(q.deregister_worker, {"id": worker_id, "now": aware(now)})
+
+
+def list_workers(q: Statements) -> Steps[list[WorkerInfo]]:
+    """See :meth:`dispatch_core.store.Store.list_workers`."""
+    rows = yield Stmt(q.list_workers, rows=True)
+    n = len(WORKER_COLUMNS)
+    return [decode_worker(row[:n], leader=bool(row[n])) for row in rows]
+
+
+def acquire_leadership(q: Statements, *, worker_id: str, ttl: float, now: datetime) -> Steps[bool]:
+    """See :meth:`dispatch_core.store.Store.acquire_leadership`: one upsert."""
+    now = aware(now)
+    rows = yield Stmt(
+        q.acquire_leadership,
+        {"id": worker_id, "until": now + timedelta(seconds=ttl), "now": now},
+        rows=True,
+    )
+    return bool(rows)
+
+
+def release_leadership(q: Statements, worker_id: str) -> Steps[None]:
+    """See :meth:`dispatch_core.store.Store.release_leadership`."""
+    yield Stmt(q.release_leadership, (worker_id,))
+
+
+def get_leader(q: Statements, *, now: datetime) -> Steps[str | None]:
+    """See :meth:`dispatch_core.store.Store.get_leader`."""
+    rows = yield Stmt(q.get_leader, (aware(now),), rows=True)
+    return rows[0][0] if rows else None
+
+
+# -- cron ---------------------------------------------------------------------------------------
+
+
+def upsert_cron(q: Statements, entries: Sequence[CronEntry], *, now: datetime) -> Steps[None]:
+    """See :meth:`dispatch_core.store.Store.upsert_cron`: one statement for the batch (the
+    last of several entries with one name wins)."""
+    by_name = {entry.name: entry for entry in entries}
+    if not by_name:
+        return
+    columns = list(zip(*(cron_params(entry) for entry in by_name.values()), strict=True))
+    params: dict[str, Any] = {c: list(v) for c, v in zip(CRON_COLUMNS, columns, strict=True)}
+    params["now"] = aware(now)
+    yield Stmt(q.upsert_cron, params)
+
+
+def list_cron(q: Statements) -> Steps[list[CronEntry]]:
+    """See :meth:`dispatch_core.store.Store.list_cron`."""
+    rows = yield Stmt(q.list_cron, rows=True)
+    entries = [decode_cron(row) for row in rows]
+    entries.sort(key=lambda entry: entry.name)  # Python's order, whatever the collation
+    return entries
+
+
+def get_cron(q: Statements, name: str) -> Steps[CronEntry]:
+    """See :meth:`dispatch_core.store.Store.get_cron`."""
+    rows = yield Stmt(q.get_cron, (name,), rows=True)
+    if not rows:
+        raise CronNotFoundError(name)
+    return decode_cron(rows[0])
+
+
+def set_cron_enabled(
+    q: Statements, name: str, *, enabled: bool, next_run_at: datetime, now: datetime
+) -> Steps[CronEntry]:
+    """See :meth:`dispatch_core.store.Store.set_cron_enabled`: one conditional update."""
+    rows = yield Stmt(
+        q.set_cron_enabled,
+        {"name": name, "enabled": enabled, "next": aware(next_run_at), "now": aware(now)},
+        rows=True,
+    )
+    if not rows:
+        raise CronNotFoundError(name)
+    return decode_cron(rows[0])
+
+
+def fire_cron(
+    q: Statements,
+    *,
+    name: str,
+    tick: datetime,
+    next_run_at: datetime,
+    job: NewJob | None,
+    now: datetime,
+) -> Steps[Job | None]:
+    """See :meth:`dispatch_core.store.Store.fire_cron`.
+
+    One transaction: the compare-and-set on ``next_run_at`` first (it locks the entry's row,
+    so a second leader firing the same tick waits, then finds the tick gone), then the job,
+    inserted by its unique key; the entry points at the job the key holds.
+    """
+    yield TRANSACTION
+    rows = yield Stmt(
+        q.fire_cron,
+        {
+            "name": name,
+            "tick": aware(tick),
+            "next": aware(next_run_at),
+            "fired": job is not None,
+            "job_id": None if job is None else job.id,
+            "now": aware(now),
+        },
+        rows=True,
+    )
+    if not rows or job is None:
+        return None
+    (fired,) = yield from enqueue(q, [job])
+    if fired.id != job.id:  # the key was taken: the entry records the job that holds it
+        yield Stmt(q.cron_last_job, (fired.id, name))
+    return fired
+
+
+def delete_cron(q: Statements, name: str) -> Steps[bool]:
+    """See :meth:`dispatch_core.store.Store.delete_cron`."""
+    count: int = yield Stmt(q.delete_cron, (name,))
+    return count > 0
+
+
+# -- queues -------------------------------------------------------------------------------------
+
+
+def set_queue(q: Statements, config: QueueConfig) -> Steps[None]:
+    """See :meth:`dispatch_core.store.Store.set_queue`.
+
+    The queue's row first, then its per-tenant buckets, in one transaction: the same lock
+    order as a claim, which writes buckets only under the row's lock.
+    """
+    params = {
+        "name": config.name,
+        "concurrency": config.concurrency,
+        "rate": None if config.rate is None else float(config.rate),
+        "burst": config.burst,
+        "per_tenant": config.per_tenant,
+        "size": float(config.bucket_size),
+    }
+    yield TRANSACTION
+    yield Stmt(q.set_queue, params, rows=True)
+    yield Stmt(q.cap_buckets, params)
+
+
+def pause_queue(q: Statements, name: str, *, paused: bool) -> Steps[None]:
+    """See :meth:`dispatch_core.store.Store.pause_queue`; a resume wakes the workers."""
+    yield Stmt(q.pause_queue, {"name": name, "paused": paused}, rows=True)
+
+
+def list_queues(q: Statements, *, now: datetime) -> Steps[list[QueueStats]]:
+    """See :meth:`dispatch_core.store.Store.list_queues`."""
+    now = aware(now)
+    rows = yield Stmt(q.list_queues, {"since": now - timedelta(minutes=1), "now": now}, rows=True)
+    stats = [
+        QueueStats(
+            name=row[0],
+            config=None if row[1] is None else decode_queue_config(row[:6]),
+            paused=row[6],
+            depth=row[7],
+            running=row[8],
+            completed_last_minute=row[9],
+        )
+        for row in rows
+    ]
+    stats.sort(key=lambda s: s.name)
+    return stats
+
+
+# -- retention ----------------------------------------------------------------------------------
+
+
+def prune(q: Statements, cutoffs: PruneCutoffs, *, limit: int = 10_000) -> Steps[int]:
+    """See :meth:`dispatch_core.store.Store.prune`: one short statement (its own
+    transaction) per kind, each deleting at most ``limit`` rows."""
+    if limit <= 0:
+        return 0
+    deleted = 0
+    for state, before in (
+        ("completed", cutoffs.completed),
+        ("failed", cutoffs.failed),
+        ("cancelled", cutoffs.cancelled),
+    ):
+        if before is not None:
+            count: int = yield Stmt(q.prune_jobs[state], {"before": aware(before), "limit": limit})
+            deleted += count
+    for sql, before in ((q.prune_dlq, cutoffs.dlq), (q.prune_workers, cutoffs.workers)):
+        if before is not None:
+            count = yield Stmt(sql, {"before": aware(before), "limit": limit})
+            deleted += count
+    return deleted

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["Migration", "MIGRATIONS", "MIGRATIONS_TABLE", "RUNNABLE"]
+__all__ = ["Migration", "MIGRATIONS", "MIGRATIONS_TABLE", "RUNNABLE", "FINISHED", "LIMITED"]
 
 #: Bookkeeping table (in the store's schema): one row per applied migration.
 MIGRATIONS_TABLE = "dispatch_migrations"
@@ -17,6 +17,12 @@ MIGRATIONS_TABLE = "dispatch_migrations"
 #: The runnable states, as SQL; must match the partial indexes' WHERE for the planner to use
 #: them.
 RUNNABLE = "state IN ('pending', 'retrying')"
+
+#: The terminal states, as SQL; must match jobs_finished_idx's WHERE.
+FINISHED = "state IN ('completed', 'failed', 'cancelled')"
+
+#: A queue row with a cap or a rate limit, as SQL (on the ``queues`` table).
+LIMITED = "(concurrency IS NOT NULL OR rate IS NOT NULL)"
 
 
 @attrs.frozen
@@ -101,7 +107,94 @@ _INITIAL = (
     "CREATE INDEX dlq_failed_at_idx ON {s}.dlq (failed_at, id)",
 )
 
+_CLUSTER = (
+    # One row per worker process; heartbeats upsert it, the leader marks it dead.
+    """
+    CREATE TABLE {s}.workers (
+        id          text COLLATE "C" NOT NULL PRIMARY KEY,
+        hostname    text             NOT NULL,
+        pid         integer          NOT NULL,
+        queues      text[],
+        concurrency integer          NOT NULL,
+        version     text             NOT NULL,
+        started_at  timestamptz      NOT NULL,
+        last_seen   timestamptz      NOT NULL,
+        state       text             NOT NULL
+            CHECK (state IN ('running', 'stopped', 'dead'))
+    )
+    """,
+    # rescue_expired() (running workers by last_seen) and prune() (stopped and dead ones).
+    "CREATE INDEX workers_state_idx ON {s}.workers (state, last_seen)",
+    # The leader lease: at most one row, taken and renewed by one atomic upsert.
+    """
+    CREATE TABLE {s}.leader (
+        name       text        NOT NULL PRIMARY KEY,
+        holder     text        NOT NULL,
+        expires_at timestamptz NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE {s}.cron (
+        name          text COLLATE "C" NOT NULL PRIMARY KEY,
+        expr          text             NOT NULL,
+        timezone      text             NOT NULL,
+        job_name      text             NOT NULL,
+        payload       jsonb            NOT NULL,
+        queue         text,
+        misfire       text             NOT NULL,
+        misfire_grace double precision NOT NULL,
+        enabled       boolean          NOT NULL,
+        next_run_at   timestamptz      NOT NULL,
+        last_run_at   timestamptz,
+        last_job_id   text,
+        created_at    timestamptz      NOT NULL,
+        updated_at    timestamptz      NOT NULL
+    )
+    """,
+    # Queue limits and the pause flag; a queue without a row has neither. The queue-wide
+    # token bucket lives in the row (tokens NULL: full), so the claim that locks the row to
+    # enforce the limits updates it in place. Names have the collation of jobs.queue, so that
+    # a join on them can use jobs_queue_idx.
+    """
+    CREATE TABLE {s}.queues (
+        name        text             NOT NULL PRIMARY KEY,
+        configured  boolean          NOT NULL DEFAULT false,
+        concurrency integer,
+        rate        double precision,
+        burst       integer,
+        per_tenant  boolean          NOT NULL DEFAULT false,
+        paused      boolean          NOT NULL DEFAULT false,
+        tokens      double precision,
+        tokens_at   timestamptz
+    )
+    """,
+    # Per-tenant token buckets of per_tenant queues. tenant_key is '' for jobs without a
+    # tenant and '=' || tenant otherwise, so that NULL has a key of its own. Written only
+    # under the lock of the queue's row.
+    """
+    CREATE TABLE {s}.queue_buckets (
+        queue      text             NOT NULL,
+        tenant_key text             NOT NULL,
+        tokens     double precision NOT NULL,
+        updated_at timestamptz      NOT NULL,
+        PRIMARY KEY (queue, tenant_key)
+    )
+    """,
+    # Runnable jobs of one queue in claim order: the claim of limited queues and the check
+    # for their due jobs, without walking the whole backlog of the other queues.
+    f"""
+    CREATE INDEX jobs_queue_idx ON {{s}}.jobs (queue, priority DESC, run_at, id)
+        WHERE {RUNNABLE}
+    """,
+    # prune() and list_queues(): finished jobs by state and age. Only a job's last write
+    # (its end) adds an entry.
+    f"""
+    CREATE INDEX jobs_finished_idx ON {{s}}.jobs (state, finished_at) WHERE {FINISHED}
+    """,
+)
+
 #: Every migration, by ascending version.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="0001_initial", statements=_INITIAL),
+    Migration(version=2, name="0002_cluster", statements=_CLUSTER),
 )

@@ -12,12 +12,16 @@ from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 
+from dispatch_core.cluster import WorkerInfo
+from dispatch_core.cron import CronEntry
 from dispatch_core.errors import StoreUnavailableError
 from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome
+from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.states import JobState
-from dispatch_core.store import StopListening, Store
+from dispatch_core.store import PruneCutoffs, StopListening, Store
 from dispatch_plugins.postgres import migrations
 from dispatch_plugins.postgres import operations as ops
+from dispatch_plugins.postgres.codec import claim_order
 from dispatch_plugins.postgres.connection import (
     AsyncPool,
     WrongConnectionError,
@@ -85,6 +89,9 @@ class PostgresStore(Store):
         self._listeners: set[Listener] = set()
         self._sync: PostgresSyncStore | None = None
         self._sync_lock = threading.Lock()  # sync() may be called from any thread
+        # Set when a claim filled its limit while a limited queue had due jobs: the next claim
+        # then goes through claim_limited first, so those jobs are not starved.
+        self._limited_waiting = False
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.config.display!r}, schema={self.config.schema!r})"
@@ -296,24 +303,53 @@ class PostgresStore(Store):
         lease_seconds: float,
         now: datetime,
     ) -> list[Job]:
-        """Claim up to ``limit`` runnable jobs with one ``UPDATE ... SKIP LOCKED`` statement."""
-        return await self._run(
-            ops.claim,
-            worker_id=worker_id,
-            queues=queues,
-            names=names,
-            limit=limit,
-            lease_seconds=lease_seconds,
-            now=now,
-        )
+        """Claim up to ``limit`` runnable jobs, honouring the queues' rows.
+
+        Without a limited queue that has due jobs, one ``UPDATE ... SKIP LOCKED`` statement
+        that leaves paused and limited queues alone (reading the small ``queues`` table in
+        the same statement, so a pause is exact), and that also says whether a limited queue
+        has due jobs it might start. Then :func:`~dispatch_plugins.postgres.operations
+        .claim_limited` claims under the limits in a transaction that locks the queues' rows:
+        for the rest of this claim, or for the whole next one when this one was full.
+        """
+        args: dict[str, Any] = {
+            "worker_id": worker_id,
+            "queues": queues,
+            "names": names,
+            "lease_seconds": lease_seconds,
+            "now": now,
+        }
+        if self._limited_waiting:
+            self._limited_waiting = False
+            return await self._run(ops.claim_limited, limit=limit, **args)
+        jobs, waiting = await self._run(ops.claim, limit=limit, **args)
+        if waiting:
+            if len(jobs) < limit:
+                more = await self._run(
+                    ops.claim_limited, limit=limit - len(jobs), others=False, **args
+                )
+                if more:
+                    jobs = sorted(jobs + more, key=claim_order)
+            else:
+                self._limited_waiting = True
+        return jobs
 
     async def heartbeat(
-        self, *, worker_id: str, leases: Mapping[str, str], lease_seconds: float, now: datetime
+        self,
+        *,
+        worker_id: str,
+        leases: Mapping[str, str],
+        lease_seconds: float,
+        now: datetime,
+        worker: WorkerInfo | None = None,
     ) -> set[str]:
-        """Extend leases with one statement; return the ids whose lease is lost."""
-        if not leases:
+        """Extend leases and upsert the worker's row with one statement; return the ids whose
+        lease is lost."""
+        if not leases and worker is None:
             return set()
-        return await self._run(ops.heartbeat, leases=leases, lease_seconds=lease_seconds, now=now)
+        return await self._run(
+            ops.heartbeat, leases=leases, lease_seconds=lease_seconds, now=now, worker=worker
+        )
 
     async def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> list[bool]:
         """Record attempt ends, fenced by attempt token, in one statement per batch (failures
@@ -322,14 +358,18 @@ class PostgresStore(Store):
             return []
         return await self._run(ops.finish, outcomes, now=now)
 
-    async def rescue_expired(self, *, now: datetime) -> list[Job]:
-        """Recover running jobs whose lease ended before ``now``; see the contract."""
-        return await self._run(ops.rescue_expired, now=now)
+    async def rescue_expired(
+        self, *, now: datetime, worker_timeout: float | None = None
+    ) -> list[Job]:
+        """Recover the running jobs of expired leases, and with ``worker_timeout`` those of
+        dead and stopped workers (marking silent workers dead first); see the contract."""
+        return await self._run(ops.rescue_expired, now=now, worker_timeout=worker_timeout)
 
     async def next_run_at(
         self, *, queues: Collection[str] | None, names: Collection[str] | None
     ) -> datetime | None:
-        """The earliest ``run_at`` among matching pending or retrying jobs."""
+        """The earliest ``run_at`` among matching pending or retrying jobs (of queues that are
+        not paused: a resume wakes the workers)."""
         return await self._run(ops.next_run_at, queues=queues, names=names)
 
     # -- inspection and control ----------------------------------------------------------------
@@ -374,6 +414,96 @@ class PostgresStore(Store):
         """Delete entries that failed before ``before``; return how many."""
         return await self._run(ops.purge_dlq, before=before)
 
+    # -- the cluster: workers and the leader -----------------------------------------------------
+
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        """Insert or replace the worker's row."""
+        await self._run(ops.register_worker, worker)
+
+    async def deregister_worker(self, worker_id: str, *, now: datetime) -> None:
+        """Mark the worker stopped and give up its leader lease, in one statement."""
+        await self._run(ops.deregister_worker, worker_id, now=now)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Every worker row, oldest first, the lease holder marked ``leader``."""
+        return await self._run(ops.list_workers)
+
+    async def acquire_leadership(self, *, worker_id: str, ttl: float, now: datetime) -> bool:
+        """Take or renew the leader lease with one atomic upsert (``INSERT ... ON CONFLICT DO
+        UPDATE ... WHERE holder = me OR expires_at <= now RETURNING``)."""
+        return await self._run(ops.acquire_leadership, worker_id=worker_id, ttl=ttl, now=now)
+
+    async def release_leadership(self, worker_id: str) -> None:
+        """Give up the leader lease if ``worker_id`` holds it."""
+        await self._run(ops.release_leadership, worker_id)
+
+    async def get_leader(self, *, now: datetime) -> str | None:
+        """The holder of an unexpired leader lease, or ``None``."""
+        return await self._run(ops.get_leader, now=now)
+
+    # -- cron ------------------------------------------------------------------------------------
+
+    async def upsert_cron(self, entries: Sequence[CronEntry], *, now: datetime) -> None:
+        """Register entries in one statement; see the contract for what an update keeps."""
+        if entries:
+            await self._run(ops.upsert_cron, entries, now=now)
+
+    async def list_cron(self) -> list[CronEntry]:
+        """Every entry, by name."""
+        return await self._run(ops.list_cron)
+
+    async def get_cron(self, name: str) -> CronEntry:
+        """Return the entry or raise :class:`~dispatch_core.errors.CronNotFoundError`."""
+        return await self._run(ops.get_cron, name)
+
+    async def set_cron_enabled(
+        self, name: str, *, enabled: bool, next_run_at: datetime, now: datetime
+    ) -> CronEntry:
+        """Enable (from ``next_run_at``) or disable an entry."""
+        return await self._run(
+            ops.set_cron_enabled, name, enabled=enabled, next_run_at=next_run_at, now=now
+        )
+
+    async def fire_cron(
+        self,
+        *,
+        name: str,
+        tick: datetime,
+        next_run_at: datetime,
+        job: NewJob | None,
+        now: datetime,
+    ) -> Job | None:
+        """Fire one tick at most once: a compare-and-set on the entry's ``next_run_at`` and
+        the job's insert, in one transaction."""
+        return await self._run(
+            ops.fire_cron, name=name, tick=tick, next_run_at=next_run_at, job=job, now=now
+        )
+
+    async def delete_cron(self, name: str) -> bool:
+        """Delete an entry; return whether it existed."""
+        return await self._run(ops.delete_cron, name)
+
+    # -- queues ----------------------------------------------------------------------------------
+
+    async def set_queue(self, config: QueueConfig) -> None:
+        """Create or replace the queue's limits (the pause flag and bucket level stay)."""
+        await self._run(ops.set_queue, config)
+
+    async def pause_queue(self, name: str, *, paused: bool) -> None:
+        """Pause or resume a queue, for every worker at once."""
+        await self._run(ops.pause_queue, name, paused=paused)
+
+    async def list_queues(self, *, now: datetime) -> list[QueueStats]:
+        """Every queue with jobs or a row: depth, running, completed in the last minute."""
+        return await self._run(ops.list_queues, now=now)
+
+    # -- retention -------------------------------------------------------------------------------
+
+    async def prune(self, cutoffs: PruneCutoffs, *, limit: int = 10_000) -> int:
+        """Delete old finished jobs, dead-letter entries and worker rows, at most ``limit``
+        of each kind, each kind in its own short transaction."""
+        return await self._run(ops.prune, cutoffs, limit=limit)
+
 
 def _migrate(q: ops.Statements, where: str) -> ops.Steps[list[str]]:
     return migrations.migrate(q.schema, where)
@@ -388,6 +518,11 @@ _READS: frozenset[Callable[..., Any]] = frozenset(
         ops.count_jobs,
         ops.list_dlq,
         ops.get_dlq,
+        ops.list_workers,
+        ops.get_leader,
+        ops.list_cron,
+        ops.get_cron,
+        ops.list_queues,
         _migrate,  # re-running is safe: it is idempotent and transactional
     }
 )
