@@ -9,7 +9,7 @@ from typing import assert_type
 
 import attrs
 
-from dispatch_core import Engine, Job, JobContext, JobDefinition
+from dispatch_core import CronSpec, Engine, Job, JobContext, JobDefinition, QueueConfig
 
 engine = Engine("memory://")
 
@@ -41,6 +41,13 @@ def numbers(values: list[int]) -> int:
     return sum(values)
 
 
+@engine.cron("*/5 * * * *")
+async def every_five(ctx: JobContext) -> None: ...
+
+
+assert_type(every_five, JobDefinition[None])
+assert_type(engine.schedule("weekly", "@weekly", bare, Welcome(1, "a@x")), CronSpec)
+assert_type(engine.queue("emails", concurrency=5, rate=2.5), QueueConfig)
 assert_type(bare, JobDefinition[Welcome])
 assert_type(with_ctx, JobDefinition[Welcome])
 assert_type(tick, JobDefinition[None])
