@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DISTS := dispatch_core dispatch_plugins/sqlite dispatch_plugins/postgres
+DISTS := dispatch_core dispatch_plugins/sqlite dispatch_plugins/postgres adapters/flask adapters/starlette adapters/celery
 
 .PHONY: setup demo test chaos lint typecheck bench wheels wheel-check clean
 
-$(STAMP): requirements-dev.txt dispatch_core/pyproject.toml $(wildcard dispatch_plugins/*/pyproject.toml)
+$(STAMP): requirements-dev.txt dispatch_core/pyproject.toml $(wildcard dispatch_plugins/*/pyproject.toml) $(wildcard adapters/*/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
@@ -27,7 +27,7 @@ chaos: $(STAMP)  ## the chaos suite alone (SQLite and a private PostgreSQL); DIS
 lint: $(STAMP)  ## ruff and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy dispatch_core/src dispatch_plugins/sqlite/src dispatch_plugins/postgres/src bench tests/typing
+	$(BIN)/mypy dispatch_core/src dispatch_plugins/sqlite/src dispatch_plugins/postgres/src adapters/flask/src adapters/starlette/src adapters/celery/src bench tests/typing
 
 bench: $(STAMP)  ## Dispatch (memory, SQLite) against Huey, same machine, same run
 	$(BIN)/python -m bench

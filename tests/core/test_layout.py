@@ -16,6 +16,7 @@ def distributions() -> dict[str, dict]:  # type: ignore[type-arg]
     for path in [
         ROOT / "dispatch_core" / "pyproject.toml",
         *ROOT.glob("dispatch_plugins/*/pyproject.toml"),
+        *ROOT.glob("adapters/*/pyproject.toml"),
     ]:
         project = tomllib.loads(path.read_text())["project"]
         found[project["name"]] = project
@@ -46,6 +47,10 @@ def test_every_leaf_package_is_typed() -> None:
     assert (ROOT / "dispatch_core/src/dispatch_core/py.typed").exists()
     for plugin in ROOT.glob("dispatch_plugins/*/src/dispatch_plugins/*"):
         assert (plugin / "py.typed").exists(), plugin
+    adapters = list(ROOT.glob("adapters/*/src/dispatch_*"))
+    assert adapters
+    for adapter in adapters:
+        assert (adapter / "py.typed").exists(), adapter
 
 
 def test_public_api_is_exported() -> None:
