@@ -505,3 +505,28 @@ async def test_drain_times_out_cleanly() -> None:
     with pytest.raises(TimeoutError, match="drain did not finish"):
         await engine.drain(timeout=0.3)
     assert (await engine.aget_job(job.id)).state is JobState.PENDING  # released
+
+
+async def test_retry_job_asks_for_a_delay_and_keeps_the_cause() -> None:
+    from dispatch_core import RetryJob
+
+    engine = make_engine()
+    attempts: list[int] = []
+
+    @engine.job(name="later", max_retries=1)
+    async def later(ctx: JobContext) -> None:
+        attempts.append(ctx.attempt)
+        try:
+            raise ConnectionError("gateway busy")
+        except ConnectionError as exc:
+            raise RetryJob(delay=3600) from exc
+
+    job = await later.aenqueue()
+    await engine.drain()
+    retried = await engine.aget_job(job.id)
+    assert retried.state is JobState.RETRYING
+    assert retried.last_error is not None
+    assert retried.last_error.startswith("ConnectionError: gateway busy")
+    wait = (retried.run_at - utcnow()).total_seconds()
+    assert 3500 < wait <= 3600  # the asked delay, not the zero backoff of make_engine
+    assert attempts == [1]

@@ -25,6 +25,7 @@ from dispatch_core.errors import (
     NotFoundError,
     PayloadError,
     PluginMissingError,
+    RetryJob,
     StoreUnavailableError,
     StoreURLError,
     SyncInAsyncContextError,
@@ -103,4 +104,5 @@ __all__ = [
     "InvalidTransitionError",
     "SyncInAsyncContextError",
     "JobTimeoutError",
+    "RetryJob",
 ]

@@ -115,6 +115,25 @@ class JobTimeoutError(DispatchError, TimeoutError):
     """A job ran longer than its timeout and was stopped."""
 
 
+class RetryJob(DispatchError):
+    """Raised by a handler to ask for another attempt, after ``delay`` seconds.
+
+    The attempt counts as failed (with ``cause`` or this error as its error) and the job is
+    retried after ``delay`` instead of its backoff; a job with no attempt left is
+    dead-lettered as usual. ``raise RetryJob(delay=30) from exc`` keeps the cause.
+
+    Args:
+        delay: Seconds until the next attempt (``None``: the job's backoff decides).
+        reason: A short message recorded as the attempt's error when there is no cause.
+    """
+
+    def __init__(self, delay: float | None = None, reason: str = "retry requested") -> None:
+        if delay is not None and delay < 0:
+            raise ValueError(f"delay must be >= 0, got {delay}")
+        super().__init__(reason)
+        self.delay = delay
+
+
 class CronNotFoundError(NotFoundError):
     """No cron entry has the given name."""
 
