@@ -143,3 +143,17 @@ def test_sync_calls_on_a_store_without_a_sync_driver_use_a_private_loop() -> Non
     # the very store object the engine was given holds the job, not a private copy
     assert store._jobs[job.id].state.value == "cancelled"
     engine.close()
+
+
+async def test_store_errors_and_repr_never_show_the_password() -> None:
+    pytest.importorskip("dispatch_plugins.postgres")
+    engine = Engine(
+        "postgresql://app:s3cret-pw@127.0.0.1:1/db?connect_timeout=1", load_entrypoints=True
+    )
+    assert "s3cret-pw" not in repr(engine)
+    assert engine.safe_url == "postgresql://app:***@127.0.0.1:1/db?connect_timeout=1"
+    with pytest.raises(StoreUnavailableError) as err:
+        await engine.aopen()
+    assert "s3cret-pw" not in str(err.value)
+    assert "127.0.0.1" in str(err.value)
+    await engine.aclose()

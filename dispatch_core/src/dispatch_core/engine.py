@@ -15,6 +15,7 @@ import pluggy
 
 from dispatch_core._ids import new_id
 from dispatch_core._plugins import Hooks, make_plugin_manager
+from dispatch_core._urls import redact_url
 from dispatch_core.backoff import DEFAULT_BACKOFF, Backoff
 from dispatch_core.context import JobContext, current_tenant
 from dispatch_core.definition import _NO_PAYLOAD, JobDefinition
@@ -134,8 +135,13 @@ class Engine(ClusterAPI):
         self._wakers: list[Callable[[], None]] = []
         self._init_cluster(retention)
 
+    @property
+    def safe_url(self) -> str:
+        """The store URL with its password hidden, for logs and messages."""
+        return redact_url(self.url)
+
     def __repr__(self) -> str:
-        return f"<Engine {self.url!r} jobs={sorted(self._jobs)}>"
+        return f"<Engine {self.safe_url!r} jobs={sorted(self._jobs)}>"
 
     def _resolve_url(self, url: str | None) -> str:
         if url:
@@ -285,7 +291,7 @@ class Engine(ClusterAPI):
             except StoreUnavailableError:
                 raise
             except Exception as exc:
-                raise StoreUnavailableError(f"cannot open store {self.url}: {exc}") from exc
+                raise StoreUnavailableError(f"cannot open store {self.safe_url}: {exc}") from exc
             self._open_loop = loop
         self.hooks.emit("dispatch_engine_started", engine=self)
 
@@ -302,7 +308,7 @@ class Engine(ClusterAPI):
         try:
             await self.store.close()
         except Exception:
-            log.exception("closing store %s failed", self.url)
+            log.exception("closing store %s failed", self.safe_url)
 
     def close(self) -> None:
         """Release sync resources (the sync producer, the portal thread, the thread pool)."""
@@ -333,7 +339,7 @@ class Engine(ClusterAPI):
         except DispatchError:
             raise
         except Exception as exc:
-            raise StoreUnavailableError(f"migrating store {self.url} failed: {exc}") from exc
+            raise StoreUnavailableError(f"migrating store {self.safe_url} failed: {exc}") from exc
         self._migrated = True
         return applied
 
@@ -437,7 +443,7 @@ class Engine(ClusterAPI):
                 jobs = await self.store.enqueue_in(conn, [new])
             except NotImplementedError:
                 raise ConfigurationError(
-                    f"store {self.url} does not support enqueueing in a caller's transaction "
+                    f"store {self.safe_url} does not support enqueueing in a caller's transaction "
                     "(conn=...)"
                 ) from None
         else:
@@ -474,7 +480,7 @@ class Engine(ClusterAPI):
             enqueue_in = getattr(self._get_sync(), "enqueue_in", None)
             if enqueue_in is None:
                 raise ConfigurationError(
-                    f"store {self.url} does not support enqueueing in a caller's transaction "
+                    f"store {self.safe_url} does not support enqueueing in a caller's transaction "
                     "(conn=...)"
                 )
             jobs: list[Job] = enqueue_in(conn, [new])
@@ -651,7 +657,9 @@ class Engine(ClusterAPI):
                 except StoreUnavailableError:
                     raise
                 except Exception as exc:
-                    raise StoreUnavailableError(f"cannot open store {self.url}: {exc}") from exc
+                    raise StoreUnavailableError(
+                        f"cannot open store {self.safe_url}: {exc}"
+                    ) from exc
                 if self._sync is None:
                     self._portal = _Portal(self)
                 if self.auto_migrate and not self._migrated:
@@ -677,7 +685,7 @@ class Engine(ClusterAPI):
         except DispatchError:
             raise
         except Exception as exc:
-            raise StoreUnavailableError(f"migrating store {self.url} failed: {exc}") from exc
+            raise StoreUnavailableError(f"migrating store {self.safe_url} failed: {exc}") from exc
         self._migrated = True
 
     def _portal_store(self) -> Store:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from dispatch_core._ids import new_id
+from dispatch_core._urls import redact_url
 from dispatch_core.cluster import WorkerInfo
 from dispatch_core.context import JobContext
 from dispatch_core.errors import ConfigurationError, RetryJob
@@ -330,7 +331,7 @@ class Worker:
         log.info(
             "worker %s started on %s (queues=%s, concurrency=%d)",
             self.id,
-            self.engine.url,
+            redact_url(self.engine.url),
             ",".join(self.queues) if self.queues else "*",
             self.concurrency,
         )

@@ -10,12 +10,12 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator
 from types import ModuleType
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import pluggy
 
 from dispatch_core._plugins import make_plugin_manager
+from dispatch_core._urls import redact_url
 from dispatch_core.engine import Engine
 from dispatch_core.errors import ConfigurationError, StoreURLError
 from dispatch_core.registry import StoreRegistry
@@ -60,19 +60,6 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     """``"1 job"``, ``"3 jobs"``: a count with its noun agreed."""
     noun = singular if count == 1 else (plural_form or singular + "s")
     return f"{count} {noun}"
-
-
-def redact_url(url: str) -> str:
-    """Hide the password of a store URL before printing it."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if not password:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 @contextlib.contextmanager
