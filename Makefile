@@ -27,7 +27,7 @@ chaos: $(STAMP)  ## the chaos suite alone (SQLite and a private PostgreSQL); DIS
 lint: $(STAMP)  ## ruff and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy dispatch_core/src dispatch_plugins/sqlite/src dispatch_plugins/postgres/src adapters/flask/src adapters/starlette/src adapters/celery/src bench tests/typing
+	$(BIN)/mypy dispatch_core/src dispatch_plugins/sqlite/src dispatch_plugins/postgres/src adapters/flask/src adapters/starlette/src adapters/celery/src bench tests/typing tests/adapters
 
 bench: $(STAMP)  ## Dispatch (memory, SQLite) against Huey, same machine, same run
 	$(BIN)/python -m bench
