@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -54,7 +55,7 @@ def configure(conn: sqlite3.Connection, path: str, *, busy_timeout_ms: int) -> N
     try:
         # busy_timeout first: switching to WAL needs a lock another process may hold.
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        _switch_to_wal(conn, busy_timeout_ms)
         # WAL + NORMAL: commits survive a process crash; only a power loss may lose the last
         # few, and the database is never corrupted.
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -64,6 +65,25 @@ def configure(conn: sqlite3.Connection, path: str, *, busy_timeout_ms: int) -> N
         conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
     except sqlite3.Error as exc:
         raise unavailable(path, exc) from exc
+
+
+def _switch_to_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds the lock.
+
+    Two connections opening a new file at once race to switch it to WAL, and SQLite may
+    answer "database is locked" at once rather than through the busy handler.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def unavailable(path: str, exc: BaseException) -> StoreUnavailableError:
