@@ -530,3 +530,29 @@ async def test_retry_job_asks_for_a_delay_and_keeps_the_cause() -> None:
     wait = (retried.run_at - utcnow()).total_seconds()
     assert 3500 < wait <= 3600  # the asked delay, not the zero backoff of make_engine
     assert attempts == [1]
+
+
+async def test_fail_job_dead_letters_at_once_with_its_cause() -> None:
+    from dispatch_core import FailJob
+
+    engine = make_engine()
+    attempts: list[int] = []
+
+    @engine.job(name="refused", max_retries=5)
+    async def refused(ctx: JobContext) -> None:
+        attempts.append(ctx.attempt)
+        try:
+            raise ValueError("card declined")
+        except ValueError as exc:
+            raise FailJob() from exc
+
+    job = await refused.aenqueue()
+    with capture_events(engine) as events:
+        await engine.drain()
+    failed = await engine.aget_job(job.id)
+    assert failed.state is JobState.FAILED
+    assert attempts == [1]  # five retries left, none used
+    [entry] = await engine.alist_dlq()
+    assert entry.job_id == job.id
+    assert entry.error.startswith("ValueError: card declined")
+    assert events.names().count("job_dead_lettered") == 1

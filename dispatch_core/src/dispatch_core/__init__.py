@@ -19,6 +19,7 @@ from dispatch_core.errors import (
     CronNotFoundError,
     DispatchError,
     DLQEntryNotFoundError,
+    FailJob,
     InvalidTransitionError,
     JobNotFoundError,
     JobTimeoutError,
@@ -105,4 +106,5 @@ __all__ = [
     "SyncInAsyncContextError",
     "JobTimeoutError",
     "RetryJob",
+    "FailJob",
 ]

@@ -134,6 +134,21 @@ class RetryJob(DispatchError):
         self.delay = delay
 
 
+class FailJob(DispatchError):
+    """Raised by a handler to fail the job now, whatever attempts it has left.
+
+    The job is failed and dead-lettered at once, with ``cause`` (``raise FailJob() from exc``)
+    or this error as its error: for errors that no retry can mend (a bad input, a refused
+    payment).
+
+    Args:
+        reason: A short message recorded as the error when there is no cause.
+    """
+
+    def __init__(self, reason: str = "failed for good") -> None:
+        super().__init__(reason)
+
+
 class CronNotFoundError(NotFoundError):
     """No cron entry has the given name."""
 

@@ -32,7 +32,7 @@ from dispatch_core._ids import new_id
 from dispatch_core._urls import redact_url
 from dispatch_core.cluster import WorkerInfo
 from dispatch_core.context import JobContext
-from dispatch_core.errors import ConfigurationError, RetryJob
+from dispatch_core.errors import ConfigurationError, FailJob, RetryJob
 from dispatch_core.leader import LeaderDuties
 from dispatch_core.middleware import build_chain
 from dispatch_core.models import Job, Outcome, OutcomeKind, utcnow
@@ -517,10 +517,11 @@ class Worker:
             else:  # shutdown: give the job back without consuming the attempt
                 outcome = Outcome(job_id=job.id, attempt_token=token, kind=OutcomeKind.RELEASE)
         except Exception as exc:
+            asked = isinstance(exc, RetryJob | FailJob)
             requested = exc.delay if isinstance(exc, RetryJob) else None
-            cause = exc.__cause__ if isinstance(exc, RetryJob) else None
+            cause = exc.__cause__ if asked else None
             error = _format_error(cause if isinstance(cause, Exception) else exc)
-            if job.attempt < job.max_attempts:
+            if job.attempt < job.max_attempts and not isinstance(exc, FailJob):
                 if requested is None:
                     definition = self._definitions.get(job.name)
                     backoff = (definition.backoff if definition else None) or self.engine.backoff
