@@ -11,7 +11,7 @@ import asyncio
 import json
 import random
 import sys
-from multiprocessing.synchronize import Event
+from multiprocessing.synchronize import Barrier, Event
 
 from dispatch_core.models import Outcome, OutcomeKind, utcnow
 from dispatch_core.states import JobState
@@ -38,7 +38,7 @@ def migrate(url: str, start: Event, out: str) -> None:
         json.dump(applied, f)
 
 
-def drain(url: str, worker_no: int, start: Event, out: str) -> None:
+def drain(url: str, worker_no: int, start: Event | Barrier, out: str) -> None:
     """Claim (random batch sizes) and complete jobs until none is left; record each attempt."""
 
     async def main() -> list[tuple[str, int]]:

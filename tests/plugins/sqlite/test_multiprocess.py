@@ -43,7 +43,9 @@ def test_worker_processes_run_every_job_exactly_once(
 
     ids = asyncio.run(setup())
     ctx = multiprocessing.get_context("spawn")
-    start = ctx.Event()
+    # Every child waits here once its store is open, and so does this process: the drain
+    # starts when all claimers are ready, so they really race.
+    start = ctx.Barrier(WORKERS + 1)
     outs = [tmp_path / f"worker-{n}.json" for n in range(WORKERS)]
     procs = [
         ctx.Process(target=helpers.drain, args=(db_url, n, start, str(out)))
@@ -51,7 +53,7 @@ def test_worker_processes_run_every_job_exactly_once(
     ]
     for p in procs:
         p.start()
-    start.set()
+    start.wait(timeout=60)
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
