@@ -219,3 +219,26 @@ async def test_transactional_enqueue_on_a_store_without_it_is_refused(engine: En
 def test_sync_transactional_enqueue_on_a_store_without_it_is_refused(engine: Engine) -> None:
     with pytest.raises(ConfigurationError, match=r"caller's transaction \(conn=\.\.\.\)"):
         engine.jobs["tick"].enqueue(conn=object())
+
+
+async def test_a_chosen_job_id_is_used_and_idempotent() -> None:
+    engine = Engine("memory://", load_entrypoints=False)
+
+    @engine.job(name="ping")
+    async def ping(n: int) -> int:
+        return n
+
+    first = await ping.aenqueue(1, job_id="4ad9d1c3-0b53-4bd6-9a74-0f4b8e1d7a3b")
+    assert first.id == "4ad9d1c3-0b53-4bd6-9a74-0f4b8e1d7a3b"
+    again = await ping.aenqueue(2, job_id=first.id)
+    assert again.id == first.id
+    assert again.payload == 1  # the existing job, not a second one
+    await engine.drain()
+    assert (await engine.aget_job(first.id)).result == 1
+    with pytest.raises(ValueError, match="job_id must be 1 to 200 printable"):
+        await ping.aenqueue(3, job_id="has space")
+    with pytest.raises(ValueError, match="job_id or unique_key, not both"):
+        await ping.aenqueue(3, job_id="x1", unique_key="k")
+    with pytest.raises(ValueError, match="cannot be given to enqueue_many"):
+        await ping.aenqueue_many([1, 2], job_id="x2")
+    assert len(await engine.alist_jobs()) == 1

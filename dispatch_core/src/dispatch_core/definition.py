@@ -122,6 +122,7 @@ class JobDefinition(Generic[P]):
         unique_key: str | None = None,
         tenant: str | None = None,
         headers: dict[str, str] | None = None,
+        job_id: str | None = None,
         conn: Any = None,
     ) -> Job:
         """Enqueue one job from synchronous code and return it as stored.
@@ -137,6 +138,8 @@ class JobDefinition(Generic[P]):
             unique_key: Idempotency key; a second enqueue with it returns the first job.
             tenant: Tenant scope (defaults to the running job's).
             headers: String metadata carried with the job (trace context...).
+            job_id: The job's id, chosen by the caller (default: a new ``job_…`` TypeID).
+                Enqueueing the same id again returns the job that has it.
             conn: The caller's open database connection: the job is written in the caller's
                 transaction, so a rollback leaves no job (SQL stores only).
 
@@ -157,6 +160,7 @@ class JobDefinition(Generic[P]):
             unique_key=unique_key,
             tenant=tenant,
             headers=headers,
+            job_id=job_id,
             conn=conn,
         )
 
@@ -173,6 +177,7 @@ class JobDefinition(Generic[P]):
         unique_key: str | None = None,
         tenant: str | None = None,
         headers: dict[str, str] | None = None,
+        job_id: str | None = None,
         conn: Any = None,
     ) -> Job:
         """Async twin of :meth:`enqueue`; ``conn`` enqueues in a caller's SQL transaction
@@ -189,6 +194,7 @@ class JobDefinition(Generic[P]):
             unique_key=unique_key,
             tenant=tenant,
             headers=headers,
+            job_id=job_id,
             conn=conn,
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -65,6 +66,7 @@ class JobDecorator(Protocol):
 DEFAULT_QUEUE = "default"
 _DEFAULT_TIMEOUT = 300.0
 _DEFAULT_RETENTION = Retention()
+_JOB_ID = re.compile(r"[!-~]{1,200}")
 
 
 class Engine(ClusterAPI):
@@ -359,9 +361,19 @@ class Engine(ClusterAPI):
         unique_key: str | None = None,
         tenant: str | None = None,
         headers: dict[str, str] | None = None,
+        job_id: str | None = None,
         now: datetime | None = None,
     ) -> NewJob:
         now = now or utcnow()
+        if job_id is not None:
+            if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+                raise ValueError(
+                    f"job_id must be 1 to 200 printable characters without spaces, got {job_id!r}"
+                )
+            if unique_key is not None:
+                raise ValueError("give job_id or unique_key, not both")
+            # A chosen id is idempotent: enqueueing it again returns the job that has it.
+            unique_key = f"job-id:{job_id}"
         if run_at is not None and delay is not None:
             raise ValueError("give run_at or delay, not both")
         if run_at is not None:
@@ -376,7 +388,7 @@ class Engine(ClusterAPI):
         if retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {retries}")
         return NewJob(
-            id=new_id("job"),
+            id=job_id or new_id("job"),
             name=definition.name,
             queue=queue or definition.queue,
             payload=raw_payload,
@@ -456,6 +468,8 @@ class Engine(ClusterAPI):
     ) -> list[Job]:
         """Enqueue many jobs in one transaction (async); all are validated first."""
         now = utcnow()
+        if "job_id" in options:
+            raise ValueError("job_id names one job: it cannot be given to enqueue_many")
         new = [self._prepare(job, p, {**options, "now": now}) for p in payloads]
         if not new:
             return []
@@ -495,6 +509,8 @@ class Engine(ClusterAPI):
         """Blocking twin of :meth:`aenqueue_many`."""
         self._no_running_loop("enqueue_many", "aenqueue_many")
         now = utcnow()
+        if "job_id" in options:
+            raise ValueError("job_id names one job: it cannot be given to enqueue_many")
         new = [self._prepare(job, p, {**options, "now": now}) for p in payloads]
         if not new:
             return []

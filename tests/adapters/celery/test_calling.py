@@ -85,6 +85,23 @@ def test_delay_runs_on_a_worker_and_get_returns_the_value(app: Celery, drain: Dr
     assert result.date_done is not None
 
 
+def test_a_chosen_task_id_is_the_job_id_and_sends_once(app: Celery, drain: DrainFn) -> None:
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    task_id = "4ad9d1c3-0b53-4bd6-9a74-0f4b8e1d7a3b"
+    result = add.apply_async((2, 3), task_id=task_id)
+    assert result.id == task_id
+    again = app.send_task(add.name, (20, 30), task_id=task_id)
+    assert again.id == task_id
+    stats = drain(app)
+    assert stats.completed == 1  # the same id sent twice is one job
+    assert AsyncResult(task_id, app=app).get(timeout=1) == 5
+    with pytest.raises(TypeError, match="task_id must be a non-empty string"):
+        add.apply_async((1, 1), task_id="two words")
+
+
 def test_get_polls_until_a_worker_finishes(app: Celery, running_worker: RunningWorker) -> None:
     @app.task
     def slow_add(x: int, y: int) -> int:

@@ -35,6 +35,7 @@ def test_delay_runs_in_the_caller(eager_app: Celery) -> None:
     assert result.result == 5
     assert result.job() is None
     assert add.apply_async((4, 4), countdown=10, queue="q").get() == 8  # options have no effect
+    assert add.apply_async((1, 1), task_id="eager-1").id == "eager-1"
     assert eager_app._engine is None  # nothing touched a store
 
 

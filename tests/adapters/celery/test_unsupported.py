@@ -39,7 +39,6 @@ APPLY_ASYNC_OPTIONS: list[tuple[str, Any]] = [
     ("compression", "zlib"),
     ("retry_policy", {"max_retries": 3}),
     ("soft_time_limit", 10),
-    ("task_id", "4ad9d1c3-0b53-4bd6-9a74-0f4b8e1d7a3b"),
     ("serializer", "pickle"),
     ("mandatory", True),  # an option this list does not know
 ]

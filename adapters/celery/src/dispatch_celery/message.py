@@ -207,6 +207,8 @@ class CallOptions:
     expires: datetime | None = None
     timeout: float | None = None
     headers: dict[str, str] | None = None
+    #: ``task_id``: the job's id, chosen by the caller.
+    job_id: str | None = None
 
     def enqueue_options(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`dispatch_core.Engine.enqueue`."""
@@ -219,6 +221,8 @@ class CallOptions:
             options["timeout"] = self.timeout
         if self.headers:
             options["headers"] = self.headers
+        if self.job_id is not None:
+            options["job_id"] = self.job_id
         return options
 
 
@@ -236,10 +240,6 @@ _REFUSED_OPTIONS: dict[str, str] = {
     "compression": "jobs are stored uncompressed",
     "retry_policy": "enqueueing is a store write; it is not retried",
     "soft_time_limit": "Dispatch has one (hard) time limit: time_limit",
-    "task_id": (
-        "Dispatch chooses job ids; keep the id of the returned result "
-        "(AsyncResult(result.id) finds it again)"
-    ),
 }
 
 # Options accepted because they change nothing in Dispatch, with why (documented).
@@ -280,6 +280,7 @@ def call_options(
     """
     timeout: float | None = None
     headers: dict[str, str] | None = None
+    job_id: str | None = None
     for option, value in options.items():
         if option in _REFUSED_OPTIONS:
             raise _refused(where, option, _REFUSED_OPTIONS[option])
@@ -291,6 +292,14 @@ def call_options(
                 if not isinstance(value, int | float) or value <= 0:
                     raise TypeError(f"{where}: time_limit must be seconds > 0, got {value!r}")
                 timeout = float(value)
+        elif option == "task_id":
+            if value is not None:
+                if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+                    raise TypeError(
+                        f"{where}: task_id must be a non-empty string without spaces, "
+                        f"got {value!r}"
+                    )
+                job_id = value
         elif option == "headers":
             if value and not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in dict(value).items()
@@ -326,6 +335,7 @@ def call_options(
         expires=deadline,
         timeout=timeout,
         headers=headers,
+        job_id=job_id,
     )
 
 

@@ -312,7 +312,8 @@ class Task(Generic[P, R]):
             expires: Seconds, or a time: a job not started by then is revoked, not run.
             queue: The queue (default: the task's).
             priority: Higher runs first (default: the task's).
-            options: ``time_limit`` (seconds), ``headers`` (strings), ``serializer="json"``,
+            options: ``task_id`` (the job's id; sending the same id again returns the first
+                job), ``time_limit`` (seconds), ``headers`` (strings), ``serializer="json"``,
                 ``ignore_result``; any other Celery option raises :class:`TypeError`.
 
         Raises:
@@ -327,7 +328,7 @@ class Task(Generic[P, R]):
             app._check_call_options(
                 "apply_async", countdown, eta, expires, queue, priority, options
             )
-            return self.apply(args, kwargs)
+            return self.apply(args, kwargs, task_id=options.get("task_id"))
         return app._send(
             self.name,
             args,
@@ -362,7 +363,7 @@ class Task(Generic[P, R]):
             app._check_call_options(
                 "apply_async", countdown, eta, expires, queue, priority, options
             )
-            return self.apply(args, kwargs)
+            return self.apply(args, kwargs, task_id=options.get("task_id"))
         return await app._asend(
             self.name,
             args,
@@ -408,7 +409,7 @@ class Task(Generic[P, R]):
         )
         json_args, json_kwargs = encode(self.name, args, kwargs, signature=self._signature)
         propagate = app.conf.task_eager_propagates if throw is None else throw
-        task_id = str(uuid.uuid4())
+        task_id = options.get("task_id") or str(uuid.uuid4())
         retries = 0
         while True:
             request = Request(
