@@ -296,8 +296,7 @@ def call_options(
             if value is not None:
                 if not isinstance(value, str) or not value or any(c.isspace() for c in value):
                     raise TypeError(
-                        f"{where}: task_id must be a non-empty string without spaces, "
-                        f"got {value!r}"
+                        f"{where}: task_id must be a non-empty string without spaces, got {value!r}"
                     )
                 job_id = value
         elif option == "headers":
