@@ -149,6 +149,14 @@ class FailJob(DispatchError):
         super().__init__(reason)
 
 
+class RunNotFoundError(NotFoundError):
+    """No workflow run has the given id (in the caller's tenant)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"workflow run {run_id!r} not found")
+        self.run_id = run_id
+
+
 class CronNotFoundError(NotFoundError):
     """No cron entry has the given name."""
 

@@ -22,6 +22,15 @@ from dispatch_core.cron import CronEntry
 from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome
 from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.states import JobState
+from dispatch_core.workflows.models import (
+    NewEvent,
+    NewRun,
+    RunFilter,
+    RunState,
+    StepRecord,
+    WorkflowEvent,
+    WorkflowRun,
+)
 
 __all__ = ["Store", "SyncStore", "StopListening", "PruneCutoffs"]
 
@@ -385,3 +394,91 @@ class Store(abc.ABC):
         at most ``limit`` rows of each kind per call (so a big backlog is pruned in short
         transactions); return the number of rows deleted. Running, pending and retrying jobs
         are never deleted."""
+
+    # -- durable workflows -------------------------------------------------------------------------
+    #
+    # A run is driven by jobs: the engine replays its handler in a job, against the history
+    # kept here. These operations are what makes that safe: each one is atomic.
+
+    def _no_workflows(self) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} does not support workflows yet")
+
+    async def create_run(self, run: NewRun, driver: NewJob) -> WorkflowRun:
+        """Write a new run (state ``running``, generation 0) and its first driver job in one
+        transaction; return the run."""
+        raise self._no_workflows()
+
+    async def get_run(self, run_id: str) -> WorkflowRun:
+        """Return the run or raise :class:`~dispatch_core.errors.RunNotFoundError`."""
+        raise self._no_workflows()
+
+    async def list_runs(self, filter: RunFilter) -> list[WorkflowRun]:
+        """Runs matching ``filter``, newest first (by id)."""
+        raise self._no_workflows()
+
+    async def list_steps(self, run_id: str) -> list[StepRecord]:
+        """The run's history, by ``seq`` (empty for an unknown run)."""
+        raise self._no_workflows()
+
+    async def save_step(self, run_id: str, step: StepRecord, *, now: datetime) -> StepRecord:
+        """Record a history entry, keyed by ``(run_id, step.seq)``, and return the stored one.
+
+        A new seq is inserted. An existing ``pending`` record is replaced. An existing
+        finished (``completed`` / ``failed``) record is never changed: it is returned as is, so
+        that a second driver replaying the same run takes the first one's result. Raises
+        :class:`RunNotFoundError` for an unknown run.
+        """
+        raise self._no_workflows()
+
+    async def update_run(
+        self,
+        run_id: str,
+        *,
+        state: RunState,
+        now: datetime,
+        expect: frozenset[RunState] | None = None,
+        generation: int | None = None,
+        output: object = None,
+        error: str | None = None,
+        wake_at: datetime | None = None,
+        waiting_for: str | None = None,
+        driver: NewJob | None = None,
+    ) -> WorkflowRun | None:
+        """Change a run's state, conditionally, and optionally enqueue a driver job with it, in
+        one transaction.
+
+        Only if the run's state is in ``expect`` (``None``: any non-terminal state) and, when
+        given, its generation equals ``generation``; otherwise nothing is written and ``None``
+        is returned. The write sets ``state``, ``output``, ``error``, ``wake_at``,
+        ``waiting_for`` and ``updated_at = now`` (``finished_at = now`` for a terminal state).
+        Parking (``sleeping`` / ``waiting``) increments the generation. ``driver``, when
+        given, is enqueued in the same transaction (honouring its unique key). Returns the
+        updated run. Raises :class:`RunNotFoundError` for an unknown run.
+
+        Parking as ``waiting`` for an event that has already arrived (an unconsumed event of
+        that name for the run) writes nothing and returns ``None``: the caller takes the event
+        instead. With :meth:`send_event` this closes the gap between "no event yet" and
+        "parked" where a wake-up could be lost.
+        """
+        raise self._no_workflows()
+
+    async def send_event(self, event: NewEvent, *, driver: NewJob, now: datetime) -> bool:
+        """Store an event for the run ``event.run_id`` and wake the run if it waits for it,
+        in one transaction; return whether it was woken.
+
+        Raises :class:`RunNotFoundError` when the run does not exist, or belongs to another
+        tenant than ``event.tenant`` (a tenant never reaches another's runs). The run is
+        woken when it is ``waiting`` with ``waiting_for == event.name``: it becomes
+        ``running`` and its wake-up job is made due: the job with the unique key
+        ``wf:<run id>:<generation>`` (the wait's timeout timer), if pending, gets
+        ``run_at = now``; if there is none, ``driver`` is inserted with that unique key.
+        """
+        raise self._no_workflows()
+
+    async def take_event(
+        self, run_id: str, name: str, *, seq: int, now: datetime
+    ) -> WorkflowEvent | None:
+        """Consume the oldest unconsumed event ``name`` of the run, marking it consumed by
+        ``seq``, atomically (two takers never get the same event). An event already consumed
+        by this ``seq`` is returned again (a replay). ``None`` when there is none."""
+        raise self._no_workflows()
