@@ -27,6 +27,7 @@ from dispatch_core.errors import (
     PayloadError,
     PluginMissingError,
     RetryJob,
+    RunNotFoundError,
     StoreUnavailableError,
     StoreURLError,
     SyncInAsyncContextError,
@@ -42,6 +43,17 @@ from dispatch_core.scheduling import CronSpec
 from dispatch_core.states import JobState
 from dispatch_core.store import PruneCutoffs, Store, SyncStore
 from dispatch_core.worker import DrainResult, Worker, WorkerStats
+from dispatch_core.workflows.definition import RunHandle, WorkflowDefinition
+from dispatch_core.workflows.errors import (
+    EventTimeoutError,
+    NonDeterminismError,
+    StepFailedError,
+    WorkflowCancelledError,
+    WorkflowError,
+    WorkflowFailedError,
+)
+from dispatch_core.workflows.models import RunState, StepKind, StepRecord, StepState, WorkflowRun
+from dispatch_core.workflows.runtime import StepRetry, Workflow
 
 __version__ = importlib.metadata.version("dispatch-core")
 
@@ -75,6 +87,16 @@ __all__ = [
     "QueueStats",
     "Retention",
     "PruneCutoffs",
+    # workflows
+    "Workflow",
+    "WorkflowDefinition",
+    "RunHandle",
+    "WorkflowRun",
+    "RunState",
+    "StepRecord",
+    "StepKind",
+    "StepState",
+    "StepRetry",
     # retries
     "Backoff",
     "Constant",
@@ -100,6 +122,13 @@ __all__ = [
     "NotFoundError",
     "CronNotFoundError",
     "CronExpressionError",
+    "RunNotFoundError",
+    "WorkflowError",
+    "NonDeterminismError",
+    "StepFailedError",
+    "EventTimeoutError",
+    "WorkflowFailedError",
+    "WorkflowCancelledError",
     "JobNotFoundError",
     "DLQEntryNotFoundError",
     "InvalidTransitionError",

@@ -36,6 +36,7 @@ from dispatch_core.scheduling import ClusterAPI
 from dispatch_core.serde import make_converter, to_json_payload
 from dispatch_core.states import JobState
 from dispatch_core.store import Store, SyncStore
+from dispatch_core.workflows.api import WorkflowAPI
 
 if TYPE_CHECKING:
     from dispatch_core.worker import DrainResult, Worker
@@ -69,7 +70,7 @@ _DEFAULT_RETENTION = Retention()
 _JOB_ID = re.compile(r"[!-~]{1,200}")
 
 
-class Engine(ClusterAPI):
+class Engine(ClusterAPI, WorkflowAPI):
     """Registers jobs, enqueues them and runs workers over one store.
 
     Args:
@@ -136,6 +137,7 @@ class Engine(ClusterAPI):
         self._migrated = False
         self._wakers: list[Callable[[], None]] = []
         self._init_cluster(retention)
+        self._init_workflows()
 
     @property
     def safe_url(self) -> str:

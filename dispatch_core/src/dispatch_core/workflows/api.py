@@ -1,0 +1,289 @@
+"""The engine's workflow API: ``@engine.workflow``, starting runs, reading and steering them.
+
+:class:`WorkflowAPI` is a base class of :class:`~dispatch_core.engine.Engine`, kept in its
+own module. Runs execute as jobs of the built-in job ``dispatch.workflow`` on ordinary
+workers, never in the caller's stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from dispatch_core._ids import new_id
+from dispatch_core.context import JobContext
+from dispatch_core.errors import ConfigurationError
+from dispatch_core.models import utcnow
+from dispatch_core.workflows.definition import WorkflowDefinition
+from dispatch_core.workflows.errors import WorkflowError
+from dispatch_core.workflows.models import (
+    TERMINAL_RUN_STATES,
+    NewEvent,
+    NewRun,
+    RunFilter,
+    RunState,
+    StepRecord,
+    WorkflowRun,
+)
+from dispatch_core.workflows.runtime import DRIVER_JOB, cancel_key, drive, new_driver
+
+if TYPE_CHECKING:
+    from dispatch_core.engine import Engine
+
+__all__ = ["WorkflowAPI"]
+
+T = TypeVar("T")
+
+
+class WorkflowAPI:
+    """Workflows: the part of the engine that defines, starts and steers them."""
+
+    def _init_workflows(self) -> None:
+        #: name -> version -> definition
+        self._workflows: dict[str, dict[int, WorkflowDefinition[Any, Any]]] = {}
+
+    def _wf_engine(self) -> Engine:
+        return self  # type: ignore[return-value]
+
+    def workflow(
+        self,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        queue: str = "default",
+        priority: int = 0,
+    ) -> Callable[[Callable[..., Any]], WorkflowDefinition[Any, Any]]:
+        """Register ``async def handler(wf, input) -> result`` as a durable workflow.
+
+        Args:
+            name: Stable name (default ``module.qualname``).
+            version: New runs start on the highest registered version; a run keeps the
+                version it started on, so keep old versions registered while runs use them.
+            queue: Queue of the jobs that drive its runs.
+            priority: Priority of those jobs.
+        """
+
+        def register(fn: Callable[..., Any]) -> WorkflowDefinition[Any, Any]:
+            engine = self._wf_engine()
+            wf_name = name or f"{fn.__module__}.{fn.__qualname__}"
+            definition: WorkflowDefinition[Any, Any] = WorkflowDefinition(
+                engine=engine,
+                fn=fn,
+                name=wf_name,
+                version=version,
+                queue=queue,
+                priority=priority,
+            )
+            versions = self._workflows.setdefault(wf_name, {})
+            if version in versions and versions[version].fn is not fn:
+                raise ConfigurationError(
+                    f"workflow {wf_name!r} version {version} is already registered by "
+                    f"{versions[version].fn.__qualname__}"
+                )
+            versions[version] = definition
+            self._ensure_driver()
+            return definition
+
+        return register
+
+    def _ensure_driver(self) -> None:
+        engine = self._wf_engine()
+        if DRIVER_JOB in engine._jobs:
+            return
+
+        async def drive_run(ctx: JobContext, payload: dict[str, Any]) -> None:
+            await drive(engine, ctx, payload["run_id"])
+
+        engine.job(name=DRIVER_JOB, max_retries=24, timeout=None)(drive_run)
+
+    @property
+    def workflows(self) -> dict[str, WorkflowDefinition[Any, Any]]:
+        """The latest version of each registered workflow, by name."""
+        return {name: v[max(v)] for name, v in self._workflows.items()}
+
+    def _workflow_definition(self, name: str, version: int) -> WorkflowDefinition[Any, Any]:
+        versions = self._workflows.get(name)
+        if not versions:
+            raise WorkflowError(f"workflow {name!r} is not registered in this process")
+        definition = versions.get(version)
+        if definition is None:
+            raise WorkflowError(
+                f"workflow {name!r} has no version {version} here (registered: "
+                f"{sorted(versions)}); keep old versions registered while runs use them, or "
+                "migrate those runs"
+            )
+        return definition
+
+    # -- starting ----------------------------------------------------------------------------------
+
+    async def _astart(
+        self,
+        definition: WorkflowDefinition[Any, Any],
+        input: Any,
+        *,
+        tenant: str | None,
+        correlation_key: str | None,
+    ) -> WorkflowRun:
+        engine = self._wf_engine()
+        latest = self._workflow_definition(definition.name, max(self._workflows[definition.name]))
+        raw = latest._encode_input(input)
+        await engine.aopen()
+        now = utcnow()
+        new = NewRun(
+            id=new_id("wfrun"),
+            name=latest.name,
+            version=latest.version,
+            input=raw,
+            created_at=now,
+            tenant=tenant,
+            correlation_key=correlation_key,
+        )
+        placeholder = WorkflowRun(
+            id=new.id,
+            name=new.name,
+            version=new.version,
+            input=raw,
+            state=RunState.RUNNING,
+            created_at=now,
+            updated_at=now,
+            tenant=tenant,
+        )
+        run = await engine.store.create_run(new, latest._driver_job(placeholder, 0, run_at=None))
+        engine._after_enqueue([], [])
+        if engine.hooks.wants("dispatch_workflow_started"):
+            engine.hooks.emit("dispatch_workflow_started", run=run, engine=engine)
+        return run
+
+    def _blocking(self, method: str, twin: str, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run an async engine call from code with no event loop, on a private loop."""
+        engine = self._wf_engine()
+        engine._no_running_loop(method, twin)
+        return asyncio.run(_closing(engine, make))
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    async def aget_run(self, run_id: str) -> WorkflowRun:
+        """The run. Raises :class:`~dispatch_core.errors.RunNotFoundError`."""
+        engine = self._wf_engine()
+        await engine.aopen()
+        return await engine.store.get_run(run_id)
+
+    async def alist_runs(
+        self,
+        *,
+        state: RunState | str | None = None,
+        name: str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[WorkflowRun]:
+        """Runs, newest first, optionally filtered."""
+        engine = self._wf_engine()
+        await engine.aopen()
+        return await engine.store.list_runs(
+            RunFilter(
+                state=RunState(state) if state is not None else None,
+                name=name,
+                tenant=tenant,
+                limit=limit,
+                offset=offset,
+            )
+        )
+
+    async def atimeline(self, run_id: str) -> list[StepRecord]:
+        """A run's history: every step, sleep and wait, with timings, attempts and outputs."""
+        engine = self._wf_engine()
+        await engine.aopen()
+        await engine.store.get_run(run_id)  # RunNotFoundError for an unknown id
+        return await engine.store.list_steps(run_id)
+
+    # -- steering ----------------------------------------------------------------------------------
+
+    async def asend_event(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        run_id: str | None = None,
+        correlation_key: str | None = None,
+        tenant: str | None = None,
+    ) -> list[str]:
+        """Send the event ``name`` to a run, or to every unfinished run of a correlation key,
+        within ``tenant``; return the ids of the runs it reached. A run waiting for it wakes.
+
+        Raises:
+            RunNotFoundError: ``run_id`` names no run of this tenant.
+        """
+        if (run_id is None) == (correlation_key is None):
+            raise ValueError("give run_id or correlation_key, not both and not neither")
+        engine = self._wf_engine()
+        await engine.aopen()
+        raw = engine.converter.unstructure(payload)
+        if run_id is not None:
+            targets = [await engine.store.get_run(run_id)]
+        else:
+            targets = [
+                r
+                for r in await engine.store.list_runs(
+                    RunFilter(correlation_key=correlation_key, tenant=tenant, limit=10_000)
+                )
+                if r.state not in TERMINAL_RUN_STATES
+            ]
+        reached = []
+        for run in targets:
+            definition = self._workflow_definition(run.name, run.version)
+            event = NewEvent(
+                id=new_id("evt"),
+                run_id=run.id,
+                name=name,
+                payload=raw,
+                created_at=utcnow(),
+                tenant=tenant,
+            )
+            woken = await engine.store.send_event(
+                event,
+                driver=definition._driver_job(run, run.generation, run_at=None),
+                now=utcnow(),
+            )
+            reached.append(run.id)
+            if woken:
+                engine._after_enqueue([], [])
+        return reached
+
+    async def acancel_run(self, run_id: str) -> WorkflowRun:
+        """Cancel an unfinished run: it stops at its next step (a step already running
+        finishes; nothing after it runs), and the compensations of its completed steps run,
+        newest first, in a job.
+
+        Raises:
+            WorkflowError: the run has already finished.
+        """
+        engine = self._wf_engine()
+        await engine.aopen()
+        current = await engine.store.get_run(run_id)
+        definition = self._workflow_definition(current.name, current.version)
+        compensate = new_driver(
+            run=current,
+            generation=current.generation,
+            queue=definition.queue,
+            priority=definition.priority,
+            run_at=None,
+            unique_key=cancel_key(run_id),
+        )
+        run = await engine.store.update_run(
+            run_id, state=RunState.CANCELLED, now=utcnow(), driver=compensate
+        )
+        if run is None:
+            current = await engine.store.get_run(run_id)
+            raise WorkflowError(f"workflow run {run_id!r} is already {current.state.value}")
+        engine._after_enqueue([], [])
+        return run
+
+
+async def _closing(engine: Engine, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``make()`` with the engine's store opened on this loop, then close it."""
+    try:
+        return await make()
+    finally:
+        await engine.aclose()
