@@ -17,6 +17,15 @@ from dispatch_core.cron import CronEntry, MisfirePolicy
 from dispatch_core.models import JSON, DLQEntry, Job, NewJob
 from dispatch_core.queues import QueueConfig
 from dispatch_core.states import JobState
+from dispatch_core.workflows.models import (
+    NewRun,
+    RunState,
+    StepKind,
+    StepRecord,
+    StepState,
+    WorkflowEvent,
+    WorkflowRun,
+)
 
 __all__ = [
     "JOB_COLUMNS",
@@ -27,6 +36,12 @@ __all__ = [
     "WORKER_SELECT",
     "CRON_COLUMNS",
     "CRON_SELECT",
+    "RUN_COLUMNS",
+    "RUN_SELECT",
+    "STEP_COLUMNS",
+    "STEP_SELECT",
+    "EVENT_COLUMNS",
+    "EVENT_SELECT",
     "Row",
     "to_us",
     "from_us",
@@ -43,6 +58,11 @@ __all__ = [
     "decode_cron",
     "decode_queue_config",
     "claim_order",
+    "new_run_params",
+    "decode_run",
+    "step_params",
+    "decode_step",
+    "decode_event",
 ]
 
 Row = Sequence[Any]
@@ -132,6 +152,50 @@ CRON_COLUMNS = (
     "updated_at",
 )
 CRON_SELECT = ", ".join(CRON_COLUMNS)
+
+#: Column order of the workflow_runs table as :func:`new_run_params` writes and
+#: :func:`decode_run` reads it.
+RUN_COLUMNS = (
+    "id",
+    "name",
+    "version",
+    "input",
+    "state",
+    "created_at",
+    "updated_at",
+    "finished_at",
+    "output",
+    "error",
+    "tenant",
+    "parent_run_id",
+    "correlation_key",
+    "wake_at",
+    "waiting_for",
+    "generation",
+)
+RUN_SELECT = ", ".join(RUN_COLUMNS)
+
+#: Column order of the workflow_steps table as :func:`step_params` writes and
+#: :func:`decode_step` reads it.
+STEP_COLUMNS = (
+    "run_id",
+    "seq",
+    "name",
+    "kind",
+    "state",
+    "started_at",
+    "finished_at",
+    "output",
+    "error",
+    "attempts",
+    "wake_at",
+)
+STEP_SELECT = ", ".join(STEP_COLUMNS)
+
+#: Column order of every workflow event row this package reads; :func:`decode_event` relies
+#: on it.
+EVENT_COLUMNS = ("id", "run_id", "name", "payload", "created_at", "tenant", "consumed_seq")
+EVENT_SELECT = ", ".join(EVENT_COLUMNS)
 
 _decode = json.JSONDecoder().decode
 
@@ -437,3 +501,125 @@ def decode_queue_config(
 def claim_order(job: Job) -> tuple[int, datetime, str]:
     """Sort key of the claim order: priority descending, then run_at, then id."""
     return (-job.priority, job.run_at, job.id)
+
+
+# -- durable workflows ---------------------------------------------------------------------------
+
+
+def _opt_us(value: datetime | None) -> int | None:
+    return None if value is None else to_us(value)
+
+
+def _opt_json(value: str | None) -> JSON:
+    return None if value is None else _decode(value)
+
+
+def new_run_params(run: NewRun) -> tuple[Any, ...]:
+    """A new run (``running``, generation 0) as a row, in :data:`RUN_COLUMNS` order."""
+    created = to_us(run.created_at)
+    return (
+        run.id,
+        run.name,
+        run.version,
+        _encode(run.input),
+        RunState.RUNNING.value,
+        created,
+        created,
+        None,
+        None,
+        None,
+        run.tenant,
+        run.parent_run_id,
+        run.correlation_key,
+        None,
+        None,
+        0,
+    )
+
+
+def decode_run(row: Row) -> WorkflowRun:
+    """Build a :class:`WorkflowRun` from a row selected with :data:`RUN_SELECT`."""
+    (
+        id_,
+        name,
+        version,
+        input_,
+        state,
+        created_at,
+        updated_at,
+        finished_at,
+        output,
+        error,
+        tenant,
+        parent_run_id,
+        correlation_key,
+        wake_at,
+        waiting_for,
+        generation,
+    ) = row
+    return WorkflowRun(
+        id=id_,
+        name=name,
+        version=version,
+        input=_decode(input_),
+        state=RunState(state),
+        created_at=from_us(created_at),
+        updated_at=from_us(updated_at),
+        finished_at=from_us_opt(finished_at),
+        output=_opt_json(output),
+        error=error,
+        tenant=tenant,
+        parent_run_id=parent_run_id,
+        correlation_key=correlation_key,
+        wake_at=from_us_opt(wake_at),
+        waiting_for=waiting_for,
+        generation=generation,
+    )
+
+
+def step_params(run_id: str, step: StepRecord) -> tuple[Any, ...]:
+    """The run's history entry as a row, in :data:`STEP_COLUMNS` order."""
+    return (
+        run_id,
+        step.seq,
+        step.name,
+        step.kind.value,
+        step.state.value,
+        to_us(step.started_at),
+        _opt_us(step.finished_at),
+        dump_json_opt(step.output),
+        step.error,
+        step.attempts,
+        _opt_us(step.wake_at),
+    )
+
+
+def decode_step(row: Row) -> StepRecord:
+    """Build a :class:`StepRecord` from a row selected with :data:`STEP_SELECT`."""
+    _, seq, name, kind, state, started_at, finished_at, output, error, attempts, wake_at = row
+    return StepRecord(
+        seq=seq,
+        name=name,
+        kind=StepKind(kind),
+        state=StepState(state),
+        started_at=from_us(started_at),
+        finished_at=from_us_opt(finished_at),
+        output=_opt_json(output),
+        error=error,
+        attempts=attempts,
+        wake_at=from_us_opt(wake_at),
+    )
+
+
+def decode_event(row: Row) -> WorkflowEvent:
+    """Build a :class:`WorkflowEvent` from a row selected with :data:`EVENT_SELECT`."""
+    id_, run_id, name, payload, created_at, tenant, consumed_seq = row
+    return WorkflowEvent(
+        id=id_,
+        run_id=run_id,
+        name=name,
+        payload=_decode(payload),
+        created_at=from_us(created_at),
+        tenant=tenant,
+        consumed_seq=consumed_seq,
+    )

@@ -18,7 +18,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -30,24 +30,44 @@ from dispatch_core.errors import (
     DLQEntryNotFoundError,
     InvalidTransitionError,
     JobNotFoundError,
+    RunNotFoundError,
 )
-from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome, OutcomeKind
+from dispatch_core.models import JSON, DLQEntry, Job, JobFilter, NewJob, Outcome, OutcomeKind
 from dispatch_core.queues import QueueConfig, QueueStats, TokenBucket
 from dispatch_core.states import JobState, check_transition
 from dispatch_core.store import PruneCutoffs
+from dispatch_core.workflows.models import (
+    TERMINAL_RUN_STATES,
+    NewEvent,
+    NewRun,
+    RunFilter,
+    RunState,
+    StepRecord,
+    StepState,
+    WorkflowEvent,
+    WorkflowRun,
+)
 from dispatch_plugins.sqlite.codec import (
     CRON_COLUMNS,
     CRON_SELECT,
     DLQ_SELECT,
+    EVENT_SELECT,
     JOB_SELECT,
+    RUN_COLUMNS,
+    RUN_SELECT,
+    STEP_COLUMNS,
+    STEP_SELECT,
     WORKER_COLUMNS,
     WORKER_SELECT,
     claim_order,
     cron_params,
     decode_cron,
     decode_dlq,
+    decode_event,
     decode_job,
     decode_queue_config,
+    decode_run,
+    decode_step,
     decode_worker,
     dump_json,
     dump_json_opt,
@@ -55,6 +75,8 @@ from dispatch_plugins.sqlite.codec import (
     from_us_opt,
     job_from_new,
     new_job_params,
+    new_run_params,
+    step_params,
     to_us,
     worker_params,
 )
@@ -93,6 +115,14 @@ __all__ = [
     "pause_queue",
     "list_queues",
     "prune",
+    "create_run",
+    "get_run",
+    "list_runs",
+    "list_steps",
+    "save_step",
+    "update_run",
+    "send_event",
+    "take_event",
 ]
 
 # Rows per statement when a batch is spread over placeholders. Three placeholders a row stays
@@ -159,6 +189,12 @@ def enqueue(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
     return [
         job_from_new(new) if new.unique_key is None else holders[new.unique_key] for new in jobs
     ]
+
+
+def _insert_job(conn: sqlite3.Connection, job: NewJob) -> None:
+    """Insert one job inside the caller's transaction; a taken unique key skips it."""
+    sql = INSERT_JOB if job.unique_key is None else _INSERT_JOB_UNLESS_KEY_TAKEN
+    conn.execute(sql, new_job_params(job))
 
 
 def _jobs_by_unique_key(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, Job]:
@@ -1139,3 +1175,242 @@ def prune(conn: sqlite3.Connection, cutoffs: PruneCutoffs, *, limit: int = 10_00
     if cutoffs.workers is not None:
         deleted += conn.execute(_PRUNE_WORKERS, (to_us(cutoffs.workers), limit)).rowcount
     return deleted
+
+
+# -- durable workflows ---------------------------------------------------------------------------
+#
+# Every write that decides on a run's state runs under BEGIN IMMEDIATE: SQLite's single writer
+# then serialises a park (update_run) and an event (send_event) on one run, so the check "has
+# the event already arrived?" and the park cannot interleave with the event's insert.
+
+_INSERT_RUN = f"INSERT INTO workflow_runs ({RUN_SELECT}) VALUES ({_marks(len(RUN_COLUMNS))})"
+_GET_RUN = f"SELECT {RUN_SELECT} FROM workflow_runs WHERE id = ?"
+
+
+def create_run(conn: sqlite3.Connection, run: NewRun, driver: NewJob) -> WorkflowRun:
+    """See :meth:`dispatch_core.store.Store.create_run`."""
+    with write_transaction(conn):
+        row = conn.execute(_INSERT_RUN + f" RETURNING {RUN_SELECT}", new_run_params(run))
+        created = decode_run(row.fetchone())
+        _insert_job(conn, driver)
+    return created
+
+
+def get_run(conn: sqlite3.Connection, run_id: str) -> WorkflowRun:
+    """See :meth:`dispatch_core.store.Store.get_run`."""
+    row = conn.execute(_GET_RUN, (run_id,)).fetchone()
+    if row is None:
+        raise RunNotFoundError(run_id)
+    return decode_run(row)
+
+
+def list_runs(conn: sqlite3.Connection, filter: RunFilter) -> list[WorkflowRun]:
+    """See :meth:`dispatch_core.store.Store.list_runs`."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("state", None if filter.state is None else filter.state.value),
+        ("name", filter.name),
+        ("tenant", filter.tenant),
+        ("parent_run_id", filter.parent_run_id),
+        ("correlation_key", filter.correlation_key),
+    ):
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            params.append(value)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    params += (filter.limit, filter.offset)
+    rows = conn.execute(
+        f"SELECT {RUN_SELECT} FROM workflow_runs {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+        params,
+    ).fetchall()
+    return [decode_run(row) for row in rows]
+
+
+def list_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
+    """See :meth:`dispatch_core.store.Store.list_steps`."""
+    rows = conn.execute(
+        f"SELECT {STEP_SELECT} FROM workflow_steps WHERE run_id = ? ORDER BY seq", (run_id,)
+    ).fetchall()
+    return [decode_step(row) for row in rows]
+
+
+# A new seq is inserted; an existing pending record is replaced; a finished one is left alone
+# (the WHERE of DO UPDATE fails, so nothing comes back and the caller reads the stored row).
+_SAVE_STEP = f"""
+INSERT INTO workflow_steps ({STEP_SELECT}) VALUES ({_marks(len(STEP_COLUMNS))})
+ON CONFLICT (run_id, seq) DO UPDATE SET
+    {", ".join(f"{c} = excluded.{c}" for c in STEP_COLUMNS[2:])}
+WHERE workflow_steps.state = '{StepState.PENDING.value}'
+RETURNING {STEP_SELECT}
+"""
+
+
+def _run_exists(conn: sqlite3.Connection, run_id: str) -> None:
+    if conn.execute("SELECT 1 FROM workflow_runs WHERE id = ?", (run_id,)).fetchone() is None:
+        raise RunNotFoundError(run_id)
+
+
+def save_step(
+    conn: sqlite3.Connection, run_id: str, step: StepRecord, *, now: datetime
+) -> StepRecord:
+    """See :meth:`dispatch_core.store.Store.save_step`."""
+    with write_transaction(conn):
+        _run_exists(conn, run_id)
+        row = conn.execute(_SAVE_STEP, step_params(run_id, step)).fetchone()
+        if row is None:  # finished already: the first writer's record stands
+            row = conn.execute(
+                f"SELECT {STEP_SELECT} FROM workflow_steps WHERE run_id = ? AND seq = ?",
+                (run_id, step.seq),
+            ).fetchone()
+    return decode_step(row)
+
+
+_PARKED = frozenset({RunState.SLEEPING, RunState.WAITING})
+# An event of that name the run has not consumed yet.
+_EVENT_WAITING = """
+SELECT 1 FROM workflow_events WHERE run_id = ? AND name = ? AND consumed_seq IS NULL LIMIT 1
+"""
+_UPDATE_RUN = f"""
+UPDATE workflow_runs SET state = :state, output = :output, error = :error, wake_at = :wake_at,
+    waiting_for = :waiting_for, updated_at = :now, finished_at = :finished_at,
+    generation = generation + :parked
+WHERE id = :id
+RETURNING {RUN_SELECT}
+"""
+
+
+def update_run(
+    conn: sqlite3.Connection,
+    run_id: str,
+    *,
+    state: RunState,
+    now: datetime,
+    expect: frozenset[RunState] | None = None,
+    generation: int | None = None,
+    output: object = None,
+    error: str | None = None,
+    wake_at: datetime | None = None,
+    waiting_for: str | None = None,
+    driver: NewJob | None = None,
+) -> WorkflowRun | None:
+    """See :meth:`dispatch_core.store.Store.update_run`.
+
+    One ``BEGIN IMMEDIATE`` transaction reads the run, checks the condition (and, for a wait,
+    that its event has not arrived yet), writes the run and enqueues ``driver``.
+    """
+    now_us = to_us(now)
+    with write_transaction(conn):
+        row = conn.execute(
+            "SELECT state, generation FROM workflow_runs WHERE id = ?", (run_id,)
+        ).fetchone()
+        if row is None:
+            raise RunNotFoundError(run_id)
+        current, current_generation = RunState(row[0]), row[1]
+        if (current in TERMINAL_RUN_STATES) if expect is None else (current not in expect):
+            return None
+        if generation is not None and current_generation != generation:
+            return None
+        if (
+            state is RunState.WAITING
+            and waiting_for is not None
+            and conn.execute(_EVENT_WAITING, (run_id, waiting_for)).fetchone() is not None
+        ):
+            return None  # the event is here: the caller takes it instead of parking
+        params = {
+            "id": run_id,
+            "state": state.value,
+            "output": dump_json_opt(cast(JSON, output)),
+            "error": error,
+            "wake_at": None if wake_at is None else to_us(wake_at),
+            "waiting_for": waiting_for,
+            "now": now_us,
+            "finished_at": now_us if state in TERMINAL_RUN_STATES else None,
+            "parked": int(state in _PARKED),
+        }
+        updated = decode_run(conn.execute(_UPDATE_RUN, params).fetchone())
+        if driver is not None:
+            _insert_job(conn, driver)
+    return updated
+
+
+_INSERT_EVENT = """
+INSERT INTO workflow_events (id, run_id, name, payload, created_at, tenant)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
+# The woken run is running again: nothing to wait for, no timer.
+_WAKE_RUN = """
+UPDATE workflow_runs SET state = 'running', waiting_for = NULL, wake_at = NULL, updated_at = ?
+WHERE id = ?
+"""
+# The wait's timeout timer, made due now (a running or finished one is left alone).
+_MAKE_DUE = """
+UPDATE jobs SET run_at = ?, updated_at = ? WHERE unique_key = ? AND state = 'pending'
+"""
+
+
+def send_event(conn: sqlite3.Connection, event: NewEvent, *, driver: NewJob, now: datetime) -> bool:
+    """See :meth:`dispatch_core.store.Store.send_event`.
+
+    One ``BEGIN IMMEDIATE`` transaction: it stores the event and, when the run waits for it,
+    wakes the run and makes its wake-up job due (the pending timeout timer, else ``driver``).
+    """
+    now_us = to_us(now)
+    with write_transaction(conn):
+        row = conn.execute(
+            "SELECT tenant, state, waiting_for, generation FROM workflow_runs WHERE id = ?",
+            (event.run_id,),
+        ).fetchone()
+        if row is None or row[0] != event.tenant:
+            raise RunNotFoundError(event.run_id)
+        _, state, waiting_for, generation = row
+        conn.execute(
+            _INSERT_EVENT,
+            (
+                event.id,
+                event.run_id,
+                event.name,
+                dump_json(event.payload),
+                to_us(event.created_at),
+                event.tenant,
+            ),
+        )
+        if state != RunState.WAITING.value or waiting_for != event.name:
+            return False
+        conn.execute(_WAKE_RUN, (now_us, event.run_id))
+        key = f"wf:{event.run_id}:{generation}"
+        if conn.execute(_MAKE_DUE, (now_us, now_us, key)).rowcount == 0:
+            # No pending timer: the driver, under the park's key (skipped if the key is taken:
+            # a job of this park is already running or done, and the run is driven).
+            _insert_job(conn, attrs.evolve(driver, unique_key=key))
+    return True
+
+
+_EVENT_BY_SEQ = f"""
+SELECT {EVENT_SELECT} FROM workflow_events WHERE run_id = ? AND name = ? AND consumed_seq = ?
+LIMIT 1
+"""
+_TAKE_EVENT = f"""
+UPDATE workflow_events SET consumed_seq = ?
+WHERE rowid = (
+    SELECT rowid FROM workflow_events
+    WHERE run_id = ? AND name = ? AND consumed_seq IS NULL
+    ORDER BY created_at, rowid LIMIT 1
+)
+RETURNING {EVENT_SELECT}
+"""
+
+
+def take_event(
+    conn: sqlite3.Connection, run_id: str, name: str, *, seq: int, now: datetime
+) -> WorkflowEvent | None:
+    """See :meth:`dispatch_core.store.Store.take_event`.
+
+    The replay lookup and the take run in one write transaction, so two drivers taking for one
+    seq at once get the same event rather than one each.
+    """
+    with write_transaction(conn):
+        row = conn.execute(_EVENT_BY_SEQ, (run_id, name, seq)).fetchone()
+        if row is None:
+            row = conn.execute(_TAKE_EVENT, (seq, run_id, name)).fetchone()
+    return None if row is None else decode_event(row)

@@ -181,8 +181,86 @@ _CLUSTER = (
     """,
 )
 
+_WORKFLOWS = (
+    # Durable workflow runs. input and output are JSON text (output NULL until there is one);
+    # generation counts the parks, and names each park's wake-up job (wf:<id>:<generation>).
+    """
+    CREATE TABLE workflow_runs (
+        id              TEXT    NOT NULL PRIMARY KEY,
+        name            TEXT    NOT NULL,
+        version         INTEGER NOT NULL,
+        input           TEXT    NOT NULL,
+        -- running | sleeping | waiting | completed | failed | cancelled
+        state           TEXT    NOT NULL,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        finished_at     INTEGER,
+        output          TEXT,
+        error           TEXT,
+        tenant          TEXT,
+        parent_run_id   TEXT,
+        correlation_key TEXT,
+        wake_at         INTEGER,
+        waiting_for     TEXT,
+        generation      INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID
+    """,
+    # list_runs pages by id, newest first, within each filter; the rarely set columns get
+    # partial indexes. correlation_key also resolves an event's key to its runs.
+    "CREATE INDEX workflow_runs_state_idx ON workflow_runs (state, id)",
+    "CREATE INDEX workflow_runs_name_idx ON workflow_runs (name, id)",
+    """
+    CREATE INDEX workflow_runs_tenant_idx ON workflow_runs (tenant, id)
+        WHERE tenant IS NOT NULL
+    """,
+    """
+    CREATE INDEX workflow_runs_parent_idx ON workflow_runs (parent_run_id, id)
+        WHERE parent_run_id IS NOT NULL
+    """,
+    """
+    CREATE INDEX workflow_runs_correlation_idx ON workflow_runs (correlation_key, id)
+        WHERE correlation_key IS NOT NULL
+    """,
+    # A run's history: one row per primitive call, by seq. Only pending rows ever change.
+    """
+    CREATE TABLE workflow_steps (
+        run_id      TEXT    NOT NULL REFERENCES workflow_runs (id) ON DELETE CASCADE,
+        seq         INTEGER NOT NULL,
+        name        TEXT    NOT NULL,
+        kind        TEXT    NOT NULL,  -- step | sleep | event | child | compensation
+        state       TEXT    NOT NULL,  -- pending | completed | failed
+        started_at  INTEGER NOT NULL,
+        finished_at INTEGER,
+        output      TEXT,
+        error       TEXT,
+        attempts    INTEGER NOT NULL,
+        wake_at     INTEGER,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID
+    """,
+    # Events sent to runs. A rowid table: the rowid is the arrival order, which breaks ties
+    # between events of one created_at when take_event looks for the oldest.
+    """
+    CREATE TABLE workflow_events (
+        id           TEXT    NOT NULL PRIMARY KEY,
+        run_id       TEXT    NOT NULL REFERENCES workflow_runs (id) ON DELETE CASCADE,
+        name         TEXT    NOT NULL,
+        payload      TEXT    NOT NULL,
+        created_at   INTEGER NOT NULL,
+        tenant       TEXT,
+        consumed_seq INTEGER
+    )
+    """,
+    # take_event's lookups (the oldest unconsumed, or the one a seq consumed) and
+    # update_run's "has it already arrived" probe.
+    """
+    CREATE INDEX workflow_events_run_idx ON workflow_events (run_id, name, consumed_seq)
+    """,
+)
+
 #: Every migration, by ascending version.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="0001_initial", statements=_INITIAL),
     Migration(version=2, name="0002_cluster_cron_queues", statements=_CLUSTER),
+    Migration(version=3, name="0003_workflows", statements=_WORKFLOWS),
 )

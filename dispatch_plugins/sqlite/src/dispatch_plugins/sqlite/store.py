@@ -18,6 +18,15 @@ from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome
 from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.states import JobState
 from dispatch_core.store import PruneCutoffs, StopListening, Store
+from dispatch_core.workflows.models import (
+    NewEvent,
+    NewRun,
+    RunFilter,
+    RunState,
+    StepRecord,
+    WorkflowEvent,
+    WorkflowRun,
+)
 from dispatch_plugins.sqlite import migrations
 from dispatch_plugins.sqlite import operations as ops
 from dispatch_plugins.sqlite.connection import configure, translate_errors, unavailable
@@ -418,6 +427,78 @@ class SQLiteStore(Store):
         """Delete finished jobs, dead-letter entries and worker rows older than the cutoffs,
         at most ``limit`` of each kind, one short transaction per kind."""
         return await self._call(ops.prune, cutoffs, limit=limit)
+
+    # -- durable workflows ---------------------------------------------------------------------
+
+    async def create_run(self, run: NewRun, driver: NewJob) -> WorkflowRun:
+        """Insert the run and its first driver job in one write transaction."""
+        created = await self._call(ops.create_run, run, driver)
+        self._notify()
+        return created
+
+    async def get_run(self, run_id: str) -> WorkflowRun:
+        """Return the run or raise :class:`~dispatch_core.errors.RunNotFoundError`."""
+        return await self._call(ops.get_run, run_id)
+
+    async def list_runs(self, filter: RunFilter) -> list[WorkflowRun]:
+        """Runs matching ``filter``, newest id first."""
+        return await self._call(ops.list_runs, filter)
+
+    async def list_steps(self, run_id: str) -> list[StepRecord]:
+        """The run's history, by ``seq``."""
+        return await self._call(ops.list_steps, run_id)
+
+    async def save_step(self, run_id: str, step: StepRecord, *, now: datetime) -> StepRecord:
+        """Insert the record, or replace a pending one, with one upsert whose ``DO UPDATE``
+        skips finished records; return the stored record."""
+        return await self._call(ops.save_step, run_id, step, now=now)
+
+    async def update_run(
+        self,
+        run_id: str,
+        *,
+        state: RunState,
+        now: datetime,
+        expect: frozenset[RunState] | None = None,
+        generation: int | None = None,
+        output: object = None,
+        error: str | None = None,
+        wake_at: datetime | None = None,
+        waiting_for: str | None = None,
+        driver: NewJob | None = None,
+    ) -> WorkflowRun | None:
+        """Check the condition, write the run and enqueue ``driver`` in one ``BEGIN
+        IMMEDIATE`` transaction; see the contract."""
+        updated = await self._call(
+            ops.update_run,
+            run_id,
+            state=state,
+            now=now,
+            expect=expect,
+            generation=generation,
+            output=output,
+            error=error,
+            wake_at=wake_at,
+            waiting_for=waiting_for,
+            driver=driver,
+        )
+        if updated is not None and driver is not None:
+            self._notify()
+        return updated
+
+    async def send_event(self, event: NewEvent, *, driver: NewJob, now: datetime) -> bool:
+        """Store the event and wake the run if it waits for it, in one write transaction."""
+        woken = await self._call(ops.send_event, event, driver=driver, now=now)
+        if woken:
+            self._notify()
+        return woken
+
+    async def take_event(
+        self, run_id: str, name: str, *, seq: int, now: datetime
+    ) -> WorkflowEvent | None:
+        """Consume the oldest unconsumed event ``name`` of the run for ``seq`` (or return the
+        one ``seq`` consumed already), in one write transaction."""
+        return await self._call(ops.take_event, run_id, name, seq=seq, now=now)
 
 
 # aiosqlite has no public way to run a callable on its connection thread; ``_execute`` (present
