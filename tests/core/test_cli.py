@@ -127,7 +127,8 @@ def test_every_command_is_covered() -> None:
         "jobs retry", "jobs counts", "dlq", "dlq ls", "dlq show", "dlq replay", "dlq purge",
         "workers", "cron", "cron ls", "cron show", "cron trigger", "cron enable",
         "cron disable", "cron rm", "queues", "queues ls", "queues pause", "queues resume",
-        "queues set",
+        "queues set", "workflows", "workflows ls", "workflows show", "workflows cancel",
+        "workflows signal",
     }  # fmt: skip
     assert expected <= paths
 

@@ -22,6 +22,7 @@ from dispatch_core.cli._jobs import jobs
 from dispatch_core.cli._queues import queues
 from dispatch_core.cli._worker import worker
 from dispatch_core.cli._workers import workers
+from dispatch_core.cli._workflows import workflows
 from dispatch_core.errors import DispatchError
 
 __all__ = ["DispatchGroup", "cli", "create_cli", "main"]
@@ -34,8 +35,9 @@ How commands find the engine:
                       (the current directory is importable; env: DISPATCH_APP).
   the others          --app MODULE:ATTR or --url STORE_URL; else $DISPATCH_APP, else
   (migrate, jobs,     $DISPATCH_URL, else sqlite:///dispatch.db (with dispatch-sqlite).
-  dlq, workers,       With only a URL, no jobs are registered: fine for inspection.
-  cron, queues)
+  dlq, workflows,     With only a URL, no jobs are registered: fine for inspection.
+  workers, cron,
+  queues)
 
 Errors print one line, "Error: ...", and exit with status 1 (2 for usage mistakes).
 """
@@ -125,7 +127,7 @@ def create_cli(
     def root(traceback: bool) -> None:
         """Dispatch: durable background jobs."""
 
-    for command in (worker, migrate, jobs, dlq, workers, cron, queues, plugins):
+    for command in (worker, migrate, jobs, dlq, workflows, workers, cron, queues, plugins):
         root.add_command(command)
     return root
 

@@ -115,6 +115,15 @@ class WorkflowAPI:
             )
         return definition
 
+    def _driver_options(self, run: WorkflowRun) -> tuple[str, int]:
+        """Queue and priority of a run's driver jobs: its definition's, or the defaults when
+        this process does not register it (the CLI with only a store URL)."""
+        versions = self._workflows.get(run.name, {})
+        definition = versions.get(run.version)
+        if definition is None:
+            return "default", 0
+        return definition.queue, definition.priority
+
     # -- starting ----------------------------------------------------------------------------------
 
     async def _astart(
@@ -232,7 +241,7 @@ class WorkflowAPI:
             ]
         reached = []
         for run in targets:
-            definition = self._workflow_definition(run.name, run.version)
+            queue, priority = self._driver_options(run)
             event = NewEvent(
                 id=new_id("evt"),
                 run_id=run.id,
@@ -243,7 +252,13 @@ class WorkflowAPI:
             )
             woken = await engine.store.send_event(
                 event,
-                driver=definition._driver_job(run, run.generation, run_at=None),
+                driver=new_driver(
+                    run=run,
+                    generation=run.generation,
+                    queue=queue,
+                    priority=priority,
+                    run_at=None,
+                ),
                 now=utcnow(),
             )
             reached.append(run.id)
@@ -262,12 +277,12 @@ class WorkflowAPI:
         engine = self._wf_engine()
         await engine.aopen()
         current = await engine.store.get_run(run_id)
-        definition = self._workflow_definition(current.name, current.version)
+        queue, priority = self._driver_options(current)
         compensate = new_driver(
             run=current,
             generation=current.generation,
-            queue=definition.queue,
-            priority=definition.priority,
+            queue=queue,
+            priority=priority,
             run_at=None,
             unique_key=cancel_key(run_id),
         )

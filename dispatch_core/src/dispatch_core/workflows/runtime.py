@@ -559,8 +559,13 @@ async def drive(engine: Engine, ctx: JobContext, run_id: str) -> None:
             waiting_for=run.waiting_for,
         )
         if woken is None:
-            return
-        run = woken
+            # An event woke it meanwhile (state running, same park): this job is still the
+            # one driver of this park, since the wake-up reused its unique key.
+            run = await store.get_run(run_id)
+            if run.state is not RunState.RUNNING or run.generation != generation:
+                return
+        else:
+            run = woken
     definition = engine._workflow_definition(run.name, run.version)
     history = await store.list_steps(run_id)
     wf = Workflow(engine, run, history, definition, ctx)
