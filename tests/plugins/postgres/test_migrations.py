@@ -32,6 +32,9 @@ ALL_TABLES = {
     "cron",
     "queues",
     "queue_buckets",
+    "workflow_runs",
+    "workflow_steps",
+    "workflow_events",
 }
 ALL_NAMES = [m.name for m in MIGRATIONS]
 
@@ -72,6 +75,16 @@ async def test_migrate_creates_the_schema_once(pg_url: str, schema: str) -> None
         "dlq_pkey",
         "dlq_failed_at_idx",
         "workers_state_idx",
+        "workflow_runs_pkey",
+        "workflow_runs_state_idx",
+        "workflow_runs_name_idx",
+        "workflow_runs_tenant_idx",
+        "workflow_runs_parent_idx",
+        "workflow_runs_correlation_idx",
+        "workflow_steps_pkey",
+        "workflow_events_pkey",
+        "workflow_events_unconsumed_idx",
+        "workflow_events_run_idx",
     } <= _indexes(schema)
     with psycopg.connect(DSN) as conn:
         versions = conn.execute(

@@ -18,6 +18,15 @@ from dispatch_core.errors import PayloadError
 from dispatch_core.models import JSON, DLQEntry, Job, NewJob
 from dispatch_core.queues import QueueConfig
 from dispatch_core.states import JobState
+from dispatch_core.workflows.models import (
+    NewRun,
+    RunState,
+    StepKind,
+    StepRecord,
+    StepState,
+    WorkflowEvent,
+    WorkflowRun,
+)
 
 __all__ = [
     "JOB_COLUMNS",
@@ -50,6 +59,18 @@ __all__ = [
     "cron_params",
     "decode_cron",
     "decode_queue_config",
+    "RUN_COLUMNS",
+    "RUN_SELECT",
+    "STEP_COLUMNS",
+    "STEP_SELECT",
+    "EVENT_COLUMNS",
+    "EVENT_SELECT",
+    "encode_input",
+    "run_from_new",
+    "decode_run",
+    "step_params",
+    "decode_step",
+    "decode_event",
 ]
 
 Row = Sequence[Any]
@@ -561,4 +582,178 @@ def decode_queue_config(row: Row) -> QueueConfig | None:
         return None
     return QueueConfig(
         name=name, concurrency=concurrency, rate=rate, burst=burst, per_tenant=per_tenant
+    )
+
+
+# -- durable workflows ------------------------------------------------------------------------
+
+#: Column order of every workflow run row this package reads; :func:`decode_run` relies on it.
+RUN_COLUMNS = (
+    "id",
+    "name",
+    "version",
+    "input",
+    "state",
+    "created_at",
+    "updated_at",
+    "finished_at",
+    "output",
+    "error",
+    "tenant",
+    "parent_run_id",
+    "correlation_key",
+    "wake_at",
+    "waiting_for",
+    "generation",
+)
+RUN_SELECT = ", ".join(RUN_COLUMNS)
+
+#: Column order of every history row this package reads (``run_id`` aside);
+#: :func:`decode_step` relies on it.
+STEP_COLUMNS = (
+    "seq",
+    "name",
+    "kind",
+    "state",
+    "started_at",
+    "finished_at",
+    "output",
+    "error",
+    "attempts",
+    "wake_at",
+)
+STEP_SELECT = ", ".join(STEP_COLUMNS)
+
+#: Column order of every event row this package reads; :func:`decode_event` relies on it.
+EVENT_COLUMNS = ("id", "name", "payload", "created_at", "run_id", "tenant", "consumed_seq")
+EVENT_SELECT = ", ".join(EVENT_COLUMNS)
+
+_RUN_STATES = {state.value: state for state in RunState}
+_STEP_KINDS = {kind.value: kind for kind in StepKind}
+_STEP_STATES = {state.value: state for state in StepState}
+
+
+def encode_input(value: JSON, owner: str) -> str:
+    """The JSON text of a value a caller hands in (a run's input, an event's payload).
+
+    Raises:
+        PayloadError: a string in it holds the NUL character, which PostgreSQL's jsonb cannot
+            store (``owner``, the workflow or event name, is named in the message).
+    """
+    text = encode_json(value)
+    if _NUL_ESCAPE in text and _has_nul(value):
+        raise PayloadError(
+            owner,
+            ["a string holds the NUL character (\\u0000), which PostgreSQL cannot store @ $"],
+        )
+    return text
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else to_utc(value)
+
+
+def run_from_new(new: NewRun) -> WorkflowRun:
+    """The run a successful insert of ``new`` stored, built without reading it back."""
+    created = to_utc(aware(new.created_at))
+    return WorkflowRun(
+        id=new.id,
+        name=new.name,
+        version=new.version,
+        input=new.input,
+        state=RunState.RUNNING,
+        created_at=created,
+        updated_at=created,
+        tenant=new.tenant,
+        parent_run_id=new.parent_run_id,
+        correlation_key=new.correlation_key,
+    )
+
+
+def decode_run(row: Row) -> WorkflowRun:
+    """Build a :class:`WorkflowRun` from a row selected with :data:`RUN_SELECT`."""
+    (
+        id_,
+        name,
+        version,
+        input_,
+        state,
+        created_at,
+        updated_at,
+        finished_at,
+        output,
+        error,
+        tenant,
+        parent_run_id,
+        correlation_key,
+        wake_at,
+        waiting_for,
+        generation,
+    ) = row
+    return WorkflowRun(
+        id=id_,
+        name=name,
+        version=version,
+        input=input_,
+        state=_RUN_STATES[state],
+        created_at=to_utc(created_at),
+        updated_at=to_utc(updated_at),
+        finished_at=_utc_or_none(finished_at),
+        output=output,
+        error=error,
+        tenant=tenant,
+        parent_run_id=parent_run_id,
+        correlation_key=correlation_key,
+        wake_at=_utc_or_none(wake_at),
+        waiting_for=waiting_for,
+        generation=generation,
+    )
+
+
+def step_params(run_id: str, step: StepRecord) -> dict[str, Any]:
+    """Named parameters of a history row: ``run_id`` and :data:`STEP_COLUMNS` (the output as
+    JSON text, ``None`` for null)."""
+    return {
+        "run_id": run_id,
+        "seq": step.seq,
+        "name": step.name,
+        "kind": step.kind.value,
+        "state": step.state.value,
+        "started_at": aware(step.started_at),
+        "finished_at": None if step.finished_at is None else aware(step.finished_at),
+        "output": encode_result(step.output),
+        "error": clean_text(step.error),
+        "attempts": step.attempts,
+        "wake_at": None if step.wake_at is None else aware(step.wake_at),
+    }
+
+
+def decode_step(row: Row) -> StepRecord:
+    """Build a :class:`StepRecord` from a row selected with :data:`STEP_SELECT`."""
+    seq, name, kind, state, started_at, finished_at, output, error, attempts, wake_at = row
+    return StepRecord(
+        seq=seq,
+        name=name,
+        kind=_STEP_KINDS[kind],
+        state=_STEP_STATES[state],
+        started_at=to_utc(started_at),
+        finished_at=_utc_or_none(finished_at),
+        output=output,
+        error=error,
+        attempts=attempts,
+        wake_at=_utc_or_none(wake_at),
+    )
+
+
+def decode_event(row: Row) -> WorkflowEvent:
+    """Build a :class:`WorkflowEvent` from a row selected with :data:`EVENT_SELECT`."""
+    id_, name, payload, created_at, run_id, tenant, consumed_seq = row
+    return WorkflowEvent(
+        id=id_,
+        name=name,
+        payload=payload,
+        created_at=to_utc(created_at),
+        run_id=run_id,
+        tenant=tenant,
+        consumed_seq=consumed_seq,
     )

@@ -22,7 +22,7 @@ import math
 from collections.abc import Collection, Generator, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import attrs
 
@@ -34,20 +34,35 @@ from dispatch_core.errors import (
     DLQEntryNotFoundError,
     InvalidTransitionError,
     JobNotFoundError,
+    RunNotFoundError,
 )
-from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome, OutcomeKind
+from dispatch_core.models import JSON, DLQEntry, Job, JobFilter, NewJob, Outcome, OutcomeKind
 from dispatch_core.queues import QueueConfig, QueueStats, TokenBucket
 from dispatch_core.states import TRANSITIONS, JobState, check_transition
 from dispatch_core.store import PruneCutoffs
+from dispatch_core.workflows.models import (
+    TERMINAL_RUN_STATES,
+    NewEvent,
+    NewRun,
+    RunFilter,
+    RunState,
+    StepRecord,
+    WorkflowEvent,
+    WorkflowRun,
+)
 from dispatch_plugins.postgres.codec import (
     COPY_COLUMNS,
     COPY_TYPES,
     CRON_COLUMNS,
     CRON_SELECT,
     DLQ_SELECT,
+    EVENT_SELECT,
     INSERT_COLUMNS,
     JOB_COLUMNS,
     JOB_SELECT,
+    RUN_SELECT,
+    STEP_COLUMNS,
+    STEP_SELECT,
     WORKER_COLUMNS,
     aware,
     claim_order,
@@ -56,13 +71,19 @@ from dispatch_plugins.postgres.codec import (
     cron_params,
     decode_cron,
     decode_dlq,
+    decode_event,
     decode_job,
     decode_queue_config,
+    decode_run,
+    decode_step,
     decode_worker,
+    encode_input,
     encode_result,
     job_from_new,
     new_job_columns,
     new_job_params,
+    run_from_new,
+    step_params,
     to_utc,
     worker_params,
 )
@@ -109,6 +130,14 @@ __all__ = [
     "pause_queue",
     "list_queues",
     "prune",
+    "create_run",
+    "get_run",
+    "list_runs",
+    "list_steps",
+    "save_step",
+    "update_run",
+    "send_event",
+    "take_event",
 ]
 
 T = TypeVar("T")
@@ -513,6 +542,94 @@ FROM {queues} AS q FULL JOIN c ON c.queue = q.name
             "  AND state IN ('stopped', 'dead') AND last_seen < %(before)b"
         )
 
+        # -- durable workflows ------------------------------------------------------------------
+        self.runs = runs = f"{s}.workflow_runs"
+        self.steps = steps = f"{s}.workflow_steps"
+        self.events = events = f"{s}.workflow_events"
+        self.insert_run = (
+            f"INSERT INTO {runs} (id, name, version, input, state, created_at, updated_at,\n"
+            "    tenant, parent_run_id, correlation_key)\n"
+            "VALUES (%(id)s, %(name)s, %(version)s, %(input)s::jsonb, 'running', %(now)b,\n"
+            "        %(now)b, %(tenant)s, %(parent_run_id)s, %(correlation_key)s)"
+        )
+        self.get_run = f"SELECT {RUN_SELECT} FROM {runs} WHERE id = %s"
+        self.list_steps = f"SELECT {STEP_SELECT} FROM {steps} WHERE run_id = %s ORDER BY seq"
+        self.get_step = f"SELECT {STEP_SELECT} FROM {steps} WHERE run_id = %s AND seq = %s"
+        # Inserted only for an existing run; a pending record is replaced, a finished one is
+        # left alone (then nothing comes back and the caller reads the stored one).
+        self.save_step = (
+            f"INSERT INTO {steps} AS t (run_id, {', '.join(STEP_COLUMNS)})\n"
+            "SELECT %(run_id)s::text, %(seq)s::int4, %(name)s::text, %(kind)s::text,\n"
+            "       %(state)s::text, %(started_at)b::timestamptz, %(finished_at)b::timestamptz,\n"
+            "       %(output)s::jsonb, %(error)s::text, %(attempts)s::int4,\n"
+            "       %(wake_at)b::timestamptz\n"
+            f"WHERE EXISTS (SELECT 1 FROM {runs} WHERE id = %(run_id)s)\n"
+            "ON CONFLICT (run_id, seq) DO UPDATE SET "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in STEP_COLUMNS[1:])
+            + "\nWHERE t.state = 'pending'\n"
+            f"RETURNING {', '.join(f't.{c}' for c in STEP_COLUMNS)}"
+        )
+        # The run's row lock serialises every decision about the run (park, wake, take): each
+        # later statement of the transaction sees what the previous holders committed.
+        self.lock_run = (
+            f"SELECT state, generation, tenant, waiting_for FROM {runs} WHERE id = %s FOR UPDATE"
+        )
+        self.lock_run_for_take = f"SELECT 1 FROM {runs} WHERE id = %s FOR NO KEY UPDATE"
+        unconsumed = (
+            f"SELECT 1 FROM {events} AS e WHERE e.run_id = %(id)s AND e.name = %(waiting_for)s\n"
+            "      AND e.consumed_seq IS NULL"
+        )
+        update_run = (
+            f"UPDATE {runs} SET state = %(state)s, output = %(output)s::jsonb,\n"
+            "    error = %(error)s, wake_at = %(wake_at)b, waiting_for = %(waiting_for)s,\n"
+            "    updated_at = %(now)b, finished_at = %(finished_at)b,\n"
+            "    generation = generation + %(bump)s\n"
+            "WHERE id = %(id)s"
+        )
+        self.update_run = f"{update_run}\nRETURNING {RUN_SELECT}"
+        # Parking as waiting: refused when an awaited event has already arrived.
+        self.park_waiting = (
+            f"{update_run} AND NOT EXISTS (\n    {unconsumed}\n)\nRETURNING {RUN_SELECT}"
+        )
+        self.insert_event = (
+            f"INSERT INTO {events} (id, run_id, name, payload, created_at, tenant)\n"
+            "VALUES (%s, %s, %s, %s::jsonb, %b, %s)"
+        )
+        # The wake-up: the run runs again, and its pending wake-up job (the wait's timeout
+        # timer) is made due; the caller inserts the driver when none came back.
+        self.wake_run = (
+            f"WITH r AS (\n"
+            f"    UPDATE {runs} SET state = 'running', waiting_for = NULL, wake_at = NULL,\n"
+            "        updated_at = %(now)b\n"
+            "    WHERE id = %(id)s\n"
+            "), u AS (\n"
+            f"    UPDATE {jobs} SET run_at = %(now)b, updated_at = %(now)b\n"
+            "    WHERE unique_key = %(key)s AND state = 'pending'\n"
+            "    RETURNING id\n"
+            ")\n"
+            f"SELECT id, (SELECT {notify}::text) FROM u"
+        )
+        # The event a seq has already consumed (a replay: there is one at most, as takers of a
+        # run take turns), else the oldest unconsumed one, taken by a row-locking update that
+        # skips rows another taker holds.
+        self.take_event = f"""
+WITH prev AS (
+    SELECT {EVENT_SELECT} FROM {events}
+    WHERE run_id = %(id)s AND consumed_seq = %(seq)s AND name = %(name)s
+    LIMIT 1
+), took AS (
+    UPDATE {events} SET consumed_seq = %(seq)s, consumed_at = %(now)b
+    WHERE id = (
+        SELECT id FROM {events}
+        WHERE run_id = %(id)s AND name = %(name)s AND consumed_seq IS NULL
+          AND NOT EXISTS (SELECT 1 FROM prev)
+        ORDER BY created_at, id LIMIT 1
+        FOR UPDATE SKIP LOCKED)
+    RETURNING {EVENT_SELECT}
+)
+SELECT * FROM prev UNION ALL SELECT * FROM took
+"""
+
     def _rescue(self, expired: str, relax: str) -> str:
         """The rescue statement, for the candidates that ``expired`` (SQL on ``j``) still
         holds for once they are locked."""
@@ -711,6 +828,15 @@ SELECT * FROM c
         where = " AND ".join(f"{c} = %s" for c in columns)
         return (
             f"SELECT {JOB_SELECT} FROM {self.jobs}{' WHERE ' + where if where else ''}\n"
+            "ORDER BY id DESC LIMIT %s OFFSET %s"
+        )
+
+    @lru_cache(maxsize=32)  # noqa: B019
+    def list_runs(self, columns: tuple[str, ...]) -> str:
+        """Workflow runs filtered by equality on ``columns``, newest id first, paged."""
+        where = " AND ".join(f"{c} = %s" for c in columns)
+        return (
+            f"SELECT {RUN_SELECT} FROM {self.runs}{' WHERE ' + where if where else ''}\n"
             "ORDER BY id DESC LIMIT %s OFFSET %s"
         )
 
@@ -1457,3 +1583,179 @@ def prune(q: Statements, cutoffs: PruneCutoffs, *, limit: int = 10_000) -> Steps
             count = yield Stmt(sql, {"before": aware(before), "limit": limit})
             deleted += count
     return deleted
+
+
+# -- durable workflows --------------------------------------------------------------------------
+
+#: Parking states: entering one increments the run's generation.
+_PARKED = frozenset({RunState.SLEEPING, RunState.WAITING})
+#: What ``update_run(expect=None)`` accepts.
+_NON_TERMINAL = frozenset(RunState) - TERMINAL_RUN_STATES
+
+
+def create_run(q: Statements, run: NewRun, driver: NewJob) -> Steps[WorkflowRun]:
+    """See :meth:`dispatch_core.store.Store.create_run`: the run and its first driver job in
+    one transaction."""
+    params = {
+        "id": run.id,
+        "name": run.name,
+        "version": run.version,
+        "input": encode_input(run.input, run.name),
+        "now": aware(run.created_at),
+        "tenant": run.tenant,
+        "parent_run_id": run.parent_run_id,
+        "correlation_key": run.correlation_key,
+    }
+    yield TRANSACTION
+    yield Stmt(q.insert_run, params)
+    yield from enqueue(q, [driver])
+    return run_from_new(run)
+
+
+def get_run(q: Statements, run_id: str) -> Steps[WorkflowRun]:
+    """See :meth:`dispatch_core.store.Store.get_run`."""
+    rows = yield Stmt(q.get_run, (run_id,), rows=True)
+    if not rows:
+        raise RunNotFoundError(run_id)
+    return decode_run(rows[0])
+
+
+def list_runs(q: Statements, filter: RunFilter) -> Steps[list[WorkflowRun]]:
+    """See :meth:`dispatch_core.store.Store.list_runs`."""
+    columns: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("state", None if filter.state is None else filter.state.value),
+        ("name", filter.name),
+        ("tenant", filter.tenant),
+        ("parent_run_id", filter.parent_run_id),
+        ("correlation_key", filter.correlation_key),
+    ):
+        if value is not None:
+            columns.append(column)
+            params.append(value)
+    params += (filter.limit, filter.offset)
+    rows = yield Stmt(q.list_runs(tuple(columns)), params, rows=True)
+    return [decode_run(row) for row in rows]
+
+
+def list_steps(q: Statements, run_id: str) -> Steps[list[StepRecord]]:
+    """See :meth:`dispatch_core.store.Store.list_steps`."""
+    rows = yield Stmt(q.list_steps, (run_id,), rows=True)
+    return [decode_step(row) for row in rows]
+
+
+def save_step(q: Statements, run_id: str, step: StepRecord, *, now: datetime) -> Steps[StepRecord]:
+    """See :meth:`dispatch_core.store.Store.save_step`: one upsert that never touches a
+    finished record; when it writes nothing, a read returns the stored record (a new
+    statement, so it sees one that a concurrent driver has just committed)."""
+    rows = yield Stmt(q.save_step, step_params(run_id, step), rows=True)
+    if rows:
+        return decode_step(rows[0])
+    rows = yield Stmt(q.get_step, (run_id, step.seq), rows=True)
+    if not rows:  # no such run (a record is never deleted while its run exists)
+        raise RunNotFoundError(run_id)
+    return decode_step(rows[0])
+
+
+def update_run(
+    q: Statements,
+    run_id: str,
+    *,
+    state: RunState,
+    now: datetime,
+    expect: frozenset[RunState] | None = None,
+    generation: int | None = None,
+    output: object = None,
+    error: str | None = None,
+    wake_at: datetime | None = None,
+    waiting_for: str | None = None,
+    driver: NewJob | None = None,
+) -> Steps[WorkflowRun | None]:
+    """See :meth:`dispatch_core.store.Store.update_run`.
+
+    One transaction: ``SELECT ... FOR UPDATE`` of the run's row, the conditions checked on
+    the row as it is then, the update (for a wait, only if no awaited event is there: a new
+    statement, which sees every event whose sender held the lock before), the driver job.
+    """
+    now = aware(now)
+    yield TRANSACTION
+    rows = yield Stmt(q.lock_run, (run_id,), rows=True)
+    if not rows:
+        raise RunNotFoundError(run_id)
+    current, current_generation = RunState(rows[0][0]), rows[0][1]
+    if current not in (expect if expect is not None else _NON_TERMINAL):
+        return None
+    if generation is not None and generation != current_generation:
+        return None
+    params = {
+        "id": run_id,
+        "state": state.value,
+        "output": encode_result(cast(JSON, output)),
+        "error": clean_text(error),
+        "wake_at": None if wake_at is None else aware(wake_at),
+        "waiting_for": waiting_for,
+        "now": now,
+        "finished_at": now if state in TERMINAL_RUN_STATES else None,
+        "bump": 1 if state in _PARKED else 0,
+    }
+    waits = state is RunState.WAITING and waiting_for is not None
+    rows = yield Stmt(q.park_waiting if waits else q.update_run, params, rows=True)
+    if not rows:  # the awaited event has arrived: the caller takes it instead
+        return None
+    if driver is not None:
+        yield from enqueue(q, [driver])
+    return decode_run(rows[0])
+
+
+def send_event(q: Statements, event: NewEvent, *, driver: NewJob, now: datetime) -> Steps[bool]:
+    """See :meth:`dispatch_core.store.Store.send_event`.
+
+    One transaction: ``SELECT ... FOR UPDATE`` of the run's row (so a park and a send take
+    turns), the event, then for a run waiting for it the wake-up: the run's state and its
+    pending wake-up job in one statement, or the driver when there is no such job.
+    """
+    now = aware(now)
+    yield TRANSACTION
+    rows = yield Stmt(q.lock_run, (event.run_id,), rows=True)
+    if not rows or rows[0][2] != event.tenant:
+        raise RunNotFoundError(event.run_id)
+    state, generation, _, waiting_for = rows[0]
+    yield Stmt(
+        q.insert_event,
+        (
+            event.id,
+            event.run_id,
+            event.name,
+            encode_input(event.payload, event.name),
+            aware(event.created_at),
+            event.tenant,
+        ),
+    )
+    if state != RunState.WAITING.value or waiting_for != event.name:
+        return False
+    key = f"wf:{event.run_id}:{generation}"
+    rows = yield Stmt(q.wake_run, {"id": event.run_id, "now": now, "key": key}, rows=True)
+    if not rows:  # no pending timer: the driver, under the park's key
+        yield from enqueue(q, [attrs.evolve(driver, unique_key=key)])
+    return True
+
+
+def take_event(
+    q: Statements, run_id: str, name: str, *, seq: int, now: datetime
+) -> Steps[WorkflowEvent | None]:
+    """See :meth:`dispatch_core.store.Store.take_event`.
+
+    Under the run's row lock (``FOR NO KEY UPDATE``: takers of one run take turns, so two
+    replays of one wait agree on its event, while history writes go on), one statement returns
+    the event ``seq`` has consumed, or consumes the oldest unconsumed one with an ``UPDATE ...
+    WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``.
+    """
+    yield TRANSACTION
+    locked = yield Stmt(q.lock_run_for_take, (run_id,), rows=True)
+    if not locked:
+        return None
+    rows = yield Stmt(
+        q.take_event, {"id": run_id, "name": name, "seq": seq, "now": aware(now)}, rows=True
+    )
+    return decode_event(rows[0]) if rows else None

@@ -193,8 +193,95 @@ _CLUSTER = (
     """,
 )
 
+_WORKFLOWS = (
+    # Durable workflow runs. generation counts the parks; the wake-up job of park n has the
+    # unique key 'wf:<id>:<n>' (in jobs). update_run and send_event lock the run's row first,
+    # so that a park and an event cannot interleave.
+    """
+    CREATE TABLE {s}.workflow_runs (
+        id              text COLLATE "C" NOT NULL PRIMARY KEY,
+        name            text             NOT NULL,
+        version         integer          NOT NULL,
+        input           jsonb            NOT NULL,
+        state           text             NOT NULL
+            CHECK (state IN ('running', 'sleeping', 'waiting', 'completed', 'failed',
+                             'cancelled')),
+        created_at      timestamptz      NOT NULL,
+        updated_at      timestamptz      NOT NULL,
+        finished_at     timestamptz,
+        output          jsonb,
+        error           text,
+        tenant          text,
+        parent_run_id   text COLLATE "C",
+        correlation_key text,
+        wake_at         timestamptz,
+        waiting_for     text,
+        generation      integer          NOT NULL DEFAULT 0
+    )
+    """,
+    # list_runs(): each filter with the newest-first order; the optional columns index only
+    # the runs that have them.
+    "CREATE INDEX workflow_runs_state_idx ON {s}.workflow_runs (state, id)",
+    "CREATE INDEX workflow_runs_name_idx ON {s}.workflow_runs (name, id)",
+    """
+    CREATE INDEX workflow_runs_tenant_idx ON {s}.workflow_runs (tenant, id)
+        WHERE tenant IS NOT NULL
+    """,
+    """
+    CREATE INDEX workflow_runs_parent_idx ON {s}.workflow_runs (parent_run_id, id)
+        WHERE parent_run_id IS NOT NULL
+    """,
+    # Events addressed to a correlation key reach its runs through this one.
+    """
+    CREATE INDEX workflow_runs_correlation_idx ON {s}.workflow_runs (correlation_key, id)
+        WHERE correlation_key IS NOT NULL
+    """,
+    # A run's history, one row per primitive call (seq). Finished rows are never rewritten.
+    """
+    CREATE TABLE {s}.workflow_steps (
+        run_id      text COLLATE "C" NOT NULL
+            REFERENCES {s}.workflow_runs (id) ON DELETE CASCADE,
+        seq         integer          NOT NULL,
+        name        text             NOT NULL,
+        kind        text             NOT NULL
+            CHECK (kind IN ('step', 'sleep', 'event', 'child', 'compensation')),
+        state       text             NOT NULL
+            CHECK (state IN ('pending', 'completed', 'failed')),
+        started_at  timestamptz      NOT NULL,
+        finished_at timestamptz,
+        output      jsonb,
+        error       text,
+        attempts    integer          NOT NULL,
+        wake_at     timestamptz,
+        PRIMARY KEY (run_id, seq)
+    )
+    """,
+    # Events addressed to a run; consumed_seq is the seq of the wait that took it.
+    """
+    CREATE TABLE {s}.workflow_events (
+        id           text COLLATE "C" NOT NULL PRIMARY KEY,
+        run_id       text COLLATE "C" NOT NULL
+            REFERENCES {s}.workflow_runs (id) ON DELETE CASCADE,
+        name         text             NOT NULL,
+        payload      jsonb            NOT NULL,
+        created_at   timestamptz      NOT NULL,
+        tenant       text,
+        consumed_seq integer,
+        consumed_at  timestamptz
+    )
+    """,
+    # take_event() and the park check: a run's unconsumed events of one name, oldest first.
+    """
+    CREATE INDEX workflow_events_unconsumed_idx
+        ON {s}.workflow_events (run_id, name, created_at, id) WHERE consumed_seq IS NULL
+    """,
+    # take_event()'s replay (the event a seq consumed), and the cascade from a deleted run.
+    "CREATE INDEX workflow_events_run_idx ON {s}.workflow_events (run_id, consumed_seq)",
+)
+
 #: Every migration, by ascending version.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="0001_initial", statements=_INITIAL),
     Migration(version=2, name="0002_cluster", statements=_CLUSTER),
+    Migration(version=3, name="0003_workflows", statements=_WORKFLOWS),
 )

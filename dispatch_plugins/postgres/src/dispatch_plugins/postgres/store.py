@@ -19,6 +19,15 @@ from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome
 from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.states import JobState
 from dispatch_core.store import PruneCutoffs, StopListening, Store
+from dispatch_core.workflows.models import (
+    NewEvent,
+    NewRun,
+    RunFilter,
+    RunState,
+    StepRecord,
+    WorkflowEvent,
+    WorkflowRun,
+)
 from dispatch_plugins.postgres import migrations
 from dispatch_plugins.postgres import operations as ops
 from dispatch_plugins.postgres.codec import claim_order
@@ -504,6 +513,72 @@ class PostgresStore(Store):
         of each kind, each kind in its own short transaction."""
         return await self._run(ops.prune, cutoffs, limit=limit)
 
+    # -- durable workflows -----------------------------------------------------------------------
+
+    async def create_run(self, run: NewRun, driver: NewJob) -> WorkflowRun:
+        """Write a new run (``running``, generation 0) and its first driver job in one
+        transaction."""
+        return await self._run(ops.create_run, run, driver)
+
+    async def get_run(self, run_id: str) -> WorkflowRun:
+        """Return the run or raise :class:`~dispatch_core.errors.RunNotFoundError`."""
+        return await self._run(ops.get_run, run_id)
+
+    async def list_runs(self, filter: RunFilter) -> list[WorkflowRun]:
+        """Runs matching ``filter``, newest id first."""
+        return await self._run(ops.list_runs, filter)
+
+    async def list_steps(self, run_id: str) -> list[StepRecord]:
+        """The run's history, by ``seq`` (empty for an unknown run)."""
+        return await self._run(ops.list_steps, run_id)
+
+    async def save_step(self, run_id: str, step: StepRecord, *, now: datetime) -> StepRecord:
+        """Insert a history record or replace a pending one, with one upsert; a finished
+        record is never changed and is returned instead."""
+        return await self._run(ops.save_step, run_id, step, now=now)
+
+    async def update_run(
+        self,
+        run_id: str,
+        *,
+        state: RunState,
+        now: datetime,
+        expect: frozenset[RunState] | None = None,
+        generation: int | None = None,
+        output: object = None,
+        error: str | None = None,
+        wake_at: datetime | None = None,
+        waiting_for: str | None = None,
+        driver: NewJob | None = None,
+    ) -> WorkflowRun | None:
+        """Change a run's state if it is as expected, with its driver job, in one transaction
+        that locks the run's row first (``SELECT ... FOR UPDATE``); see the contract."""
+        return await self._run(
+            ops.update_run,
+            run_id,
+            state=state,
+            now=now,
+            expect=expect,
+            generation=generation,
+            output=output,
+            error=error,
+            wake_at=wake_at,
+            waiting_for=waiting_for,
+            driver=driver,
+        )
+
+    async def send_event(self, event: NewEvent, *, driver: NewJob, now: datetime) -> bool:
+        """Store an event and wake its run if it waits for it, in one transaction that locks
+        the run's row first; return whether it was woken."""
+        return await self._run(ops.send_event, event, driver=driver, now=now)
+
+    async def take_event(
+        self, run_id: str, name: str, *, seq: int, now: datetime
+    ) -> WorkflowEvent | None:
+        """Consume the run's oldest unconsumed event ``name`` for ``seq`` (or return the one
+        ``seq`` already consumed); ``None`` when there is none."""
+        return await self._run(ops.take_event, run_id, name, seq=seq, now=now)
+
 
 def _migrate(q: ops.Statements, where: str) -> ops.Steps[list[str]]:
     return migrations.migrate(q.schema, where)
@@ -523,6 +598,9 @@ _READS: frozenset[Callable[..., Any]] = frozenset(
         ops.list_cron,
         ops.get_cron,
         ops.list_queues,
+        ops.get_run,
+        ops.list_runs,
+        ops.list_steps,
         _migrate,  # re-running is safe: it is idempotent and transactional
     }
 )
