@@ -7,47 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
-import secrets
-from collections.abc import Callable, Iterator
 from datetime import datetime
-
-import pytest
 
 from dispatch_core import Engine, JobContext, Worker
 from dispatch_core.testing import capture_events
 
-PG_DSN = os.environ.get(
-    "DISPATCH_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 RUN_SECONDS = 7.0
-
-
-def _postgres_url(require_service: Callable[[str], None]) -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    pytest.importorskip("dispatch_plugins.postgres")
-    try:
-        psycopg.connect(PG_DSN, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        require_service(f"PostgreSQL at {PG_DSN} ({' '.join(str(exc).split())})")
-    schema = f"dispatch_cron_{secrets.token_hex(4)}"
-    sep = "&" if "?" in PG_DSN else "?"
-    try:
-        yield f"{PG_DSN}{sep}schema={schema}"
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(
-    request: pytest.FixtureRequest, tmp_path: object, require_service: Callable[[str], None]
-) -> Iterator[str]:
-    if request.param == "sqlite":
-        pytest.importorskip("dispatch_plugins.sqlite")
-        yield f"sqlite:///{tmp_path}/cron.db"
-    else:
-        yield from _postgres_url(require_service)
 
 
 def _engine(url: str, ran: list[str]) -> Engine:
