@@ -5,18 +5,11 @@ from __future__ import annotations
 import pytest
 
 from dispatch_core.stores import MemoryStore
-from dispatch_core.testing import StoreConformance, WorkflowConformance
+from dispatch_core.testing import StoreConformance
 
 
 class TestMemoryStore(StoreConformance):
     @pytest.fixture
     def store_factory(self):  # type: ignore[no-untyped-def]
         shared = MemoryStore()  # one "database" shared by every instance in a test
-        return lambda: shared
-
-
-class TestMemoryWorkflows(WorkflowConformance):
-    @pytest.fixture
-    def store_factory(self):  # type: ignore[no-untyped-def]
-        shared = MemoryStore()
         return lambda: shared

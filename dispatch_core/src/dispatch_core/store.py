@@ -400,26 +400,24 @@ class Store(abc.ABC):
     # A run is driven by jobs: the engine replays its handler in a job, against the history
     # kept here. These operations are what makes that safe: each one is atomic.
 
-    def _no_workflows(self) -> NotImplementedError:
-        return NotImplementedError(f"{type(self).__name__} does not support workflows yet")
-
+    @abc.abstractmethod
     async def create_run(self, run: NewRun, driver: NewJob) -> WorkflowRun:
         """Write a new run (state ``running``, generation 0) and its first driver job in one
         transaction; return the run."""
-        raise self._no_workflows()
 
+    @abc.abstractmethod
     async def get_run(self, run_id: str) -> WorkflowRun:
         """Return the run or raise :class:`~dispatch_core.errors.RunNotFoundError`."""
-        raise self._no_workflows()
 
+    @abc.abstractmethod
     async def list_runs(self, filter: RunFilter) -> list[WorkflowRun]:
         """Runs matching ``filter``, newest first (by id)."""
-        raise self._no_workflows()
 
+    @abc.abstractmethod
     async def list_steps(self, run_id: str) -> list[StepRecord]:
         """The run's history, by ``seq`` (empty for an unknown run)."""
-        raise self._no_workflows()
 
+    @abc.abstractmethod
     async def save_step(self, run_id: str, step: StepRecord, *, now: datetime) -> StepRecord:
         """Record a history entry, keyed by ``(run_id, step.seq)``, and return the stored one.
 
@@ -428,8 +426,8 @@ class Store(abc.ABC):
         that a second driver replaying the same run takes the first one's result. Raises
         :class:`RunNotFoundError` for an unknown run.
         """
-        raise self._no_workflows()
 
+    @abc.abstractmethod
     async def update_run(
         self,
         run_id: str,
@@ -460,8 +458,8 @@ class Store(abc.ABC):
         instead. With :meth:`send_event` this closes the gap between "no event yet" and
         "parked" where a wake-up could be lost.
         """
-        raise self._no_workflows()
 
+    @abc.abstractmethod
     async def send_event(self, event: NewEvent, *, driver: NewJob, now: datetime) -> bool:
         """Store an event for the run ``event.run_id`` and wake the run if it waits for it,
         in one transaction; return whether it was woken.
@@ -473,12 +471,11 @@ class Store(abc.ABC):
         ``wf:<run id>:<generation>`` (the wait's timeout timer), if pending, gets
         ``run_at = now``; if there is none, ``driver`` is inserted with that unique key.
         """
-        raise self._no_workflows()
 
+    @abc.abstractmethod
     async def take_event(
         self, run_id: str, name: str, *, seq: int, now: datetime
     ) -> WorkflowEvent | None:
         """Consume the oldest unconsumed event ``name`` of the run, marking it consumed by
         ``seq``, atomically (two takers never get the same event). An event already consumed
         by this ``seq`` is returned again (a replay). ``None`` when there is none."""
-        raise self._no_workflows()

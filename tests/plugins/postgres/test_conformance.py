@@ -7,17 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from dispatch_core.testing import StoreConformance
-from dispatch_core.testing.conformance_workflows import WorkflowConformance
 from dispatch_plugins.postgres import PostgresStore
 
 
 class TestPostgresStore(StoreConformance):
-    @pytest.fixture
-    def store_factory(self, pg_url: str) -> Callable[[], PostgresStore]:
-        return lambda: PostgresStore(pg_url)
-
-
-class TestPostgresWorkflows(WorkflowConformance):
     @pytest.fixture
     def store_factory(self, pg_url: str) -> Callable[[], PostgresStore]:
         return lambda: PostgresStore(pg_url)

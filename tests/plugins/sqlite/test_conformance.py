@@ -1,4 +1,4 @@
-"""The SQLite store passes the store conformance suite, workflows included."""
+"""The SQLite store passes the store conformance suite (jobs, cluster and workflows)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatch_core.testing import StoreConformance, WorkflowConformance
+from dispatch_core.testing import StoreConformance
 from dispatch_plugins.sqlite import SQLiteStore
 
 
@@ -15,11 +15,4 @@ class TestSQLiteStore(StoreConformance):
     @pytest.fixture
     def store_factory(self, tmp_path: Path) -> Callable[[], SQLiteStore]:
         url = f"sqlite:///{tmp_path / 'jobs.db'}"  # tmp_path is absolute: four slashes
-        return lambda: SQLiteStore(url)
-
-
-class TestSQLiteWorkflows(WorkflowConformance):
-    @pytest.fixture
-    def store_factory(self, tmp_path: Path) -> Callable[[], SQLiteStore]:
-        url = f"sqlite:///{tmp_path / 'jobs.db'}"
         return lambda: SQLiteStore(url)

@@ -29,11 +29,12 @@ from dispatch_core.states import JobState
 from dispatch_core.store import Store
 from dispatch_core.testing._helpers import LEASE, StoreFactory, _claim, _run, make_new_job
 from dispatch_core.testing.conformance_cluster import ClusterConformance
+from dispatch_core.testing.conformance_workflows import WorkflowConformance
 
 __all__ = ["StoreConformance", "make_new_job"]
 
 
-class StoreConformance(ClusterConformance):
+class StoreConformance(ClusterConformance, WorkflowConformance):
     """Every rule of :class:`dispatch_core.store.Store`, as tests. Subclass and give
     ``store_factory``. The cluster rules (workers, leader, cron, queues, retention) come from
     :class:`~dispatch_core.testing.conformance_cluster.ClusterConformance`."""
