@@ -36,6 +36,7 @@ async def main() -> int:
         charge_card,
         engine,
         make_thumbnail,
+        onboard,
         report,
         send_welcome,
     )
@@ -57,14 +58,23 @@ async def main() -> int:
     except PayloadError as exc:
         print(f"refused at enqueue, nothing written: {exc}")
 
+    flow = await onboard.astart(Welcome(user_id=1, email="ada@example.com"))
+    print(f"started workflow run {flow.id} (demo.onboard)")
+
     worker = engine.worker(concurrency=10, poll_interval=0.2)
     t0 = time.perf_counter()
     run = asyncio.create_task(worker.run())
     last: tuple[int, ...] = ()
     while True:
         counts = await engine.acount_jobs()
-        cron_counts = await engine.acount_jobs(queue="maintenance")  # the cron's jobs
-        completed = counts.get(JobState.COMPLETED, 0) - cron_counts.get(JobState.COMPLETED, 0)
+        # Leave out the cron's jobs and the jobs that drive the workflow.
+        cron_counts = await engine.acount_jobs(queue="maintenance")
+        flow_counts = await engine.acount_jobs(queue="workflows")
+        completed = (
+            counts.get(JobState.COMPLETED, 0)
+            - cron_counts.get(JobState.COMPLETED, 0)
+            - flow_counts.get(JobState.COMPLETED, 0)
+        )
         dead = counts.get(JobState.FAILED, 0)
         done = completed + dead
         now = (done, worker.stats.retried)
@@ -85,6 +95,14 @@ async def main() -> int:
         await asyncio.sleep(0.1)
     elapsed = time.perf_counter() - t0
     leader = await engine.aleader()
+    # The workflow sleeps a second, then waits for its "activated" event: send it.
+    while (await flow.aget()).state.value != "waiting":
+        if time.perf_counter() - t0 > 30:
+            break
+        await asyncio.sleep(0.1)
+    await engine.asend_event("activated", {"at": "2026-11-27T12:00:00Z"}, run_id=flow.id)
+    flow_output = await flow.aresult(timeout=30)
+    timeline = await flow.atimeline()
     # The cron entry fires every two seconds: wait for two ticks to have run.
     while time.perf_counter() - t0 < 30:
         reports = await engine.alist_jobs(name=report.name, state=JobState.COMPLETED)
@@ -94,13 +112,15 @@ async def main() -> int:
     workers = await engine.aworkers()
     worker.stop()
     stats = await run
+    drivers = len(await engine.alist_jobs(queue="workflows", state=JobState.COMPLETED))
+    ours = stats.completed - len(reports) - drivers
 
     charged = await engine.aget_job(charge.id)
     failed = await engine.aget_job(webhook.id)
     dlq = await engine.alist_dlq()
     print()
     print(
-        f"summary: {stats.completed - len(reports)} completed, {stats.retried} retries, "
+        f"summary: {ours} completed, {stats.retried} retries, "
         f"{stats.failed} dead-lettered in {elapsed:.2f}s"
     )
     print(
@@ -110,6 +130,9 @@ async def main() -> int:
     print(f"  webhook: {failed.state.value} after {failed.attempt} attempts")
     for entry in dlq:
         print(f"  DLQ {entry.id}: {entry.name} - {entry.error.splitlines()[0]}")
+    print(f"  workflow {flow.id}: {flow_output}")
+    for record in timeline:
+        print(f"    #{record.seq} {record.kind.value:<6} {record.name:<9} {record.state.value}")
     ticks = sorted(j.headers.get("dispatch-cron-tick", "?") for j in reports)
     print(f"  cron demo.report (*/2 * * * * *): fired {len(reports)} times, ticks {ticks}")
     print(
@@ -123,14 +146,16 @@ async def main() -> int:
     print(f"  .venv/bin/dispatch workers --all --url sqlite:///{DB}")
     print(f"  .venv/bin/dispatch cron ls --url sqlite:///{DB}")
     print(f"  .venv/bin/dispatch queues --url sqlite:///{DB}")
+    print(f"  .venv/bin/dispatch workflows show {flow.id} --url sqlite:///{DB}")
     await engine.aclose()
     ok = (
         charged.state is JobState.COMPLETED
         and charged.attempt == 3
         and failed.state is JobState.FAILED
         and len(dlq) == 1
-        and stats.completed - len(reports) == total - 1
+        and ours == total - 1
         and len(reports) >= 2
+        and [r.name for r in timeline] == ["welcome", "cool-off", "activated", "tips"]
         and leader == worker.id
     )
     if not ok:

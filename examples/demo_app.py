@@ -10,7 +10,7 @@ import time
 
 import attrs
 
-from dispatch_core import Constant, Engine, JobContext
+from dispatch_core import Constant, Engine, JobContext, Workflow
 
 #: The store: $DISPATCH_URL, else a SQLite file beside the current directory.
 engine = Engine(os.environ.get("DISPATCH_URL", "sqlite:///demo.db"))
@@ -63,3 +63,18 @@ async def call_webhook(url: str) -> None:
 async def report(ctx: JobContext) -> str:
     """Runs every two seconds (six fields: seconds first), fired by the leader only."""
     return f"report for tick {ctx.job.headers.get('dispatch-cron-tick')}"
+
+
+def _send_tips(email: str) -> str:
+    return f"tips sent to {email}"
+
+
+@engine.workflow(name="demo.onboard", queue="workflows")
+async def onboard(wf: Workflow, user: Welcome) -> dict[str, str]:
+    """A durable workflow: a step, a durable one-second timer, a wait for an outside event
+    (the user clicking the activation link), another step. Each is checkpointed."""
+    sent = await wf.step("welcome", lambda: f"welcome sent to {user.email}")
+    await wf.sleep("cool-off", 1.0)
+    activation = await wf.wait_for_event("activated", timeout=60)
+    tips = await wf.step("tips", _send_tips, user.email)
+    return {"welcome": sent, "activated_at": activation["at"], "tips": tips}
