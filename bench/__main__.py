@@ -29,6 +29,10 @@ SELECTORS = {
     "pg": ["postgres", "procrastinate"],
     "celery": ["celery"],
     "celery-prefork": ["celery-prefork"],
+    "workflows": ["wf-sqlite", "wf-postgres", "dbos"],
+    "wf-sqlite": ["wf-sqlite"],
+    "wf-postgres": ["wf-postgres"],
+    "dbos": ["dbos"],
 }
 ORDER = [
     "memory",
@@ -39,6 +43,9 @@ ORDER = [
     "procrastinate",
     "celery",
     "celery-prefork",
+    "wf-sqlite",
+    "wf-postgres",
+    "dbos",
 ]
 #: Run without ``--only``: everything but the opt-in Celery prefork variant (another minute
 #: for a second Celery column that mostly measures the pool on 2 cores).
@@ -60,6 +67,10 @@ def _systems(only: str | None) -> list[str]:
 
 def _run_system(system: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
     # Imported on demand: a missing optional peer only fails its own column.
+    if system in ("wf-sqlite", "wf-postgres", "dbos"):
+        from bench.workflows import run_workflows
+
+        return run_workflows(system, sizes, workdir)
     if system in ("memory", "sqlite", "postgres"):
         from bench.dispatch_side import run_dispatch
 
@@ -81,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark Dispatch (memory, SQLite and PostgreSQL stores) against Huey "
-        "(SqliteHuey), Procrastinate (PostgreSQL) and Celery (Redis).",
+        "(SqliteHuey), Procrastinate (PostgreSQL) and Celery (Redis); Dispatch workflows (SQLite, "
+        "PostgreSQL) against DBOS Transact (PostgreSQL).",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument(
@@ -89,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SYSTEMS",
         help="comma-separated subset of: memory, sqlite, huey (both Huey variants), "
         "huey-default, huey-normal, postgres, procrastinate, pg (postgres + procrastinate), "
-        "celery, celery-prefork (not in the default run)",
+        "celery, celery-prefork (not in the default run), workflows (wf-sqlite + "
+        "wf-postgres + dbos), wf-sqlite, wf-postgres, dbos",
     )
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})"

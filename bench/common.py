@@ -68,6 +68,8 @@ class Sizes:
     warmup: int = 100
     #: Seconds a child process may live before it gives up on its own.
     child_deadline: float = 120.0
+    #: Runs of the 10-step no-op workflow per workflow measurement (``bench.workflows``).
+    workflows: int = 500
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +82,7 @@ class Sizes:
             "repeats": self.repeats,
             "peer_repeats": self.peer_repeats,
             "warmup": self.warmup,
+            "workflows": self.workflows,
         }
 
 
@@ -93,6 +96,7 @@ QUICK = Sizes(
     repeats=1,
     warmup=20,
     child_deadline=60.0,
+    workflows=30,
 )
 
 

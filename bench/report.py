@@ -26,6 +26,9 @@ SYSTEM_LABELS = {
     "procrastinate": "procrastinate",
     "celery": "celery",
     "celery-prefork": "celery-prefork",
+    "wf-sqlite": "dispatch-wf-sqlite",
+    "wf-postgres": "dispatch-wf-postgres",
+    "dbos": "dbos",
 }
 
 #: Systems without a bulk enqueue API: their bulk cell is a loop of single enqueues (``*``).
@@ -33,6 +36,9 @@ NO_BULK_API = ("huey", "huey-normal", "celery", "celery-prefork")
 
 _PG_SYSTEMS = ("postgres", "procrastinate")
 _REDIS_SYSTEMS = ("celery", "celery-prefork")
+#: The workflow benchmark's systems (``bench.workflows``): a table of their own.
+WORKFLOW_SYSTEMS = ("wf-sqlite", "wf-postgres", "dbos")
+_WF_PG_SYSTEMS = ("wf-postgres", "dbos")
 
 Report = dict[str, Any]
 
@@ -61,7 +67,7 @@ def _services(systems: list[str]) -> dict[str, str]:
     from bench import services
 
     found: dict[str, str] = {}
-    if any(s in _PG_SYSTEMS for s in systems):
+    if any(s in _PG_SYSTEMS or s in _WF_PG_SYSTEMS for s in systems):
         found["postgresql"] = services.postgres_version()
     if any(s in _REDIS_SYSTEMS for s in systems):
         found["redis"] = services.redis_version()
@@ -80,6 +86,12 @@ def machine_meta(sizes: Sizes, *, quick: bool, systems: list[str]) -> dict[str, 
         versions["dispatch-postgres"] = _version("dispatch-postgres")
         versions["procrastinate"] = _version("procrastinate")
         versions["psycopg"] = _version("psycopg")
+    if any(s in _WF_PG_SYSTEMS for s in systems):
+        versions["dispatch-postgres"] = _version("dispatch-postgres")
+        versions["psycopg"] = _version("psycopg")
+    if "dbos" in systems:
+        versions["dbos"] = _version("dbos")
+        versions["sqlalchemy"] = _version("sqlalchemy")
     if any(s in _REDIS_SYSTEMS for s in systems):
         versions["celery"] = _version("celery")
         versions["kombu"] = _version("kombu")
@@ -316,6 +328,35 @@ def compare(report: Report) -> list[dict[str, Any]]:
             _ratio(p50(peer), p50("postgres")),
             "x",
         )
+
+    # Workflows: 10 no-op steps per run, Dispatch (SQLite, PostgreSQL) against DBOS Transact.
+    add(
+        "wf_sqlite_runs", "workflows: Dispatch SQLite", rate("wf-sqlite", "workflow_runs"), "runs/s"
+    )
+    add("wf_pg_runs", "workflows: Dispatch PG", rate("wf-postgres", "workflow_runs"), "runs/s")
+    add("wf_dbos_runs", "workflows: dbos", rate("dbos", "workflow_runs"), "runs/s")
+    for key, label, system, metric in (
+        ("wf_pg_vs_dbos", "Dispatch PG", "wf-postgres", "workflow_runs"),
+        (
+            "wf_pg_durable_vs_dbos",
+            "Dispatch PG (worker_synchronous_commit=on)",
+            "wf-postgres",
+            "workflow_runs_durable_worker",
+        ),
+        ("wf_sqlite_vs_dbos", "Dispatch SQLite", "wf-sqlite", "workflow_runs"),
+    ):
+        add(
+            key,
+            f"workflows: {label} / dbos",
+            _ratio(rate(system, metric), rate("dbos", "workflow_runs")),
+            "x",
+        )
+    add(
+        "wf_pg_vs_dbos_queue",
+        "workflows: Dispatch PG / dbos queue (worker_concurrency=10)",
+        _ratio(rate("wf-postgres", "workflow_runs"), rate("dbos", "workflow_runs_queue")),
+        "x",
+    )
     return rows
 
 
@@ -379,6 +420,41 @@ def _table_rows(sizes: dict[str, Any]) -> list[_Row]:
     ]
 
 
+def _workflow_rows(sizes: dict[str, Any]) -> list[_Row]:
+    n, c = f"{sizes.get('workflows', 0):,}", sizes["concurrency"]
+    return [
+        (f"{n} runs x 10 no-op steps, start+drain (runs/s)", "workflow_runs", "rate", _fmt_rate),
+        ("  same, steps checkpointed (steps/s)", "workflow_runs", "steps_per_s", _fmt_rate),
+        ("  start phase alone (runs/s)", "workflow_runs", "start_rate", _fmt_rate),
+        (
+            "  same, worker_synchronous_commit=on (runs/s)",
+            "workflow_runs_durable_worker",
+            "rate",
+            _fmt_rate,
+        ),
+        (
+            f"  DBOS queue, worker_concurrency={c} (runs/s)",
+            "workflow_runs_queue",
+            "rate",
+            _fmt_rate,
+        ),
+    ]
+
+
+_WORKFLOW_NOTES = [
+    "Workflows: one workflow, 10 steps, each an async def no-op returning its index; timed from",
+    "  the first start to the last run completed; afterwards every run is read back (completed,",
+    "  right output, 10 completed steps) or the column fails.",
+    "dispatch-wf-* = `await wf.astart(i)` for each run, then `await engine.drain(concurrency=10)`",
+    "  in this process; a fresh SQLite file / PostgreSQL schema per measurement.",
+    "dbos = DBOS Transact, @DBOS.workflow with 10 @DBOS.step, in a child process on a fresh",
+    "  database of the same server: `await DBOS.start_workflow_async(wf, i)` for each run (DBOS",
+    "  runs them at once, no concurrency limit), then every handle's result; queue row: a",
+    "  queue with worker_concurrency=10, polling_interval_sec=0.01 (default 1 s), enqueue_async.",
+    "  DBOS commits every write durably; Dispatch's step checkpoints are durable too, its",
+    "  worker's claim/finish are not unless worker_synchronous_commit=on (that row).",
+]
+
 _HUEY_NOTES = [
     "* Huey has no bulk enqueue: task.map() enqueues and commits one job at a time.",
     "huey        = SqliteHuey defaults (WAL, synchronous=FULL: an fsync per commit).",
@@ -420,32 +496,8 @@ _PEER_FIELDS = {
 }
 
 
-def render(report: Report) -> str:
-    """The human-readable result: header, one column per system, comparison, notes."""
-    meta = report["meta"]
-    sizes = meta["sizes"]
-    systems = [s for s in meta["systems"] if s in report["systems"]]
-    quick = " (--quick: tiny sizes, numbers are not meaningful)" if meta["quick"] else ""
-    lines = [
-        f"Dispatch benchmark{quick}",
-        f"machine: nproc={meta['nproc']}  {meta['python']}  SQLite {meta['sqlite']}  "
-        f"{meta['platform']}",
-        "versions: " + "  ".join(f"{k} {v}" for k, v in meta["versions"].items()),
-        f"latency run: {sizes['latency']} jobs, {sizes['latency_gap_s'] * 1000:g} ms apart; "
-        f"throughput: best of {sizes['repeats']} run(s) (Procrastinate, Celery: "
-        f"{sizes.get('peer_repeats', sizes['repeats'])}), each on a fresh store",
-    ]
-    start, end = meta.get("loadavg_at_start"), meta.get("loadavg_at_end")
-    if start is not None and end is not None:
-        load = f"load average (1 min): {start[0]:.2f} at start, {end[0]:.2f} at end"
-        if max(start[0], end[0]) > 0.5 * (meta["nproc"] or 1):
-            load += "  -- the machine was busy: expect low and noisy numbers"
-        lines.append(load)
-    lines.append("")
-    services = meta.get("services") or {}
-    if services:
-        lines.insert(3, "services: " + "  ".join(f"{k} {v}" for k, v in services.items()))
-    rows = _table_rows(sizes)
+def _table(report: Report, systems: list[str], rows: list[_Row]) -> list[str]:
+    """One table: a column per system, a line per row."""
     width = max(len(r[0]) for r in rows) + 2
     table: list[list[str]] = []
     for _, metric, field, fmt in rows:
@@ -464,16 +516,49 @@ def render(report: Report) -> str:
         max(len(SYSTEM_LABELS[s]), *(len(cells[i]) for cells in table)) + 2
         for i, s in enumerate(systems)
     ]
-    lines.append(
+    lines = [
         "".ljust(width)
-        + "".join(SYSTEM_LABELS[s].rjust(c) for s, c in zip(systems, cols, strict=True))
-    )
-    lines.append("-" * (width + sum(cols)))
+        + "".join(SYSTEM_LABELS[s].rjust(c) for s, c in zip(systems, cols, strict=True)),
+        "-" * (width + sum(cols)),
+    ]
     for (label, *_), cells in zip(rows, table, strict=True):
         lines.append(
             label.ljust(width) + "".join(v.rjust(c) for v, c in zip(cells, cols, strict=True))
         )
+    return lines
+
+
+def render(report: Report) -> str:
+    """The human-readable result: header, one column per system, comparison, notes."""
+    meta = report["meta"]
+    sizes = meta["sizes"]
+    systems = [s for s in meta["systems"] if s in report["systems"]]
+    quick = " (--quick: tiny sizes, numbers are not meaningful)" if meta["quick"] else ""
+    lines = [
+        f"Dispatch benchmark{quick}",
+        f"machine: nproc={meta['nproc']}  {meta['python']}  SQLite {meta['sqlite']}  "
+        f"{meta['platform']}",
+        "versions: " + "  ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        f"latency run: {sizes['latency']} jobs, {sizes['latency_gap_s'] * 1000:g} ms apart; "
+        f"throughput: best of {sizes['repeats']} run(s) (Procrastinate, Celery, DBOS: "
+        f"{sizes.get('peer_repeats', sizes['repeats'])}), each on a fresh store",
+    ]
+    start, end = meta.get("loadavg_at_start"), meta.get("loadavg_at_end")
+    if start is not None and end is not None:
+        load = f"load average (1 min): {start[0]:.2f} at start, {end[0]:.2f} at end"
+        if max(start[0], end[0]) > 0.5 * (meta["nproc"] or 1):
+            load += "  -- the machine was busy: expect low and noisy numbers"
+        lines.append(load)
     lines.append("")
+    services = meta.get("services") or {}
+    if services:
+        lines.insert(3, "services: " + "  ".join(f"{k} {v}" for k, v in services.items()))
+    job_systems = [s for s in systems if s not in WORKFLOW_SYSTEMS]
+    wf_systems = [s for s in systems if s in WORKFLOW_SYSTEMS]
+    if job_systems:
+        lines += [*_table(report, job_systems, _table_rows(sizes)), ""]
+    if wf_systems:
+        lines += [*_table(report, wf_systems, _workflow_rows(sizes)), ""]
     if any(s.startswith("huey") for s in systems):
         lines += [*_HUEY_NOTES, ""]
     if any(s in ("memory", "sqlite", "postgres") for s in systems):
@@ -482,6 +567,8 @@ def render(report: Report) -> str:
         lines += [*_PG_NOTES, ""]
     if any(s in _REDIS_SYSTEMS for s in systems):
         lines += [*_CELERY_NOTES, ""]
+    if wf_systems:
+        lines += [*_WORKFLOW_NOTES, ""]
     # Informational rows without a value (a system was not run) are left out.
     comparison = [
         r for r in report["comparison"] if r["value"] is not None or r["target"] is not None

@@ -181,3 +181,87 @@ def test_services_down_make_error_columns(tmp_path: Path) -> None:
         assert error is not None, system
         assert f"{service} unavailable" in error, (system, error)
         assert report["systems"][system]["metrics"] == {}
+
+
+def _check_workflow_metric(metric: dict[str, Any], n: int) -> None:
+    assert set(metric) >= {"n", "seconds", "rate", "steps", "steps_per_s", "runs"}
+    assert metric["n"] == n
+    assert metric["steps"] == 10
+    assert metric["rate"] > 0
+    # Every run was read back: completed, with its output and 10 completed steps.
+    assert metric["verified"] is True
+
+
+@pytest.mark.slow
+def test_quick_dispatch_workflows_on_sqlite_write_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    proc = _run_bench(["--only", "wf-sqlite"], out, timeout=120)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "dispatch-wf-sqlite" in proc.stdout
+    assert "10 no-op steps" in proc.stdout
+
+    report: dict[str, Any] = json.loads(out.read_text())
+    assert report["meta"]["systems"] == ["wf-sqlite"]
+    n = report["meta"]["sizes"]["workflows"]
+    entry = report["systems"]["wf-sqlite"]
+    assert entry["error"] is None
+    metric = entry["metrics"]["workflow_runs"]
+    _check_workflow_metric(metric, n)
+    assert metric["concurrency"] == 10
+    rows = {row["key"]: row for row in report["comparison"]}
+    assert rows["wf_sqlite_runs"]["value"] == metric["rate"]
+    # DBOS did not run: its ratio has no value rather than a bogus one.
+    assert rows["wf_sqlite_vs_dbos"]["value"] is None
+
+
+@pytest.mark.slow
+def test_quick_workflows_against_dbos_write_the_report(
+    tmp_path: Path, require_service: Callable[[str], None]
+) -> None:
+    problem = _pg_problem()
+    if problem is not None:
+        require_service(f"PostgreSQL at {PG_DSN} ({problem})")
+    try:
+        import dbos  # noqa: F401
+    except ImportError:
+        require_service("DBOS Transact (pip package dbos)")
+    before = set(_pg_leftovers("bench_"))
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        dbs_before = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'bench_dbos_%'"
+            ).fetchall()
+        }
+    out = tmp_path / "latest.json"
+    proc = _run_bench(["--only", "workflows"], out, {"BENCH_POSTGRES_URL": PG_DSN})
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    for label in ("dispatch-wf-sqlite", "dispatch-wf-postgres", "dbos"):
+        assert label in proc.stdout
+
+    report: dict[str, Any] = json.loads(out.read_text())
+    assert report["meta"]["systems"] == ["wf-sqlite", "wf-postgres", "dbos"]
+    assert "dbos" in report["meta"]["versions"]
+    n = report["meta"]["sizes"]["workflows"]
+    systems = report["systems"]
+    for system in ("wf-sqlite", "wf-postgres", "dbos"):
+        assert systems[system]["error"] is None, system
+        _check_workflow_metric(systems[system]["metrics"]["workflow_runs"], n)
+    _check_workflow_metric(systems["wf-postgres"]["metrics"]["workflow_runs_durable_worker"], n)
+    _check_workflow_metric(systems["dbos"]["metrics"]["workflow_runs_queue"], n)
+
+    rows = {row["key"]: row for row in report["comparison"]}
+    pg_rate = systems["wf-postgres"]["metrics"]["workflow_runs"]["rate"]
+    dbos_rate = systems["dbos"]["metrics"]["workflow_runs"]["rate"]
+    assert rows["wf_pg_vs_dbos"]["value"] == round(pg_rate / dbos_rate, 2)
+    assert rows["wf_pg_vs_dbos_queue"]["value"] is not None
+    # Every schema and database the run created is gone.
+    assert set(_pg_leftovers("bench_")) <= before
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        dbs_after = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'bench_dbos_%'"
+            ).fetchall()
+        }
+    assert dbs_after <= dbs_before
