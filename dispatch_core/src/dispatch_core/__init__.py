@@ -45,6 +45,7 @@ from dispatch_core.store import PruneCutoffs, Store, SyncStore
 from dispatch_core.worker import DrainResult, Worker, WorkerStats
 from dispatch_core.workflows.definition import RunHandle, WorkflowDefinition
 from dispatch_core.workflows.errors import (
+    ChildWorkflowFailedError,
     EventTimeoutError,
     NonDeterminismError,
     StepFailedError,
@@ -126,6 +127,7 @@ __all__ = [
     "WorkflowError",
     "NonDeterminismError",
     "StepFailedError",
+    "ChildWorkflowFailedError",
     "EventTimeoutError",
     "WorkflowFailedError",
     "WorkflowCancelledError",

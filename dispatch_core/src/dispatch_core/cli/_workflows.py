@@ -1,4 +1,5 @@
-"""``dispatch workflows …``: list runs, show one with its timeline, cancel, send an event."""
+"""``dispatch workflows …``: list runs, show one with its timeline, cancel, replay, send an
+event."""
 
 from __future__ import annotations
 
@@ -172,6 +173,17 @@ def workflows_cancel(run_id: str, app: str | None, url: str | None) -> None:
     running the workflow's code does that)."""
     run = run_with_engine(resolve_engine(app, url), lambda e: e.acancel_run(run_id))
     click.echo(f"Cancelled {run.id} ({run.name}); its compensations run on a worker.")
+
+
+@workflows.command("replay")
+@click.argument("run_id", metavar="RUN_ID")
+@click.option("--from", "from_step", required=True, help="The step to run again from.")
+@store_options
+def workflows_replay(run_id: str, from_step: str, app: str | None, url: str | None) -> None:
+    """Run finished run RUN_ID again from step --from, as a new run: the steps before it keep
+    their recorded results, that step and the ones after it run again (on a worker)."""
+    run = run_with_engine(resolve_engine(app, url), lambda e: e.areplay_run(run_id, from_step))
+    click.echo(f"Replaying {run_id} from {from_step!r} as {run.id}.")
 
 
 @workflows.command("signal")

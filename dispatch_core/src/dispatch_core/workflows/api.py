@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
+
 from dispatch_core._ids import new_id
 from dispatch_core.context import JobContext
 from dispatch_core.errors import ConfigurationError
@@ -93,6 +95,8 @@ class WorkflowAPI:
             return
 
         async def drive_run(ctx: JobContext, payload: dict[str, Any]) -> None:
+            if payload.get("hold"):
+                return  # a replayed run's placeholder job: its real driver comes after its history
             await drive(engine, ctx, payload["run_id"])
 
         engine.job(name=DRIVER_JOB, max_retries=24, timeout=None)(drive_run)
@@ -133,6 +137,8 @@ class WorkflowAPI:
         *,
         tenant: str | None,
         correlation_key: str | None,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
     ) -> WorkflowRun:
         engine = self._wf_engine()
         latest = self._workflow_definition(definition.name, max(self._workflows[definition.name]))
@@ -140,12 +146,13 @@ class WorkflowAPI:
         await engine.aopen()
         now = utcnow()
         new = NewRun(
-            id=new_id("wfrun"),
+            id=run_id or new_id("wfrun"),
             name=latest.name,
             version=latest.version,
             input=raw,
             created_at=now,
             tenant=tenant,
+            parent_run_id=parent_run_id,
             correlation_key=correlation_key,
         )
         placeholder = WorkflowRun(
@@ -157,6 +164,7 @@ class WorkflowAPI:
             created_at=now,
             updated_at=now,
             tenant=tenant,
+            parent_run_id=parent_run_id,
         )
         run = await engine.store.create_run(new, latest._driver_job(placeholder, 0, run_at=None))
         engine._after_enqueue([], [])
@@ -294,6 +302,81 @@ class WorkflowAPI:
             raise WorkflowError(f"workflow run {run_id!r} is already {current.state.value}")
         engine._after_enqueue([], [])
         return run
+
+    async def areplay_run(self, run_id: str, from_step: str) -> WorkflowRun:
+        """Run a finished run again from the step ``from_step``, as a new run.
+
+        The new run (not a child of anything) has the same workflow, version, input, tenant
+        and correlation key, and a
+        copy of the history before ``from_step``: those steps (and sleeps, events, children)
+        return their recorded results without running, ``from_step`` and what follows run
+        again. The original run and its history are left as they were (the store keeps
+        finished history records for good).
+
+        Raises:
+            WorkflowError: the run is not finished, or has no step ``from_step``.
+        """
+        engine = self._wf_engine()
+        await engine.aopen()
+        store = engine.store
+        old = await store.get_run(run_id)
+        if old.state not in TERMINAL_RUN_STATES:
+            raise WorkflowError(
+                f"workflow run {run_id!r} is {old.state.value}: cancel it before replaying it"
+            )
+        history = await store.list_steps(run_id)
+        start = next((r.seq for r in history if r.name == from_step), None)
+        if start is None:
+            raise WorkflowError(f"workflow run {run_id!r} has no step {from_step!r}")
+        queue, priority = self._driver_options(old)
+        now = utcnow()
+        new = NewRun(
+            id=new_id("wfrun"),
+            name=old.name,
+            version=old.version,
+            input=old.input,
+            created_at=now,
+            tenant=old.tenant,
+            correlation_key=old.correlation_key,
+        )
+        placeholder = WorkflowRun(
+            id=new.id,
+            name=new.name,
+            version=new.version,
+            input=new.input,
+            state=RunState.RUNNING,
+            created_at=now,
+            updated_at=now,
+            tenant=new.tenant,
+        )
+        # The run is created with a job that does nothing, so that no driver replays it
+        # before its history is copied; the real driver is enqueued after the copy.
+        hold = new_driver(
+            run=placeholder,
+            generation=0,
+            queue=queue,
+            priority=priority,
+            run_at=None,
+            unique_key=f"wf:{new.id}:hold",
+        )
+        run = await store.create_run(
+            new, attrs.evolve(hold, payload={"run_id": new.id, "hold": True})
+        )
+        for record in history:
+            if record.seq < start:
+                await store.save_step(new.id, record, now=now)
+        started = await store.update_run(
+            new.id,
+            state=RunState.RUNNING,
+            now=utcnow(),
+            expect=frozenset({RunState.RUNNING}),
+            generation=0,
+            driver=new_driver(run=run, generation=0, queue=queue, priority=priority, run_at=None),
+        )
+        engine._after_enqueue([], [])
+        if engine.hooks.wants("dispatch_workflow_started"):
+            engine.hooks.emit("dispatch_workflow_started", run=started or run, engine=engine)
+        return started or run
 
 
 async def _closing(engine: Engine, make: Callable[[], Coroutine[Any, Any, T]]) -> T:

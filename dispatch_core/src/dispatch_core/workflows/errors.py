@@ -8,6 +8,7 @@ __all__ = [
     "WorkflowError",
     "NonDeterminismError",
     "StepFailedError",
+    "ChildWorkflowFailedError",
     "EventTimeoutError",
     "WorkflowFailedError",
     "WorkflowCancelledError",
@@ -43,6 +44,16 @@ class StepFailedError(WorkflowError):
         super().__init__(f"step {step!r} failed: {first}")
         self.step = step
         self.error = error
+
+
+class ChildWorkflowFailedError(StepFailedError):
+    """A child run started by ``wf.child`` failed or was cancelled; ``error`` is its error."""
+
+    def __init__(self, child: str, run_id: str, error: str) -> None:
+        super().__init__(child, error)
+        first = error.splitlines()[0] if error else "failed"
+        self.args = (f"child workflow {child!r} (run {run_id!r}) failed: {first}",)
+        self.run_id = run_id
 
 
 class EventTimeoutError(WorkflowError, TimeoutError):

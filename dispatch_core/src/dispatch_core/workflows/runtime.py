@@ -17,13 +17,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
+from dispatch_core._ids import new_id
 from dispatch_core.context import JobContext
+from dispatch_core.errors import RunNotFoundError
 from dispatch_core.models import NewJob, utcnow
 from dispatch_core.workflows.errors import (
+    ChildWorkflowFailedError,
     EventTimeoutError,
     NonDeterminismError,
     StepFailedError,
@@ -31,6 +34,7 @@ from dispatch_core.workflows.errors import (
 )
 from dispatch_core.workflows.models import (
     TERMINAL_RUN_STATES,
+    NewEvent,
     RunState,
     StepKind,
     StepRecord,
@@ -42,7 +46,16 @@ if TYPE_CHECKING:
     from dispatch_core.engine import Engine
     from dispatch_core.workflows.definition import WorkflowDefinition
 
-__all__ = ["Workflow", "StepRetry", "drive", "driver_key", "cancel_key", "new_driver", "DRIVER_JOB"]
+__all__ = [
+    "Workflow",
+    "StepRetry",
+    "drive",
+    "driver_key",
+    "cancel_key",
+    "child_event",
+    "new_driver",
+    "DRIVER_JOB",
+]
 
 log = logging.getLogger("dispatch_core.workflows")
 
@@ -77,6 +90,12 @@ class _Cancelled(BaseException):
 def cancel_key(run_id: str) -> str:
     """The unique key of the job that runs a cancelled run's compensations."""
     return f"wf:{run_id}:cancel"
+
+
+def child_event(child_run_id: str) -> str:
+    """The internal event a child run sends its parent when it finishes (the parent waits
+    for it in ``wf.child``)."""
+    return f"child:{child_run_id}"
 
 
 @attrs.frozen(kw_only=True)
@@ -201,7 +220,11 @@ class Workflow:
             driver=driver,
         )
         if parked is None:
-            return False
+            current = await self.engine.store.get_run(self.run.id)
+            if current.state is RunState.RUNNING and current.generation == self.run.generation:
+                return False  # the awaited event is already here
+            # Cancelled (the cancel job compensates) or parked by another driver: stop here.
+            raise _Suspend
         self.run = parked
         return True
 
@@ -485,6 +508,142 @@ class Workflow:
                 raise _Suspend
             # The event arrived between our look and the park: take it.
 
+    # -- child runs --------------------------------------------------------------------------------
+
+    def child(
+        self,
+        workflow: WorkflowDefinition[Any, Any] | str,
+        input: Any = None,
+        *,
+        name: str,
+    ) -> Awaitable[Any]:
+        """Start a run of ``workflow`` as a child of this run (same tenant), wait durably for
+        it to finish, and return its output.
+
+        The child is started once per ``name``, however often this run replays (its id is
+        checkpointed before it is created); meanwhile this run is parked as ``waiting`` and
+        the child's end wakes it. Awaitables of several ``wf.child`` calls may be given to
+        :meth:`parallel`.
+
+        Raises:
+            ChildWorkflowFailedError: the child failed or was cancelled.
+        """
+        seq, record = self._take(name, StepKind.CHILD)
+        return self._child(seq, record, name, workflow, input, wait=True)
+
+    def spawn(
+        self,
+        workflow: WorkflowDefinition[Any, Any] | str,
+        input: Any = None,
+        *,
+        name: str,
+    ) -> Awaitable[str]:
+        """Start a run of ``workflow`` as a child of this run (same tenant), once per
+        ``name``, without waiting for it; return its run id."""
+        seq, record = self._take(name, StepKind.CHILD)
+        return cast(Awaitable[str], self._child(seq, record, name, workflow, input, wait=False))
+
+    async def _child(
+        self,
+        seq: int,
+        record: StepRecord | None,
+        name: str,
+        workflow: WorkflowDefinition[Any, Any] | str,
+        input: Any,
+        *,
+        wait: bool,
+    ) -> Any:
+        if record is None or record.state is StepState.PENDING:
+            record = await self._start_child(seq, record, name, workflow, input)
+        child_id = _child_id(record)
+        if not wait:
+            if record.state is StepState.PENDING:
+                record = await self._save(attrs.evolve(record, state=StepState.COMPLETED))
+            return child_id
+        if record.state is StepState.PENDING:
+            record = await self._await_child(seq, record, child_id)
+        if record.state is StepState.FAILED:
+            raise ChildWorkflowFailedError(name, child_id, record.error or "")
+        output = record.output
+        return output.get("output") if isinstance(output, dict) else None
+
+    async def _start_child(
+        self,
+        seq: int,
+        record: StepRecord | None,
+        name: str,
+        workflow: WorkflowDefinition[Any, Any] | str,
+        input: Any,
+    ) -> StepRecord:
+        """Make sure the child run of ``record`` exists: checkpoint its id first (a pending
+        record), then create it; a replay after a crash between the two creates it then."""
+        store = self.engine.store
+        if record is None:
+            current = await store.get_run(self.run.id)
+            if current.state is RunState.CANCELLED:
+                raise _Cancelled
+            record = await self._save(
+                StepRecord(
+                    seq=seq,
+                    name=name,
+                    kind=StepKind.CHILD,
+                    state=StepState.PENDING,
+                    started_at=utcnow(),
+                    output={"run_id": new_id("wfrun")},
+                )
+            )
+            if record.state is not StepState.PENDING:
+                return record  # another driver finished it meanwhile
+        child_id = _child_id(record)
+        try:
+            await store.get_run(child_id)
+        except RunNotFoundError:
+            wf_name = workflow if isinstance(workflow, str) else workflow.name
+            definition = self.engine.workflows.get(wf_name)
+            if definition is None:
+                raise WorkflowError(
+                    f"workflow {wf_name!r} is not registered in this process"
+                ) from None
+            await self.engine._astart(
+                definition,
+                input,
+                tenant=self.run.tenant,
+                correlation_key=None,
+                run_id=child_id,
+                parent_run_id=self.run.id,
+            )
+        return record
+
+    async def _await_child(self, seq: int, record: StepRecord, child_id: str) -> StepRecord:
+        """Wait (parked) until the child run ``child_id`` is finished; record its end."""
+        store = self.engine.store
+        event = child_event(child_id)
+        while True:
+            child = await store.get_run(child_id)
+            if child.state in TERMINAL_RUN_STATES:
+                await store.take_event(self.run.id, event, seq=seq, now=utcnow())
+                if child.state is RunState.COMPLETED:
+                    return await self._save(
+                        attrs.evolve(
+                            record,
+                            state=StepState.COMPLETED,
+                            finished_at=utcnow(),
+                            output={"run_id": child_id, "output": child.output},
+                        )
+                    )
+                error = (
+                    child.error
+                    if child.state is RunState.FAILED and child.error
+                    else f"WorkflowCancelledError: workflow run {child_id!r} was "
+                    f"{child.state.value}"
+                )
+                return await self._save(
+                    attrs.evolve(record, state=StepState.FAILED, finished_at=utcnow(), error=error)
+                )
+            if await self._park(RunState.WAITING, wake_at=None, waiting_for=event):
+                raise _Suspend
+            # The child ended between our look and the park: look again.
+
     # -- compensation ------------------------------------------------------------------------------
 
     async def _compensate(self) -> None:
@@ -523,6 +682,50 @@ class Workflow:
             )
 
 
+def _child_id(record: StepRecord) -> str:
+    output = record.output
+    if not isinstance(output, dict) or not isinstance(output.get("run_id"), str):
+        raise WorkflowError(f"history record {record.name!r} holds no child run id")
+    return cast(str, output["run_id"])
+
+
+async def _notify_parent(engine: Engine, run: WorkflowRun) -> None:
+    """Tell the parent of a finished child run, by the event ``child:<run id>``, so that a
+    parent parked in ``wf.child`` wakes. Sent each time a driver sees the child finished
+    (a crash after the child's last write must not lose it); extra copies are never read."""
+    if run.parent_run_id is None:
+        return
+    store = engine.store
+    try:
+        parent = await store.get_run(run.parent_run_id)
+    except RunNotFoundError:
+        return
+    if parent.state in TERMINAL_RUN_STATES:
+        return
+    queue, priority = engine._driver_options(parent)
+    now = utcnow()
+    woken = await store.send_event(
+        NewEvent(
+            id=new_id("evt"),
+            run_id=parent.id,
+            name=child_event(run.id),
+            payload={"state": run.state.value},
+            created_at=now,
+            tenant=parent.tenant,
+        ),
+        driver=new_driver(
+            run=parent,
+            generation=parent.generation,
+            queue=queue,
+            priority=priority,
+            run_at=None,
+        ),
+        now=now,
+    )
+    if woken:
+        engine._after_enqueue([], [])
+
+
 async def _call(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None) -> Any:
     if inspect.iscoroutinefunction(fn):
         coro = fn(*args)
@@ -540,9 +743,11 @@ async def drive(engine: Engine, ctx: JobContext, run_id: str) -> None:
     cancelling = run.state is RunState.CANCELLED and ctx.job.unique_key == cancel_key(run_id)
     if cancelling:
         await _run_compensations(engine, ctx, run)
+        await _notify_parent(engine, run)
         return
     generation = _generation_of(ctx.job.unique_key)
     if run.state in TERMINAL_RUN_STATES:
+        await _notify_parent(engine, run)  # again: the driver that finished it may have died
         return
     if generation is not None and generation != run.generation:
         log.debug("run %s: stale driver (park %s, run at %s)", run_id, generation, run.generation)
@@ -589,6 +794,8 @@ async def drive(engine: Engine, ctx: JobContext, run_id: str) -> None:
             expect=frozenset({RunState.RUNNING}),
             error=error,
         )
+        if failed is not None:
+            await _notify_parent(engine, failed)
         if failed is not None and engine.hooks.wants("dispatch_workflow_failed"):
             engine.hooks.emit("dispatch_workflow_failed", run=failed, error=error, engine=engine)
         log.warning("workflow run %s (%s) failed: %s", run_id, run.name, exc)
@@ -600,6 +807,8 @@ async def drive(engine: Engine, ctx: JobContext, run_id: str) -> None:
         expect=frozenset({RunState.RUNNING}),
         output=output,
     )
+    if done is not None:
+        await _notify_parent(engine, done)
     if done is not None and engine.hooks.wants("dispatch_workflow_completed"):
         engine.hooks.emit(
             "dispatch_workflow_completed",
@@ -634,8 +843,6 @@ def new_driver(
     unique_key: str | None = None,
 ) -> NewJob:
     """The driver job of park ``generation`` of ``run`` (or with ``unique_key``)."""
-    from dispatch_core._ids import new_id
-
     now = now or utcnow()
     return NewJob(
         id=new_id("job"),
