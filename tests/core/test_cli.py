@@ -128,7 +128,7 @@ def test_every_command_is_covered() -> None:
         "workers", "cron", "cron ls", "cron show", "cron trigger", "cron enable",
         "cron disable", "cron rm", "queues", "queues ls", "queues pause", "queues resume",
         "queues set", "workflows", "workflows ls", "workflows show", "workflows cancel",
-        "workflows signal", "workflows replay",
+        "workflows signal", "workflows replay", "workflows migrate",
     }  # fmt: skip
     assert expected <= paths
 

@@ -86,3 +86,17 @@ def test_cancel_and_errors(app: ModuleType) -> None:
     assert "--payload is not JSON" in bad.output
     states = json.loads(run("workflows", "ls", "--json", "--app", APP).stdout)
     assert [r["state"] for r in states] == [RunState.CANCELLED.value]
+
+
+def test_migrate_refuses_an_unknown_version_and_a_finished_run(app: ModuleType) -> None:
+    run_id = started(app)
+    unknown = run("workflows", "migrate", run_id, "9", "--app", APP)
+    assert unknown.exit_code == 1
+    assert "has no version 9" in unknown.output
+    same = run("workflows", "migrate", run_id, "1", "--app", APP)
+    assert same.exit_code == 0
+    assert f"Run {run_id} (cliapp.order) is now on version 1." in same.stdout
+    run("workflows", "cancel", run_id, "--app", APP)
+    finished = run("workflows", "migrate", run_id, "1", "--app", APP)
+    assert finished.exit_code == 1
+    assert "could not be migrated: it is cancelled" in finished.output

@@ -23,6 +23,7 @@ from dispatch_core import (
     StepRetry,
     StepState,
     Workflow,
+    WorkflowError,
     WorkflowFailedError,
 )
 from dispatch_core.stores import MemoryStore
@@ -359,3 +360,29 @@ async def test_unknown_runs_and_bad_inputs_are_refused() -> None:
     with pytest.raises(PayloadError, match=r"\$\.cents"):
         await typed.astart({"id": 1})
     assert await engine.alist_runs() == []
+
+
+async def test_migrate_run_moves_a_parked_run_to_another_version() -> None:
+    engine = make_engine()
+
+    @engine.workflow(name="mig", version=1)
+    async def mig_v1(wf: Workflow) -> str:
+        await wf.sleep("wait", 0.05)
+        return "v1"
+
+    handle = await mig_v1.astart()
+    await engine.drain()  # parked on the sleep, on version 1
+
+    @engine.workflow(name="mig", version=2)
+    async def mig_v2(wf: Workflow) -> str:
+        await wf.sleep("wait", 0.05)  # same primitives up to where the run stands
+        return "v2"
+
+    with pytest.raises(WorkflowError, match="no version 7"):
+        await engine.amigrate_run(handle.id, 7)
+    moved = await engine.amigrate_run(handle.id, 2)
+    assert moved.version == 2
+    await engine.drain(wait_scheduled=True)
+    assert await handle.aresult(timeout=1) == "v2"
+    with pytest.raises(WorkflowError, match="could not be migrated: it is completed"):
+        await engine.amigrate_run(handle.id, 1)

@@ -403,7 +403,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def create_run(self, run: NewRun, driver: NewJob) -> WorkflowRun:
         """Write a new run (state ``running``, generation 0) and its first driver job in one
-        transaction; return the run."""
+        transaction; return the run.
+
+        A run whose id already exists is not written again, nor is its driver: the stored run
+        is returned (so a replay that starts a child run with a recorded id starts it once).
+        """
 
     @abc.abstractmethod
     async def get_run(self, run_id: str) -> WorkflowRun:
@@ -458,6 +462,15 @@ class Store(abc.ABC):
         instead. With :meth:`send_event` this closes the gap between "no event yet" and
         "parked" where a wake-up could be lost.
         """
+
+    @abc.abstractmethod
+    async def set_run_version(
+        self, run_id: str, version: int, *, generation: int, now: datetime
+    ) -> WorkflowRun | None:
+        """Move a non-terminal run to another version of its workflow (``updated_at = now``),
+        only if its generation still equals ``generation``; return the run, or ``None`` when
+        the condition fails (nothing written). Raises :class:`RunNotFoundError` for an unknown
+        run."""
 
     @abc.abstractmethod
     async def send_event(self, event: NewEvent, *, driver: NewJob, now: datetime) -> bool:

@@ -93,6 +93,25 @@ async def test_a_park_and_an_event_racing_never_lose_the_wake_up(
         assert taken.id == ev.id
 
 
+async def test_concurrent_creates_of_one_run_write_it_once(peers: list[PostgresStore]) -> None:
+    now = utcnow()
+    for round_ in range(10):
+        run_id = new_id("run")
+        news = [
+            NewRun(id=run_id, name="pg.workflow", version=1, input={"i": i}, created_at=now)
+            for i in range(len(peers) * 2)
+        ]
+        drivers = [_driver(run_id, run_at=now) for _ in news]
+        got = await asyncio.gather(
+            *(s.create_run(n, d) for s, n, d in zip(peers * 2, news, drivers, strict=True))
+        )
+        assert len({repr(r.input) for r in got}) == 1, round_  # all got the one stored run
+        stored = await peers[0].get_run(run_id)
+        assert stored.input == got[0].input
+        jobs = await peers[0].list_jobs(JobFilter(name=_DRIVER))
+        assert sum(j.payload == {"run_id": run_id} for j in jobs) == 1, round_
+
+
 async def test_two_replays_of_one_wait_take_the_same_event(peers: list[PostgresStore]) -> None:
     now = utcnow()
     run = await _start(peers[0], now=now)

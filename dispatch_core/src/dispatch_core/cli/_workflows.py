@@ -205,3 +205,14 @@ def workflows_signal(
         lambda e: e.asend_event(event, value, run_id=run_id, tenant=tenant),
     )
     click.echo(f"Sent {event!r} to {run_id}.")
+
+
+@workflows.command("migrate")
+@click.argument("run_id", metavar="RUN_ID")
+@click.argument("version", type=click.IntRange(min=1))
+@store_options
+def workflows_migrate(run_id: str, version: int, app: str | None, url: str | None) -> None:
+    """Move unfinished run RUN_ID to VERSION of its workflow (registered in --app): its next
+    replay runs that version's handler against the history it has."""
+    run = run_with_engine(resolve_engine(app, url), lambda e: e.amigrate_run(run_id, version))
+    click.echo(f"Run {run.id} ({run.name}) is now on version {run.version}.")

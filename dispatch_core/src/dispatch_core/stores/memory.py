@@ -910,10 +910,24 @@ class MemoryStore(Store):
             correlation_key=run.correlation_key,
         )
         with self._lock:
+            existing = self._runs.get(run.id)
+            if existing is not None:  # a replay starting a child it already started
+                return existing
             self._runs[run.id] = created
             self._enqueue_locked([driver])
         self._notify()
         return created
+
+    async def set_run_version(
+        self, run_id: str, version: int, *, generation: int, now: datetime
+    ) -> WorkflowRun | None:
+        with self._lock:
+            run = self._get_run(run_id)
+            if run.state in TERMINAL_RUN_STATES or run.generation != generation:
+                return None
+            moved = attrs.evolve(run, version=version, updated_at=now)
+            self._runs[run_id] = moved
+            return moved
 
     async def get_run(self, run_id: str) -> WorkflowRun:
         with self._lock:

@@ -288,6 +288,49 @@ class WorkflowConformance:
 
         _run(store_factory, body)
 
+    def test_create_run_with_a_taken_id_returns_the_stored_run(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            t0 = _t0()
+            first = _new_run(now=t0, input={"n": 1})
+            await store.create_run(first, _driver(first.id, run_at=t0))
+            again = _new_run(now=t0 + _s(5), run_id=first.id, input={"n": 2}, name="other")
+            second_driver = _driver(first.id, run_at=t0 + _s(5))
+            got = await store.create_run(again, second_driver)
+            _assert_new_run(got, first)  # the stored run, unchanged
+            _assert_new_run(await store.get_run(first.id), first)
+            with pytest.raises(JobNotFoundError):  # its driver was not written either
+                await store.get_job(second_driver.id)
+
+        _run(store_factory, body)
+
+    def test_set_run_version_is_conditional_on_the_generation(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            t0 = _t0()
+            new = _new_run(now=t0, version=1)
+            await store.create_run(new, _driver(new.id, run_at=t0))
+            assert await store.set_run_version(new.id, 2, generation=1, now=t0 + _s(1)) is None
+            assert (await store.get_run(new.id)).version == 1
+            moved = await store.set_run_version(new.id, 2, generation=0, now=t0 + _s(2))
+            assert moved is not None
+            assert moved.version == 2
+            assert _near(moved.updated_at, t0 + _s(2))
+            stored = await store.get_run(new.id)
+            assert (stored.version, stored.generation, stored.state) == (2, 0, RunState.RUNNING)
+            done = await store.update_run(new.id, state=RunState.COMPLETED, now=t0 + _s(3))
+            assert done is not None
+            assert await store.set_run_version(new.id, 3, generation=0, now=t0 + _s(4)) is None
+            assert (await store.get_run(new.id)).version == 2
+            with pytest.raises(RunNotFoundError):
+                await store.set_run_version(
+                    "run_01h455vb4pex5vsknk084sn02q", 2, generation=0, now=t0
+                )
+
+        _run(store_factory, body)
+
     def test_get_unknown_run_raises(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
             with pytest.raises(RunNotFoundError):

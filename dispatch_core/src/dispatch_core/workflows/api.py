@@ -303,6 +303,31 @@ class WorkflowAPI:
         engine._after_enqueue([], [])
         return run
 
+    async def amigrate_run(self, run_id: str, to_version: int) -> WorkflowRun:
+        """Move an unfinished run to another registered version of its workflow, on purpose:
+        its next replay runs that version's handler against the history it has (the
+        determinism guard still applies, so the new handler must call the same primitives up
+        to where the run stands).
+
+        Raises:
+            WorkflowError: the version is not registered here, or the run has finished or
+                moved on (parked again) while this call read it; try again.
+        """
+        engine = self._wf_engine()
+        await engine.aopen()
+        run = await engine.store.get_run(run_id)
+        self._workflow_definition(run.name, to_version)  # refuse an unknown version now
+        moved = await engine.store.set_run_version(
+            run_id, to_version, generation=run.generation, now=utcnow()
+        )
+        if moved is None:
+            current = await engine.store.get_run(run_id)
+            raise WorkflowError(
+                f"workflow run {run_id!r} could not be migrated: it is {current.state.value} "
+                f"(park {current.generation}, was {run.generation})"
+            )
+        return moved
+
     async def areplay_run(self, run_id: str, from_step: str) -> WorkflowRun:
         """Run a finished run again from the step ``from_step``, as a new run.
 

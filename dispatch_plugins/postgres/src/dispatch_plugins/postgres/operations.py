@@ -136,6 +136,7 @@ __all__ = [
     "list_steps",
     "save_step",
     "update_run",
+    "set_run_version",
     "send_event",
     "take_event",
 ]
@@ -550,9 +551,21 @@ FROM {queues} AS q FULL JOIN c ON c.queue = q.name
             f"INSERT INTO {runs} (id, name, version, input, state, created_at, updated_at,\n"
             "    tenant, parent_run_id, correlation_key)\n"
             "VALUES (%(id)s, %(name)s, %(version)s, %(input)s::jsonb, 'running', %(now)b,\n"
-            "        %(now)b, %(tenant)s, %(parent_run_id)s, %(correlation_key)s)"
+            "        %(now)b, %(tenant)s, %(parent_run_id)s, %(correlation_key)s)\n"
+            # A taken id writes nothing (and waits for a concurrent insert of it to end).
+            "ON CONFLICT (id) DO NOTHING\n"
+            "RETURNING id"
         )
         self.get_run = f"SELECT {RUN_SELECT} FROM {runs} WHERE id = %s"
+        self.run_exists = f"SELECT 1 FROM {runs} WHERE id = %s"
+        terminal = ", ".join(f"'{state.value}'" for state in sorted(TERMINAL_RUN_STATES))
+        # One conditional update: the row lock it takes orders it with every other writer.
+        self.set_run_version = (
+            f"UPDATE {runs} SET version = %(version)s, updated_at = %(now)b\n"
+            "WHERE id = %(id)s AND generation = %(generation)s\n"
+            f"  AND state NOT IN ({terminal})\n"
+            f"RETURNING {RUN_SELECT}"
+        )
         self.list_steps = f"SELECT {STEP_SELECT} FROM {steps} WHERE run_id = %s ORDER BY seq"
         self.get_step = f"SELECT {STEP_SELECT} FROM {steps} WHERE run_id = %s AND seq = %s"
         # Inserted only for an existing run; a pending record is replaced, a finished one is
@@ -1595,7 +1608,8 @@ _NON_TERMINAL = frozenset(RunState) - TERMINAL_RUN_STATES
 
 def create_run(q: Statements, run: NewRun, driver: NewJob) -> Steps[WorkflowRun]:
     """See :meth:`dispatch_core.store.Store.create_run`: the run and its first driver job in
-    one transaction."""
+    one transaction; ``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING``, and the driver only
+    when the run was inserted, else the stored run."""
     params = {
         "id": run.id,
         "name": run.name,
@@ -1607,9 +1621,16 @@ def create_run(q: Statements, run: NewRun, driver: NewJob) -> Steps[WorkflowRun]
         "correlation_key": run.correlation_key,
     }
     yield TRANSACTION
-    yield Stmt(q.insert_run, params)
-    yield from enqueue(q, [driver])
-    return run_from_new(run)
+    while True:
+        inserted = yield Stmt(q.insert_run, params, rows=True)
+        if inserted:
+            yield from enqueue(q, [driver])
+            return run_from_new(run)
+        # The id is taken: the stored run, read by a new statement (which sees a concurrent
+        # insert of it that the conflict waited for). Gone again (pruned): insert once more.
+        rows = yield Stmt(q.get_run, (run.id,), rows=True)
+        if rows:
+            return decode_run(rows[0])
 
 
 def get_run(q: Statements, run_id: str) -> Steps[WorkflowRun]:
@@ -1706,6 +1727,22 @@ def update_run(
     if driver is not None:
         yield from enqueue(q, [driver])
     return decode_run(rows[0])
+
+
+def set_run_version(
+    q: Statements, run_id: str, version: int, *, generation: int, now: datetime
+) -> Steps[WorkflowRun | None]:
+    """See :meth:`dispatch_core.store.Store.set_run_version`: one conditional ``UPDATE ...
+    RETURNING``; when it writes nothing, a read tells an unknown run from a failed
+    condition."""
+    params = {"id": run_id, "version": version, "generation": generation, "now": aware(now)}
+    rows = yield Stmt(q.set_run_version, params, rows=True)
+    if rows:
+        return decode_run(rows[0])
+    exists = yield Stmt(q.run_exists, (run_id,), rows=True)
+    if not exists:
+        raise RunNotFoundError(run_id)
+    return None
 
 
 def send_event(q: Statements, event: NewEvent, *, driver: NewJob, now: datetime) -> Steps[bool]:

@@ -517,7 +517,7 @@ class PostgresStore(Store):
 
     async def create_run(self, run: NewRun, driver: NewJob) -> WorkflowRun:
         """Write a new run (``running``, generation 0) and its first driver job in one
-        transaction."""
+        transaction; a taken id writes nothing and returns the stored run."""
         return await self._run(ops.create_run, run, driver)
 
     async def get_run(self, run_id: str) -> WorkflowRun:
@@ -566,6 +566,13 @@ class PostgresStore(Store):
             waiting_for=waiting_for,
             driver=driver,
         )
+
+    async def set_run_version(
+        self, run_id: str, version: int, *, generation: int, now: datetime
+    ) -> WorkflowRun | None:
+        """Move a non-terminal run to ``version`` if its generation is still ``generation``,
+        with one conditional update; ``None`` when the condition fails."""
+        return await self._run(ops.set_run_version, run_id, version, generation=generation, now=now)
 
     async def send_event(self, event: NewEvent, *, driver: NewJob, now: datetime) -> bool:
         """Store an event and wake its run if it waits for it, in one transaction that locks

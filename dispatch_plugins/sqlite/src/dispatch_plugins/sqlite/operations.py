@@ -121,6 +121,7 @@ __all__ = [
     "list_steps",
     "save_step",
     "update_run",
+    "set_run_version",
     "send_event",
     "take_event",
 ]
@@ -1183,15 +1184,26 @@ def prune(conn: sqlite3.Connection, cutoffs: PruneCutoffs, *, limit: int = 10_00
 # then serialises a park (update_run) and an event (send_event) on one run, so the check "has
 # the event already arrived?" and the park cannot interleave with the event's insert.
 
-_INSERT_RUN = f"INSERT INTO workflow_runs ({RUN_SELECT}) VALUES ({_marks(len(RUN_COLUMNS))})"
+# A run whose id is taken is not written (DO NOTHING returns no row): the stored one stands.
+_INSERT_RUN = f"""
+INSERT INTO workflow_runs ({RUN_SELECT}) VALUES ({_marks(len(RUN_COLUMNS))})
+ON CONFLICT (id) DO NOTHING
+RETURNING {RUN_SELECT}
+"""
 _GET_RUN = f"SELECT {RUN_SELECT} FROM workflow_runs WHERE id = ?"
 
 
 def create_run(conn: sqlite3.Connection, run: NewRun, driver: NewJob) -> WorkflowRun:
-    """See :meth:`dispatch_core.store.Store.create_run`."""
+    """See :meth:`dispatch_core.store.Store.create_run`.
+
+    One ``BEGIN IMMEDIATE`` transaction inserts the run and its driver; when the id exists
+    already, neither is written and the stored run is returned.
+    """
     with write_transaction(conn):
-        row = conn.execute(_INSERT_RUN + f" RETURNING {RUN_SELECT}", new_run_params(run))
-        created = decode_run(row.fetchone())
+        row = conn.execute(_INSERT_RUN, new_run_params(run)).fetchone()
+        if row is None:  # created before (a replay): the first creation stands
+            return decode_run(conn.execute(_GET_RUN, (run.id,)).fetchone())
+        created = decode_run(row)
         _insert_job(conn, driver)
     return created
 
@@ -1332,6 +1344,31 @@ def update_run(
         if driver is not None:
             _insert_job(conn, driver)
     return updated
+
+
+_TERMINAL_RUN_VALUES = ", ".join(f"'{state.value}'" for state in sorted(TERMINAL_RUN_STATES))
+# The compare-and-set on the generation; a terminal run is left alone.
+_SET_RUN_VERSION = f"""
+UPDATE workflow_runs SET version = ?, updated_at = ?
+WHERE id = ? AND generation = ? AND state NOT IN ({_TERMINAL_RUN_VALUES})
+RETURNING {RUN_SELECT}
+"""
+
+
+def set_run_version(
+    conn: sqlite3.Connection, run_id: str, version: int, *, generation: int, now: datetime
+) -> WorkflowRun | None:
+    """See :meth:`dispatch_core.store.Store.set_run_version`.
+
+    One ``BEGIN IMMEDIATE`` transaction: a conditional ``UPDATE``; when it matches nothing,
+    the run is looked up only to tell an unknown run (an error) from a failed condition.
+    """
+    with write_transaction(conn):
+        row = conn.execute(_SET_RUN_VERSION, (version, to_us(now), run_id, generation)).fetchone()
+        if row is None:
+            _run_exists(conn, run_id)
+            return None
+    return decode_run(row)
 
 
 _INSERT_EVENT = """

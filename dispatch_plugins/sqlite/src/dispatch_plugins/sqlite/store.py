@@ -431,7 +431,8 @@ class SQLiteStore(Store):
     # -- durable workflows ---------------------------------------------------------------------
 
     async def create_run(self, run: NewRun, driver: NewJob) -> WorkflowRun:
-        """Insert the run and its first driver job in one write transaction."""
+        """Insert the run and its first driver job in one write transaction; an id that
+        exists already writes nothing and returns the stored run."""
         created = await self._call(ops.create_run, run, driver)
         self._notify()
         return created
@@ -485,6 +486,15 @@ class SQLiteStore(Store):
         if updated is not None and driver is not None:
             self._notify()
         return updated
+
+    async def set_run_version(
+        self, run_id: str, version: int, *, generation: int, now: datetime
+    ) -> WorkflowRun | None:
+        """Compare-and-set the run's version on its generation, in one write transaction;
+        ``None`` when the run is terminal or its generation moved on."""
+        return await self._call(
+            ops.set_run_version, run_id, version, generation=generation, now=now
+        )
 
     async def send_event(self, event: NewEvent, *, driver: NewJob, now: datetime) -> bool:
         """Store the event and wake the run if it waits for it, in one write transaction."""
