@@ -424,11 +424,15 @@ class Engine(ClusterAPI, WorkflowAPI):
         raw = to_json_payload(self.converter, definition.name, definition.payload_type, payload)
         return self._new_job(definition, raw, **options)
 
+    def _wake_workers(self) -> None:
+        """Tell this process's workers that jobs may be claimable now."""
+        for waker in self._wakers:
+            waker()
+
     def _after_enqueue(
         self, jobs: Sequence[Job], new: Sequence[NewJob], *, committed: bool = True
     ) -> None:
-        for waker in self._wakers:
-            waker()
+        self._wake_workers()
         # A job written in a caller's transaction may still be rolled back: no hook reports it.
         if committed and self.hooks.wants("dispatch_job_enqueued"):
             ids = {n.id for n in new}
@@ -548,8 +552,7 @@ class Engine(ClusterAPI, WorkflowAPI):
         """Send a failed or cancelled job back to pending with fresh attempts."""
         await self.aopen()
         job = await self.store.retry(job_id, now=utcnow())
-        for waker in self._wakers:
-            waker()
+        self._wake_workers()
         return job
 
     async def alist_jobs(

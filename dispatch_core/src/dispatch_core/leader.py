@@ -210,7 +210,7 @@ class LeaderDuties:
         if stale:
             self._entries_read = 0.0
         if fired:
-            self.engine._after_enqueue([], [])
+            self.engine._wake_workers()
 
     # -- retention ---------------------------------------------------------------------------------
 

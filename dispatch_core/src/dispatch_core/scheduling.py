@@ -310,7 +310,7 @@ class ClusterAPI:
         engine = self._engine()
         await engine.aopen()
         await engine.store.pause_queue(name, paused=False)
-        engine._after_enqueue([], [])
+        engine._wake_workers()
 
     # -- workers, leader, retention ----------------------------------------------------------------
 

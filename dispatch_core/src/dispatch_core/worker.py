@@ -20,7 +20,6 @@ import signal
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from dispatch_core._ids import new_id
+from dispatch_core._tracebacks import format_error
 from dispatch_core._urls import redact_url
 from dispatch_core.cluster import WorkerInfo
 from dispatch_core.context import JobContext
@@ -48,7 +48,6 @@ log = logging.getLogger("dispatch_core.worker")
 
 _IDLE_BASE = 0.05  # first idle wait (s); doubles up to poll_interval
 _STORE_RETRY_MAX = 5.0  # cap of the wait between retries when the store is unreachable
-_ERROR_MAX_CHARS = 8000
 _WATCHDOG_TICK = 0.05  # resolution of job timeouts (s)
 
 
@@ -74,7 +73,6 @@ class WorkerStats:
 DrainResult = WorkerStats
 
 
-_OWN_DIR = os.path.dirname(__file__)
 T = TypeVar("T")
 
 
@@ -97,18 +95,6 @@ class _JobThreads(ThreadPoolExecutor):
                     self.busy -= 1
 
         return super().submit(tracked)
-
-
-def _format_error(exc: BaseException) -> str:
-    """``Type: message`` then the traceback, without Dispatch's own frames (middleware...)."""
-    tb = traceback.TracebackException.from_exception(exc)
-    tb.stack = traceback.StackSummary.from_list(
-        [f for f in tb.stack if not f.filename.startswith(_OWN_DIR)]
-    )
-    text = "".join(tb.format())
-    if len(text) > _ERROR_MAX_CHARS:
-        text = text[: _ERROR_MAX_CHARS // 4] + "\n[...]\n" + text[-_ERROR_MAX_CHARS // 2 :]
-    return f"{type(exc).__name__}: {exc}\n\n{text}"
 
 
 class Worker:
@@ -520,7 +506,7 @@ class Worker:
             asked = isinstance(exc, RetryJob | FailJob)
             requested = exc.delay if isinstance(exc, RetryJob) else None
             cause = exc.__cause__ if asked else None
-            error = _format_error(cause if isinstance(cause, Exception) else exc)
+            error = format_error(cause if isinstance(cause, Exception) else exc)
             if job.attempt < job.max_attempts and not isinstance(exc, FailJob):
                 if requested is None:
                     definition = self._definitions.get(job.name)
@@ -787,7 +773,7 @@ class Worker:
                     )
             else:
                 self._emit_failure(job, job.last_error or "")
-        self.engine._after_enqueue([], [])
+        self.engine._wake_workers()
 
     # -- shutdown --------------------------------------------------------------------------------
 

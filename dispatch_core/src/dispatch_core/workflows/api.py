@@ -167,7 +167,7 @@ class WorkflowAPI:
             parent_run_id=parent_run_id,
         )
         run = await engine.store.create_run(new, latest._driver_job(placeholder, 0, run_at=None))
-        engine._after_enqueue([], [])
+        engine._wake_workers()
         if engine.hooks.wants("dispatch_workflow_started"):
             engine.hooks.emit("dispatch_workflow_started", run=run, engine=engine)
         return run
@@ -271,7 +271,7 @@ class WorkflowAPI:
             )
             reached.append(run.id)
             if woken:
-                engine._after_enqueue([], [])
+                engine._wake_workers()
         return reached
 
     async def acancel_run(self, run_id: str) -> WorkflowRun:
@@ -300,7 +300,7 @@ class WorkflowAPI:
         if run is None:
             current = await engine.store.get_run(run_id)
             raise WorkflowError(f"workflow run {run_id!r} is already {current.state.value}")
-        engine._after_enqueue([], [])
+        engine._wake_workers()
         return run
 
     async def amigrate_run(self, run_id: str, to_version: int) -> WorkflowRun:
@@ -398,7 +398,7 @@ class WorkflowAPI:
             generation=0,
             driver=new_driver(run=run, generation=0, queue=queue, priority=priority, run_at=None),
         )
-        engine._after_enqueue([], [])
+        engine._wake_workers()
         if engine.hooks.wants("dispatch_workflow_started"):
             engine.hooks.emit("dispatch_workflow_started", run=started or run, engine=engine)
         return started or run

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 import attrs
 
 from dispatch_core._ids import new_id
+from dispatch_core._tracebacks import format_error
 from dispatch_core.context import JobContext
 from dispatch_core.errors import RunNotFoundError
 from dispatch_core.models import NewJob, utcnow
@@ -61,7 +62,6 @@ log = logging.getLogger("dispatch_core.workflows")
 
 #: The job that drives runs: its payload is ``{"run_id": ...}``.
 DRIVER_JOB = "dispatch.workflow"
-_ERROR_MAX = 8000
 
 
 def driver_key(run_id: str, generation: int) -> str:
@@ -118,15 +118,6 @@ class StepRetry:
 
 
 NO_RETRY = StepRetry(attempts=1)
-
-
-def _format_error(exc: BaseException) -> str:
-    import traceback
-
-    text = "".join(traceback.format_exception(exc))
-    if len(text) > _ERROR_MAX:
-        text = text[: _ERROR_MAX // 4] + "\n[...]\n" + text[-_ERROR_MAX // 2 :]
-    return f"{type(exc).__name__}: {exc}\n\n{text}"
 
 
 class Workflow:
@@ -302,7 +293,7 @@ class Workflow:
                 output = self.engine.converter.unstructure(value)
                 json.dumps(output)  # checkpoints are JSON: refuse anything else now
             except Exception as exc:
-                error = _format_error(exc)
+                error = format_error(exc)
                 if attempt < retry.attempts:
                     log.info(
                         "run %s step %s attempt %d failed: %s", self.run.id, name, attempt, exc
@@ -666,7 +657,7 @@ class Workflow:
                         state=StepState.FAILED,
                         started_at=started,
                         finished_at=utcnow(),
-                        error=_format_error(exc),
+                        error=format_error(exc),
                     )
                 )
                 continue
@@ -723,7 +714,7 @@ async def _notify_parent(engine: Engine, run: WorkflowRun) -> None:
         now=now,
     )
     if woken:
-        engine._after_enqueue([], [])
+        engine._wake_workers()
 
 
 async def _call(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None) -> Any:
@@ -785,7 +776,7 @@ async def drive(engine: Engine, ctx: JobContext, run_id: str) -> None:
         await wf._compensate()
         return
     except Exception as exc:
-        error = _format_error(exc)
+        error = format_error(exc)
         await wf._compensate()
         failed = await store.update_run(
             run_id,
