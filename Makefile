@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DISTS := dispatch_core dispatch_plugins/sqlite dispatch_plugins/postgres adapters/flask adapters/starlette adapters/celery
+DISTS := dispatch_core dispatch_plugins/sqlite dispatch_plugins/postgres dispatch_plugins/admin adapters/flask adapters/starlette adapters/celery
 
 .PHONY: setup demo test chaos lint typecheck bench wheels wheel-check clean
 
@@ -27,7 +27,7 @@ chaos: $(STAMP)  ## the chaos suite alone (SQLite and a private PostgreSQL); DIS
 lint: $(STAMP)  ## ruff and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy dispatch_core/src dispatch_plugins/sqlite/src dispatch_plugins/postgres/src adapters/flask/src adapters/starlette/src adapters/celery/src bench tests/typing tests/adapters
+	$(BIN)/mypy dispatch_core/src dispatch_plugins/sqlite/src dispatch_plugins/postgres/src dispatch_plugins/admin/src adapters/flask/src adapters/starlette/src adapters/celery/src bench tests/typing tests/adapters
 
 bench: $(STAMP)  ## Dispatch (memory, SQLite) against Huey, same machine, same run
 	$(BIN)/python -m bench

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import attrs
 
-from dispatch_core import Engine, Job, JobFilter, JobState
+from dispatch_core import DLQFilter, Engine, Job, JobFilter, JobState
 from dispatch_core.models import utcnow
 
 from ._harness import (
@@ -293,7 +293,7 @@ async def run(spec: Run) -> tuple[Findings, str]:
         # Kept for a post-mortem: the private PostgreSQL cluster goes away with the test.
         (spec.tmp / "ledger.json").write_text(json.dumps([e._asdict() for e in executions]))
         jobs: list[Job] = await engine.store.list_jobs(JobFilter(limit=1_000_000))
-        dead = await engine.store.list_dlq(limit=1_000_000)
+        dead = await engine.store.list_dlq(DLQFilter(limit=1_000_000))
         findings = analyse(
             expected=chaos.expected,
             jobs=jobs,

@@ -44,6 +44,7 @@ def test_every_go_extension_event_has_a_hook() -> None:
         "dispatch_configure_converter",
         "dispatch_register_commands",
         "dispatch_register_routes",
+        "dispatch_remote_operations",
     ]:
         assert hasattr(pm.hook, name)
 

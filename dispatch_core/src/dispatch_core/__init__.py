@@ -9,7 +9,7 @@ import importlib.metadata
 
 from dispatch_core.backoff import Backoff, Constant, Exponential, ExponentialJitter, Linear
 from dispatch_core.cluster import WorkerInfo, WorkerState
-from dispatch_core.context import JobContext, current_job, current_tenant
+from dispatch_core.context import JobContext, current_job, current_tenant, tenant_scope
 from dispatch_core.cron import CronEntry, CronSchedule, MisfirePolicy
 from dispatch_core.definition import JobDefinition
 from dispatch_core.engine import Engine
@@ -35,7 +35,17 @@ from dispatch_core.errors import (
 )
 from dispatch_core.hookspecs import hookimpl
 from dispatch_core.middleware import CallNext, Middleware, MiddlewareRegistry
-from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome, OutcomeKind
+from dispatch_core.models import (
+    DLQEntry,
+    DLQFilter,
+    Job,
+    JobFilter,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    SortOrder,
+    ThroughputBucket,
+)
 from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.registry import StoreRegistry
 from dispatch_core.retention import Retention
@@ -66,6 +76,10 @@ __all__ = [
     "JobContext",
     "current_job",
     "current_tenant",
+    "tenant_scope",
+    "DLQFilter",
+    "SortOrder",
+    "ThroughputBucket",
     "Worker",
     "WorkerStats",
     "DrainResult",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from dispatch_core.models import Job
@@ -12,11 +14,15 @@ from dispatch_core.models import Job
 if TYPE_CHECKING:
     from dispatch_core.engine import Engine
 
-__all__ = ["JobContext", "current_job", "current_tenant"]
+__all__ = ["JobContext", "current_job", "current_tenant", "tenant_scope"]
 
 _log = logging.getLogger("dispatch_core.job")
 _current_ctx: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
     "dispatch_current_job", default=None
+)
+# A tuple so that "no scope set" (empty) differs from an explicit ``tenant_scope(None)``.
+_tenant_scope: contextvars.ContextVar[tuple[str | None, ...]] = contextvars.ContextVar(
+    "dispatch_tenant_scope", default=()
 )
 
 
@@ -102,6 +108,33 @@ def current_job() -> JobContext | None:
 
 
 def current_tenant() -> str | None:
-    """The tenant scope in force: the running job's, or ``None``."""
+    """The tenant scope in force: the innermost :func:`tenant_scope`, else the running job's
+    tenant, else ``None``."""
+    scope = _tenant_scope.get()
+    if scope:
+        return scope[0]
     ctx = _current_ctx.get()
     return ctx.job.tenant if ctx is not None else None
+
+
+@contextlib.contextmanager
+def tenant_scope(tenant: str | None) -> Iterator[None]:
+    """Make ``tenant`` the scope of what is enqueued or started inside the block.
+
+    Jobs and workflow runs created in the block without an explicit ``tenant=`` get this
+    tenant, and the handlers that run them see it as ``ctx.tenant`` (and as
+    :func:`current_tenant`, so the jobs they enqueue inherit it). The admin API wraps each
+    request of a tenant-bound token in it. ``tenant_scope(None)`` clears an outer scope.
+
+    Args:
+        tenant: The tenant, or ``None`` for no tenant.
+
+    Example:
+        >>> with tenant_scope("acme"):
+        ...     send_welcome.enqueue(Welcome(user_id=1, email="a@example.com"))
+    """
+    token = _tenant_scope.set((tenant,))
+    try:
+        yield
+    finally:
+        _tenant_scope.reset(token)

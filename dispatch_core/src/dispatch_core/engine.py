@@ -8,7 +8,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
 import cattrs
@@ -29,7 +29,16 @@ from dispatch_core.errors import (
     UnknownJobError,
 )
 from dispatch_core.middleware import Middleware, MiddlewareRegistry
-from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, utcnow
+from dispatch_core.models import (
+    DLQEntry,
+    DLQFilter,
+    Job,
+    JobFilter,
+    NewJob,
+    SortOrder,
+    ThroughputBucket,
+    utcnow,
+)
 from dispatch_core.registry import StoreRegistry
 from dispatch_core.retention import Retention
 from dispatch_core.scheduling import ClusterAPI
@@ -564,8 +573,14 @@ class Engine(ClusterAPI, WorkflowAPI):
         tenant: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: str | None = None,
+        order: SortOrder | str = SortOrder.DESC,
     ) -> list[Job]:
-        """Jobs, newest first, optionally filtered."""
+        """Jobs, newest first (or ``order="asc"``), optionally filtered.
+
+        ``after`` is a keyset cursor, the last id of the previous page: unlike ``offset`` it
+        neither skips nor repeats jobs while new ones arrive.
+        """
         await self.aopen()
         return await self.store.list_jobs(
             JobFilter(
@@ -575,20 +590,80 @@ class Engine(ClusterAPI, WorkflowAPI):
                 tenant=tenant,
                 limit=limit,
                 offset=offset,
+                after=after,
+                order=SortOrder(order),
             )
         )
 
-    async def acount_jobs(self, *, queue: str | None = None) -> dict[JobState, int]:
-        """Job counts by state."""
+    async def acount_jobs(
+        self, *, queue: str | None = None, tenant: str | None = None
+    ) -> dict[JobState, int]:
+        """Job counts by state, every state present (zero when it has none)."""
         await self.aopen()
-        return await self.store.count_jobs(queue=queue)
+        counts = await self.store.count_jobs(queue=queue, tenant=tenant)
+        return {state: counts.get(state, 0) for state in JobState}
+
+    async def athroughput(
+        self,
+        *,
+        since: datetime,
+        bucket: timedelta = timedelta(minutes=1),
+        queue: str | None = None,
+        tenant: str | None = None,
+    ) -> list[ThroughputBucket]:
+        """Jobs completed and failed per time bucket from ``since`` to now, oldest first,
+        with empty buckets included (for throughput and failure-rate charts).
+
+        Raises:
+            ValueError: ``bucket`` is under a second, or ``since`` is naive.
+        """
+        seconds = int(bucket.total_seconds())
+        if seconds < 1:
+            raise ValueError("bucket must be at least one second")
+        if since.tzinfo is None:
+            raise ValueError("since must be timezone-aware")
+        await self.aopen()
+        found = {
+            b.start: b
+            for b in await self.store.throughput(
+                since=since, bucket_seconds=seconds, queue=queue, tenant=tenant
+            )
+        }
+        first = int(since.timestamp()) // seconds
+        last = int(utcnow().timestamp()) // seconds
+        starts = (datetime.fromtimestamp(n * seconds, UTC) for n in range(first, last + 1))
+        return [found.get(start) or ThroughputBucket(start=start) for start in starts]
 
     async def alist_dlq(
-        self, *, queue: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        queue: str | None = None,
+        name: str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        after: str | None = None,
+        order: SortOrder | str = SortOrder.ASC,
     ) -> list[DLQEntry]:
-        """Dead-letter entries, oldest failure first."""
+        """Dead-letter entries, oldest failure first (or ``order="desc"``); ``after`` is the
+        last id of the previous page."""
         await self.aopen()
-        return await self.store.list_dlq(queue=queue, limit=limit, offset=offset)
+        return await self.store.list_dlq(
+            DLQFilter(
+                queue=queue,
+                name=name,
+                tenant=tenant,
+                limit=limit,
+                offset=offset,
+                after=after,
+                order=SortOrder(order),
+            )
+        )
+
+    async def acount_dlq(self, *, queue: str | None = None, tenant: str | None = None) -> int:
+        """The number of dead-letter entries."""
+        await self.aopen()
+        return await self.store.count_dlq(queue=queue, tenant=tenant)
 
     async def aget_dlq(self, entry_id: str) -> DLQEntry:
         """One dead-letter entry. Raises :class:`DLQEntryNotFoundError`."""
@@ -603,16 +678,36 @@ class Engine(ClusterAPI, WorkflowAPI):
         return job
 
     async def apurge_dlq(
-        self, *, before: datetime | None = None, older_than: timedelta | None = None
+        self,
+        *,
+        before: datetime | None = None,
+        older_than: timedelta | None = None,
+        queue: str | None = None,
+        tenant: str | None = None,
+        limit: int | None = None,
     ) -> int:
-        """Delete dead-letter entries that failed before ``before`` (or ``older_than`` ago)."""
+        """Delete dead-letter entries that failed before ``before`` (or ``older_than`` ago),
+        optionally only one queue's or one tenant's, oldest first.
+
+        Args:
+            before: The cutoff (timezone-aware).
+            older_than: The cutoff as an age.
+            queue: Only entries of this queue.
+            tenant: Only entries of this tenant.
+            limit: Delete at most this many (callers loop to show progress); ``None``: all.
+
+        Returns:
+            How many entries were deleted.
+        """
         if (before is None) == (older_than is None):
             raise ValueError("give exactly one of before= or older_than=")
         cutoff = before if before is not None else utcnow() - older_than  # type: ignore[operator]
         if cutoff.tzinfo is None:
             raise ValueError("before must be timezone-aware")
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be at least 1")
         await self.aopen()
-        return await self.store.purge_dlq(before=cutoff)
+        return await self.store.purge_dlq(before=cutoff, queue=queue, tenant=tenant, limit=limit)
 
     # -- workers -----------------------------------------------------------------------------------
 

@@ -112,6 +112,27 @@ def dispatch_register_routes(routes: list[Any], engine: Engine) -> None:
     """
 
 
+@hookspec(firstresult=True)
+def dispatch_remote_operations(url: str, token: str | None) -> Any:
+    """Open a client for a remote Dispatch admin API (used by dispatch-admin).
+
+    The CLI calls this when ``--url`` is an ``http://`` or ``https://`` address; the first
+    plugin that returns something wins. The object returned offers the engine's operator
+    methods (``alist_jobs``, ``aretry``, ``alist_dlq``, ``areplay_dlq``, ``acron_entries``,
+    ``aworkers``...) with the engine's signatures and return types, plus ``aclose``, so every
+    ``dispatch jobs / dlq / cron / workflows / queues / workers`` command works against it.
+
+    Args:
+        url: Where the admin app is mounted, e.g. ``https://ops.example.com/dispatch``.
+        token: The bearer token (the CLI reads it from ``DISPATCH_TOKEN``), or ``None``.
+
+    Returns:
+        The client, or ``None`` when this plugin does not handle ``url``.
+
+    .. versionadded:: 0.1
+    """
+
+
 # ---------------------------------------------------------------------------------------------
 # Engine lifecycle
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ __all__ = [
     "OutcomeKind",
     "DLQEntry",
     "JobFilter",
+    "DLQFilter",
+    "SortOrder",
+    "ThroughputBucket",
     "utcnow",
 ]
 
@@ -146,9 +149,22 @@ class DLQEntry:
         )
 
 
+class SortOrder(enum.StrEnum):
+    """The order of a listing, by id. TypeIDs are time-ordered, so id order is creation order."""
+
+    ASC = "asc"
+    DESC = "desc"
+
+
 @attrs.frozen(kw_only=True)
 class JobFilter:
-    """Which jobs :meth:`Store.list_jobs` returns; ``None`` fields do not filter."""
+    """Which jobs :meth:`Store.list_jobs` returns; ``None`` fields do not filter.
+
+    Attributes:
+        after: A keyset cursor: only jobs whose id comes strictly after this one in ``order``
+            (the last id of the previous page). Stable while jobs are added, unlike ``offset``.
+        order: By id, newest first (``DESC``, the default) or oldest first.
+    """
 
     state: JobState | None = None
     queue: str | None = None
@@ -156,3 +172,37 @@ class JobFilter:
     tenant: str | None = None
     limit: int = 100
     offset: int = 0
+    after: str | None = None
+    order: SortOrder = SortOrder.DESC
+
+
+@attrs.frozen(kw_only=True)
+class DLQFilter:
+    """Which entries :meth:`Store.list_dlq` returns; ``None`` fields do not filter.
+
+    Entries are ordered by id, which is the order they failed in: oldest first by default.
+    ``after`` is a keyset cursor as in :class:`JobFilter`.
+    """
+
+    queue: str | None = None
+    name: str | None = None
+    tenant: str | None = None
+    limit: int = 100
+    offset: int = 0
+    after: str | None = None
+    order: SortOrder = SortOrder.ASC
+
+
+@attrs.frozen(kw_only=True)
+class ThroughputBucket:
+    """Jobs that finished in one time bucket, for throughput and failure-rate charts.
+
+    Attributes:
+        start: The bucket's start (UTC), a multiple of the bucket size since the Unix epoch.
+        completed: Jobs that completed with ``finished_at`` in the bucket.
+        failed: Jobs that failed for good (dead-lettered) with ``finished_at`` in the bucket.
+    """
+
+    start: datetime
+    completed: int = 0
+    failed: int = 0

@@ -19,7 +19,15 @@ import attrs
 
 from dispatch_core.cluster import WorkerInfo
 from dispatch_core.cron import CronEntry
-from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome
+from dispatch_core.models import (
+    DLQEntry,
+    DLQFilter,
+    Job,
+    JobFilter,
+    NewJob,
+    Outcome,
+    ThroughputBucket,
+)
 from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.states import JobState
 from dispatch_core.workflows.models import (
@@ -246,11 +254,29 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_jobs(self, filter: JobFilter) -> list[Job]:
-        """Jobs matching ``filter``, newest first (by id)."""
+        """Jobs matching ``filter``, ordered by id in ``filter.order`` (newest first by
+        default), starting strictly after the id ``filter.after`` when it is given, then
+        skipping ``filter.offset``."""
 
     @abc.abstractmethod
-    async def count_jobs(self, *, queue: str | None = None) -> dict[JobState, int]:
-        """The number of jobs in each state (states with none may be omitted)."""
+    async def count_jobs(
+        self, *, queue: str | None = None, tenant: str | None = None
+    ) -> dict[JobState, int]:
+        """The number of jobs in each state (states with none may be omitted), optionally of one
+        queue and one tenant."""
+
+    @abc.abstractmethod
+    async def throughput(
+        self,
+        *,
+        since: datetime,
+        bucket_seconds: int,
+        queue: str | None = None,
+        tenant: str | None = None,
+    ) -> list[ThroughputBucket]:
+        """Jobs that finished (``completed`` or ``failed``) at or after ``since``, counted per
+        bucket of ``bucket_seconds`` aligned on the Unix epoch; only buckets with a count are
+        returned, oldest first. The engine fills in the empty ones."""
 
     @abc.abstractmethod
     async def cancel(self, job_id: str, *, now: datetime) -> Job:
@@ -263,10 +289,13 @@ class Store(abc.ABC):
     # -- the dead-letter queue -------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def list_dlq(
-        self, *, queue: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[DLQEntry]:
-        """Dead-letter entries, oldest failure first."""
+    async def list_dlq(self, filter: DLQFilter) -> list[DLQEntry]:
+        """Dead-letter entries matching ``filter``, ordered by id (the order they failed in)
+        in ``filter.order``, after the cursor ``filter.after`` when given."""
+
+    @abc.abstractmethod
+    async def count_dlq(self, *, queue: str | None = None, tenant: str | None = None) -> int:
+        """The number of dead-letter entries, optionally of one queue and one tenant."""
 
     @abc.abstractmethod
     async def get_dlq(self, entry_id: str) -> DLQEntry:
@@ -278,8 +307,16 @@ class Store(abc.ABC):
         stamp the entry's ``replayed_at`` / ``replay_job_id``, in one transaction."""
 
     @abc.abstractmethod
-    async def purge_dlq(self, *, before: datetime) -> int:
-        """Delete entries that failed before ``before``; return how many."""
+    async def purge_dlq(
+        self,
+        *,
+        before: datetime,
+        queue: str | None = None,
+        tenant: str | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Delete entries that failed before ``before`` (optionally only of one queue and one
+        tenant), oldest first and at most ``limit`` of them when given; return how many."""
 
     # -- the cluster: workers and the leader ------------------------------------------------------
 
@@ -415,7 +452,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_runs(self, filter: RunFilter) -> list[WorkflowRun]:
-        """Runs matching ``filter``, newest first (by id)."""
+        """Runs matching ``filter``, ordered by id in ``filter.order`` (newest first by default),
+        after the cursor ``filter.after`` when given."""
 
     @abc.abstractmethod
     async def list_steps(self, run_id: str) -> list[StepRecord]:

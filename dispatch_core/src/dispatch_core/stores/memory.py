@@ -9,8 +9,8 @@ from __future__ import annotations
 import heapq
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import attrs
 
@@ -24,7 +24,18 @@ from dispatch_core.errors import (
     JobNotFoundError,
     RunNotFoundError,
 )
-from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome, OutcomeKind, utcnow
+from dispatch_core.models import (
+    DLQEntry,
+    DLQFilter,
+    Job,
+    JobFilter,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    SortOrder,
+    ThroughputBucket,
+    utcnow,
+)
 from dispatch_core.queues import QueueConfig, QueueStats, TokenBucket
 from dispatch_core.states import RUNNABLE_STATES, JobState, check_transition
 from dispatch_core.store import PruneCutoffs, StopListening, Store, SyncStore
@@ -576,16 +587,51 @@ class MemoryStore(Store):
                 and (filter.name is None or r.name == filter.name)
                 and (filter.tenant is None or r.tenant == filter.tenant)
             ]
-            rows.sort(key=lambda r: r.id, reverse=True)
-            return [r.to_job() for r in rows[filter.offset : filter.offset + filter.limit]]
+            page = _page(
+                rows, lambda r: r.id, filter.order, filter.after, filter.offset, filter.limit
+            )
+            return [r.to_job() for r in page]
 
-    async def count_jobs(self, *, queue: str | None = None) -> dict[JobState, int]:
+    async def count_jobs(
+        self, *, queue: str | None = None, tenant: str | None = None
+    ) -> dict[JobState, int]:
         counts: dict[JobState, int] = {}
         with self._lock:
             for r in self._jobs.values():
-                if queue is None or r.queue == queue:
+                if (queue is None or r.queue == queue) and (tenant is None or r.tenant == tenant):
                     counts[r.state] = counts.get(r.state, 0) + 1
         return counts
+
+    async def throughput(
+        self,
+        *,
+        since: datetime,
+        bucket_seconds: int,
+        queue: str | None = None,
+        tenant: str | None = None,
+    ) -> list[ThroughputBucket]:
+        counts: dict[int, list[int]] = {}
+        with self._lock:
+            for r in self._jobs.values():
+                if r.state not in (JobState.COMPLETED, JobState.FAILED):
+                    continue
+                if r.finished_at is None or r.finished_at < since:
+                    continue
+                if (queue is not None and r.queue != queue) or (
+                    tenant is not None and r.tenant != tenant
+                ):
+                    continue
+                slot = int(r.finished_at.timestamp()) // bucket_seconds
+                pair = counts.setdefault(slot, [0, 0])
+                pair[0 if r.state is JobState.COMPLETED else 1] += 1
+        return [
+            ThroughputBucket(
+                start=datetime.fromtimestamp(slot * bucket_seconds, UTC),
+                completed=pair[0],
+                failed=pair[1],
+            )
+            for slot, pair in sorted(counts.items())
+        ]
 
     async def cancel(self, job_id: str, *, now: datetime) -> Job:
         with self._lock:
@@ -610,13 +656,19 @@ class MemoryStore(Store):
 
     # -- dead-letter queue -------------------------------------------------------------------
 
-    async def list_dlq(
-        self, *, queue: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[DLQEntry]:
+    async def list_dlq(self, filter: DLQFilter) -> list[DLQEntry]:
         with self._lock:
-            entries = [e for e in self._dlq.values() if queue is None or e.queue == queue]
-        entries.sort(key=lambda e: (e.failed_at, e.id))
-        return entries[offset : offset + limit]
+            entries = [
+                e for e in self._dlq.values() if _dlq_matches(e, filter.queue, filter.tenant)
+            ]
+        entries = [e for e in entries if filter.name is None or e.name == filter.name]
+        return _page(
+            entries, lambda e: e.id, filter.order, filter.after, filter.offset, filter.limit
+        )
+
+    async def count_dlq(self, *, queue: str | None = None, tenant: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for e in self._dlq.values() if _dlq_matches(e, queue, tenant))
 
     async def get_dlq(self, entry_id: str) -> DLQEntry:
         with self._lock:
@@ -636,9 +688,20 @@ class MemoryStore(Store):
         self._notify()
         return job
 
-    async def purge_dlq(self, *, before: datetime) -> int:
+    async def purge_dlq(
+        self,
+        *,
+        before: datetime,
+        queue: str | None = None,
+        tenant: str | None = None,
+        limit: int | None = None,
+    ) -> int:
         with self._lock:
-            doomed = [k for k, e in self._dlq.items() if e.failed_at < before]
+            doomed = sorted(
+                k
+                for k, e in self._dlq.items()
+                if e.failed_at < before and _dlq_matches(e, queue, tenant)
+            )[:limit]
             for k in doomed:
                 del self._dlq[k]
         return len(doomed)
@@ -944,8 +1007,7 @@ class MemoryStore(Store):
                 and (filter.parent_run_id is None or r.parent_run_id == filter.parent_run_id)
                 and (filter.correlation_key is None or r.correlation_key == filter.correlation_key)
             ]
-        runs.sort(key=lambda r: r.id, reverse=True)
-        return runs[filter.offset : filter.offset + filter.limit]
+        return _page(runs, lambda r: r.id, filter.order, filter.after, filter.offset, filter.limit)
 
     async def list_steps(self, run_id: str) -> list[StepRecord]:
         with self._lock:
@@ -1075,3 +1137,26 @@ class _MemorySync:
 
     def close(self) -> None:
         return None
+
+
+_T = TypeVar("_T")
+
+
+def _page(
+    items: list[_T],
+    key: Callable[[_T], str],
+    order: SortOrder,
+    after: str | None,
+    offset: int,
+    limit: int,
+) -> list[_T]:
+    """One page of ``items``: sorted by ``key`` in ``order``, past the cursor ``after``."""
+    desc = order is SortOrder.DESC
+    items = sorted(items, key=key, reverse=desc)
+    if after is not None:
+        items = [x for x in items if (key(x) < after if desc else key(x) > after)]
+    return items[offset : offset + limit]
+
+
+def _dlq_matches(entry: DLQEntry, queue: str | None, tenant: str | None) -> bool:
+    return (queue is None or entry.queue == queue) and (tenant is None or entry.tenant == tenant)

@@ -24,17 +24,18 @@ import pytest
 
 from dispatch_core._ids import new_id
 from dispatch_core.errors import DLQEntryNotFoundError, InvalidTransitionError, JobNotFoundError
-from dispatch_core.models import Job, JobFilter, Outcome, OutcomeKind, utcnow
+from dispatch_core.models import DLQFilter, Job, JobFilter, Outcome, OutcomeKind, utcnow
 from dispatch_core.states import JobState
 from dispatch_core.store import Store
 from dispatch_core.testing._helpers import LEASE, StoreFactory, _claim, _run, make_new_job
 from dispatch_core.testing.conformance_cluster import ClusterConformance
+from dispatch_core.testing.conformance_listing import ListingConformance
 from dispatch_core.testing.conformance_workflows import WorkflowConformance
 
 __all__ = ["StoreConformance", "make_new_job"]
 
 
-class StoreConformance(ClusterConformance, WorkflowConformance):
+class StoreConformance(ClusterConformance, WorkflowConformance, ListingConformance):
     """Every rule of :class:`dispatch_core.store.Store`, as tests. Subclass and give
     ``store_factory``. The cluster rules (workers, leader, cron, queues, retention) come from
     :class:`~dispatch_core.testing.conformance_cluster.ClusterConformance`."""
@@ -269,7 +270,7 @@ class StoreConformance(ClusterConformance, WorkflowConformance):
             assert rb.state is JobState.RETRYING
             assert rb.last_error == "boom"
             assert (await store.get_job(c.id)).state is JobState.FAILED
-            assert [e.job_id for e in await store.list_dlq()] == [c.id]
+            assert [e.job_id for e in await store.list_dlq(DLQFilter())] == [c.id]
             assert (await store.get_job(d.id)).state is JobState.RUNNING
 
         _run(store_factory, body)
@@ -322,7 +323,7 @@ class StoreConformance(ClusterConformance, WorkflowConformance):
             (final,) = await store.rescue_expired(now=later + timedelta(seconds=6))
             assert final.state is JobState.FAILED
             assert (await store.get_job(job.id)).state is JobState.FAILED
-            (entry,) = await store.list_dlq()
+            (entry,) = await store.list_dlq(DLQFilter())
             assert entry.job_id == job.id
             assert entry.attempts == 2
 
@@ -493,8 +494,8 @@ class StoreConformance(ClusterConformance, WorkflowConformance):
                 ],
                 now=failed_at,
             )
-            (entry,) = await store.list_dlq(queue="emails")
-            assert await store.list_dlq(queue="other") == []
+            (entry,) = await store.list_dlq(DLQFilter(queue="emails"))
+            assert await store.list_dlq(DLQFilter(queue="other")) == []
             assert entry.id.startswith("dlq_")
             assert (entry.job_id, entry.name, entry.error) == (job.id, "mail", "smtp down")
             assert entry.payload == {"to": "x"}
@@ -525,7 +526,7 @@ class StoreConformance(ClusterConformance, WorkflowConformance):
             # purge only takes what failed before the cutoff
             assert await store.purge_dlq(before=failed_at - timedelta(seconds=1)) == 0
             assert await store.purge_dlq(before=failed_at + timedelta(seconds=1)) == 1
-            assert await store.list_dlq() == []
+            assert await store.list_dlq(DLQFilter()) == []
 
         _run(store_factory, body)
 

@@ -23,7 +23,7 @@ from dispatch_core._ids import new_id
 from dispatch_core.cluster import WorkerInfo, WorkerState
 from dispatch_core.cron import CronEntry, CronSchedule, MisfirePolicy, cron_unique_key
 from dispatch_core.errors import CronNotFoundError, JobNotFoundError
-from dispatch_core.models import Job, JobFilter, NewJob, OutcomeKind, utcnow
+from dispatch_core.models import DLQFilter, Job, JobFilter, NewJob, OutcomeKind, utcnow
 from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.states import JobState
 from dispatch_core.store import PruneCutoffs, Store
@@ -488,7 +488,7 @@ class ClusterConformance:
             assert rescued.id == job.id
             assert rescued.state is JobState.FAILED
             assert (await store.get_job(job.id)).state is JobState.FAILED
-            (entry,) = await store.list_dlq()
+            (entry,) = await store.list_dlq(DLQFilter())
             assert entry.job_id == job.id
             assert entry.attempts == 1
             assert not await _finish(store, job, now=t0 + _s(16))
@@ -1034,7 +1034,7 @@ class ClusterConformance:
             # only the kinds with a cutoff are pruned
             assert await store.prune(PruneCutoffs(completed=cut)) == 1
             assert await job_keys() == set(jobs) - {"c_old"}
-            assert len(await store.list_dlq()) == 2
+            assert len(await store.list_dlq(DLQFilter())) == 2
             with pytest.raises(JobNotFoundError):
                 await store.get_job(jobs["c_old"].id)
             everything = PruneCutoffs(
@@ -1049,7 +1049,7 @@ class ClusterConformance:
                 "running",
                 "retrying",
             }
-            assert [e.job_id for e in await store.list_dlq()] == [jobs["f_new"].id]
+            assert [e.job_id for e in await store.list_dlq(DLQFilter())] == [jobs["f_new"].id]
             assert {w.id for w in await store.list_workers()} == {
                 workers["running_old"].id,
                 workers["stopped_new"].id,
@@ -1083,7 +1083,7 @@ class ClusterConformance:
             counts = await store.count_jobs()
             assert counts.get(JobState.COMPLETED, 0) == 0
             assert counts.get(JobState.FAILED) == 3  # no cutoff for failed jobs
-            assert await store.list_dlq() == []
+            assert await store.list_dlq(DLQFilter()) == []
             assert await store.list_workers() == []
 
         _run(store_factory, body)

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from dispatch_core._ids import new_id
-from dispatch_core.context import JobContext
+from dispatch_core.context import JobContext, current_tenant
 from dispatch_core.errors import ConfigurationError
-from dispatch_core.models import utcnow
+from dispatch_core.models import SortOrder, utcnow
 from dispatch_core.workflows.definition import WorkflowDefinition
 from dispatch_core.workflows.errors import WorkflowError
 from dispatch_core.workflows.models import (
@@ -141,6 +141,8 @@ class WorkflowAPI:
         parent_run_id: str | None = None,
     ) -> WorkflowRun:
         engine = self._wf_engine()
+        if tenant is None:
+            tenant = current_tenant()
         latest = self._workflow_definition(definition.name, max(self._workflows[definition.name]))
         raw = latest._encode_input(input)
         await engine.aopen()
@@ -194,8 +196,11 @@ class WorkflowAPI:
         tenant: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: str | None = None,
+        order: SortOrder | str = SortOrder.DESC,
     ) -> list[WorkflowRun]:
-        """Runs, newest first, optionally filtered."""
+        """Runs, newest first (or ``order="asc"``), optionally filtered; ``after`` is the last
+        id of the previous page."""
         engine = self._wf_engine()
         await engine.aopen()
         return await engine.store.list_runs(
@@ -205,6 +210,8 @@ class WorkflowAPI:
                 tenant=tenant,
                 limit=limit,
                 offset=offset,
+                after=after,
+                order=SortOrder(order),
             )
         )
 
@@ -234,6 +241,8 @@ class WorkflowAPI:
         """
         if (run_id is None) == (correlation_key is None):
             raise ValueError("give run_id or correlation_key, not both and not neither")
+        if tenant is None:
+            tenant = current_tenant()
         engine = self._wf_engine()
         await engine.aopen()
         raw = engine.converter.unstructure(payload)

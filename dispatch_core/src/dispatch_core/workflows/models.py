@@ -13,7 +13,7 @@ from datetime import datetime
 
 import attrs
 
-from dispatch_core.models import JSON
+from dispatch_core.models import JSON, SortOrder
 
 __all__ = [
     "RunState",
@@ -161,3 +161,6 @@ class RunFilter:
     correlation_key: str | None = None
     limit: int = 100
     offset: int = 0
+    #: A keyset cursor: only runs whose id comes strictly after this one in ``order``.
+    after: str | None = None
+    order: SortOrder = SortOrder.DESC

@@ -1,0 +1,1 @@
+"""dispatch-admin: the admin HTTP API, the web dashboard and ``dispatch serve``."""

@@ -1,0 +1,1 @@
+"""The plugin dispatch-core discovers by entry point."""
