@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from dispatch_core.errors import PayloadError
-from dispatch_core.models import Job, JobFilter, Outcome, OutcomeKind, utcnow
+from dispatch_core.models import DLQFilter, Job, JobFilter, Outcome, OutcomeKind, utcnow
 from dispatch_core.states import JobState
 from dispatch_core.testing import make_new_job
 from dispatch_plugins.postgres import PostgresStore
@@ -107,7 +107,7 @@ async def test_outcomes_for_one_attempt_are_applied_in_order(store: PostgresStor
     assert written == [True, False, False, True]
     assert (await store.get_job(a.id)).state is JobState.COMPLETED
     assert (await store.get_job(b.id)).state is JobState.PENDING
-    assert await store.list_dlq() == []
+    assert await store.list_dlq(DLQFilter()) == []
 
 
 async def test_nul_characters(store: PostgresStore) -> None:
@@ -138,7 +138,7 @@ async def test_nul_characters(store: PostgresStore) -> None:
     ) == [True, True]
     assert (await store.get_job(a.id)).result == {"k\ufffd": ["x\ufffdy"]}
     assert (await store.get_job(b.id)).last_error == "e\\x00"
-    assert (await store.list_dlq())[0].error == "e\\x00"
+    assert (await store.list_dlq(DLQFilter()))[0].error == "e\\x00"
 
 
 async def test_naive_datetimes_are_utc(store: PostgresStore) -> None:

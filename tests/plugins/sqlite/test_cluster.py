@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatch_core.models import Job, Outcome, OutcomeKind, utcnow
+from dispatch_core.models import DLQFilter, Job, Outcome, OutcomeKind, utcnow
 from dispatch_core.queues import QueueConfig
 from dispatch_core.states import JobState
 from dispatch_core.testing import make_new_job
@@ -100,7 +100,7 @@ async def test_a_version_1_database_is_upgraded_in_place(db_url: str, tmp_path: 
         (rescued,) = await store.rescue_expired(now=utcnow(), worker_timeout=60)
         assert rescued.id == jobs[0].id
         assert rescued.state is JobState.FAILED
-        assert len(await store.list_dlq()) == 1
+        assert len(await store.list_dlq(DLQFilter())) == 1
     finally:
         await store.close()
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from dispatch_core.errors import StoreUnavailableError
-from dispatch_core.models import Job, JobFilter, Outcome, OutcomeKind, utcnow
+from dispatch_core.models import DLQFilter, Job, JobFilter, Outcome, OutcomeKind, SortOrder, utcnow
 from dispatch_core.states import JobState
 from dispatch_core.testing import make_new_job
 from dispatch_plugins.sqlite import SQLiteStore
@@ -128,7 +128,7 @@ async def test_a_failure_and_its_dead_letter_entry_land_together(
     finally:
         raw.close()
     assert await store.finish([_done(job, OutcomeKind.FAIL)], now=utcnow()) == [True]
-    (entry,) = await store.list_dlq()
+    (entry,) = await store.list_dlq(DLQFilter())
     assert entry.error == ""  # no message given
     failed = await store.get_job(job.id)
     assert failed.state is JobState.FAILED
@@ -149,7 +149,7 @@ async def test_rescue_dead_letters_exhausted_jobs(store: SQLiteStore) -> None:
     for j in rescued:
         assert j.last_error == "lease expired: worker wkr_gone stopped heartbeating"
         assert j.attempt_token is None
-    (entry,) = await store.list_dlq()
+    (entry,) = await store.list_dlq(DLQFilter())
     assert entry.job_id == states[1].id
     assert entry.error == states[1].last_error
     assert await store.rescue_expired(now=t0 + timedelta(seconds=3)) == []
@@ -200,24 +200,31 @@ async def test_list_filters_and_dlq_order(store: SQLiteStore) -> None:
     assert len(await store.list_jobs(JobFilter(queue="a", tenant="y"))) == 1
     claimed = await _claim(store, limit=4)
     t0 = utcnow()
-    for n, job in enumerate(claimed):  # fail them at distinct times, newest first
+    for n, job in enumerate(claimed):  # failed_at going back in time, one finish after another
         await store.finish(
             [_done(job, OutcomeKind.FAIL, error=f"e{n}")], now=t0 - timedelta(seconds=n)
         )
-    entries = await store.list_dlq()
-    assert [e.error for e in entries] == ["e3", "e2", "e1", "e0"]
-    assert [e.error for e in await store.list_dlq(limit=2, offset=1)] == ["e2", "e1"]
-    assert {e.queue for e in await store.list_dlq(queue="b")} == {"b"}
+    # listed by entry id, which is made when the failure is recorded: in the order they were
+    # written, whatever failed_at says
+    entries = await store.list_dlq(DLQFilter())
+    assert [e.error for e in entries] == ["e0", "e1", "e2", "e3"]
+    assert [e.id for e in entries] == sorted(e.id for e in entries)
+    page = await store.list_dlq(DLQFilter(limit=2, offset=1))
+    assert [e.error for e in page] == ["e1", "e2"]
+    page = await store.list_dlq(DLQFilter(order=SortOrder.DESC, after=entries[2].id))
+    assert [e.error for e in page] == ["e1", "e0"]
+    assert {e.queue for e in await store.list_dlq(DLQFilter(queue="b"))} == {"b"}
     assert len(await store.list_jobs(JobFilter(state=JobState.FAILED, queue="b"))) == 2
+    # the purge goes by failed_at
     assert await store.purge_dlq(before=t0 - timedelta(seconds=1.5)) == 2
-    assert [e.error for e in await store.list_dlq()] == ["e1", "e0"]
+    assert [e.error for e in await store.list_dlq(DLQFilter())] == ["e0", "e1"]
 
 
 async def test_replaying_twice_stamps_the_latest_copy(store: SQLiteStore) -> None:
     await store.enqueue([make_new_job(max_attempts=1, headers={"h": "1"})])
     (job,) = await _claim(store)
     await store.finish([_done(job, OutcomeKind.FAIL, error="x")], now=utcnow())
-    (entry,) = await store.list_dlq()
+    (entry,) = await store.list_dlq(DLQFilter())
     one = await store.replay_dlq(
         entry.id, new_job_id="job_01h455vb4pex5vsknk084sn02a", now=utcnow()
     )

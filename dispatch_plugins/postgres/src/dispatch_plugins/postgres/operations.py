@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Generator, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final, TypeVar, cast
 
@@ -36,7 +36,18 @@ from dispatch_core.errors import (
     JobNotFoundError,
     RunNotFoundError,
 )
-from dispatch_core.models import JSON, DLQEntry, Job, JobFilter, NewJob, Outcome, OutcomeKind
+from dispatch_core.models import (
+    JSON,
+    DLQEntry,
+    DLQFilter,
+    Job,
+    JobFilter,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    SortOrder,
+    ThroughputBucket,
+)
 from dispatch_core.queues import QueueConfig, QueueStats, TokenBucket
 from dispatch_core.states import TRANSITIONS, JobState, check_transition
 from dispatch_core.store import PruneCutoffs
@@ -107,9 +118,11 @@ __all__ = [
     "get_job",
     "list_jobs",
     "count_jobs",
+    "throughput",
     "cancel",
     "retry",
     "list_dlq",
+    "count_dlq",
     "get_dlq",
     "replay_dlq",
     "purge_dlq",
@@ -383,18 +396,9 @@ ORDER BY j.lease_expires_at LIMIT {_RESCUE_BATCH}
             f"    RETURNING {JOB_SELECT})\n"
             f"SELECT {JOB_SELECT}, (SELECT {notify}::text) FROM r"
         )
-        self.count_all = f"SELECT state, count(*) FROM {jobs} GROUP BY state"
-        self.count_queue = f"SELECT state, count(*) FROM {jobs} WHERE queue = %s GROUP BY state"
 
         # -- the dead-letter queue ------------------------------------------------------------
         self.get_dlq = f"SELECT {DLQ_SELECT} FROM {dlq} WHERE id = %s"
-        self.list_dlq_all = (
-            f"SELECT {DLQ_SELECT} FROM {dlq} ORDER BY failed_at, id LIMIT %s OFFSET %s"
-        )
-        self.list_dlq_queue = (
-            f"SELECT {DLQ_SELECT} FROM {dlq} WHERE queue = %s\n"
-            "ORDER BY failed_at, id LIMIT %s OFFSET %s"
-        )
         # Stamping the entry and inserting its copy are one statement: the insert happens only
         # if the entry still exists.
         self.replay = (
@@ -410,7 +414,6 @@ ORDER BY j.lease_expires_at LIMIT {_RESCUE_BATCH}
             f")\n"
             f"SELECT id, (SELECT {notify}::text) FROM ins"
         )
-        self.purge_dlq = f"DELETE FROM {dlq} WHERE failed_at < %b"
 
         # -- the cluster: workers and the leader ------------------------------------------------
         self.register_worker = self.upsert_worker
@@ -835,23 +838,85 @@ SELECT * FROM c
             "ORDER BY run_at LIMIT 1"
         )
 
-    @lru_cache(maxsize=32)  # noqa: B019
-    def list_jobs(self, columns: tuple[str, ...]) -> str:
-        """Jobs filtered by equality on ``columns``, newest id first, paged."""
-        where = " AND ".join(f"{c} = %s" for c in columns)
+    def list_jobs(self, columns: tuple[str, ...], after: bool, order: SortOrder) -> str:
+        """Jobs filtered by equality on ``columns``, by id in ``order``, paged; past a
+        cursor (one more parameter, before the limit) when ``after``."""
+        return self._page(f"SELECT {JOB_SELECT} FROM {self.jobs}", columns, after, order)
+
+    def list_runs(self, columns: tuple[str, ...], after: bool, order: SortOrder) -> str:
+        """Workflow runs as :meth:`list_jobs` pages jobs."""
+        return self._page(f"SELECT {RUN_SELECT} FROM {self.runs}", columns, after, order)
+
+    def list_dlq(self, columns: tuple[str, ...], after: bool, order: SortOrder) -> str:
+        """Dead-letter entries as :meth:`list_jobs` pages jobs."""
+        return self._page(f"SELECT {DLQ_SELECT} FROM {self.dlq}", columns, after, order)
+
+    @lru_cache(maxsize=256)  # noqa: B019
+    def _page(self, select: str, columns: tuple[str, ...], after: bool, order: SortOrder) -> str:
+        """``select`` filtered by equality on ``columns``, by id in ``order``, from the cursor
+        on. The cursor is a range on the id (``id < %s ORDER BY id DESC LIMIT n``), so the
+        primary key, or an index of (filter column, id), is read in order from the cursor and
+        the scan stops with the page: a page past a cursor costs the same however deep it is
+        (an offset still walks the rows it skips)."""
+        desc = order is SortOrder.DESC
+        conditions = [f"{c} = %s" for c in columns]
+        if after:
+            conditions.append("id < %s" if desc else "id > %s")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return f"{select}{where}\nORDER BY id {'DESC' if desc else 'ASC'} LIMIT %s OFFSET %s"
+
+    @lru_cache(maxsize=8)  # noqa: B019
+    def count_jobs(self, by_queue: bool, by_tenant: bool) -> str:
+        """Job counts by state, of one queue and one tenant when asked (a scan: an operator's
+        view, not a hot path)."""
+        where = _equal(("queue", by_queue), ("tenant", by_tenant))
+        return f"SELECT state, count(*) FROM {self.jobs}{where} GROUP BY state"
+
+    @lru_cache(maxsize=8)  # noqa: B019
+    def count_dlq(self, by_queue: bool, by_tenant: bool) -> str:
+        """The number of dead-letter entries, of one queue and one tenant when asked."""
+        where = _equal(("queue", by_queue), ("tenant", by_tenant))
+        return f"SELECT count(*) FROM {self.dlq}{where}"
+
+    @lru_cache(maxsize=8)  # noqa: B019
+    def throughput(self, by_queue: bool, by_tenant: bool) -> str:
+        """Completed and failed jobs per bucket of ``%(size)s`` seconds since the epoch, from
+        ``%(since)b`` on. ``state IN ('completed', 'failed')`` implies jobs_finished_idx's
+        predicate, so the range on finished_at is one index range per state rather than a
+        scan of the table."""
+        filters = "".join(
+            f" AND {c} = %({c})s" for c, on in (("queue", by_queue), ("tenant", by_tenant)) if on
+        )
         return (
-            f"SELECT {JOB_SELECT} FROM {self.jobs}{' WHERE ' + where if where else ''}\n"
-            "ORDER BY id DESC LIMIT %s OFFSET %s"
+            "SELECT floor(extract(epoch FROM finished_at) / %(size)s)::bigint AS slot,\n"
+            "       count(*) FILTER (WHERE state = 'completed'),\n"
+            "       count(*) FILTER (WHERE state = 'failed')\n"
+            f"FROM {self.jobs}\n"
+            f"WHERE state IN ('completed', 'failed') AND finished_at >= %(since)b{filters}\n"
+            "GROUP BY slot ORDER BY slot"
         )
 
-    @lru_cache(maxsize=32)  # noqa: B019
-    def list_runs(self, columns: tuple[str, ...]) -> str:
-        """Workflow runs filtered by equality on ``columns``, newest id first, paged."""
-        where = " AND ".join(f"{c} = %s" for c in columns)
-        return (
-            f"SELECT {RUN_SELECT} FROM {self.runs}{' WHERE ' + where if where else ''}\n"
-            "ORDER BY id DESC LIMIT %s OFFSET %s"
+    @lru_cache(maxsize=16)  # noqa: B019
+    def purge_dlq(self, by_queue: bool, by_tenant: bool, limited: bool) -> str:
+        """Delete entries failed before ``%(before)b`` in one statement; when ``limited``,
+        only the ``%(limit)s`` oldest by id (the sub-select, an InitPlan, picks them)."""
+        filters = "".join(
+            f" AND {c} = %({c})s" for c, on in (("queue", by_queue), ("tenant", by_tenant)) if on
         )
+        where = f"failed_at < %(before)b{filters}"
+        if not limited:
+            return f"DELETE FROM {self.dlq} WHERE {where}"
+        return (
+            f"DELETE FROM {self.dlq}\n"
+            f"WHERE id = ANY(ARRAY(SELECT id FROM {self.dlq} WHERE {where}\n"
+            "                     ORDER BY id LIMIT %(limit)s))"
+        )
+
+
+def _equal(*columns: tuple[str, bool]) -> str:
+    """`` WHERE c = %s AND ...`` for the columns that are on (empty when none is)."""
+    on = [f"{c} = %s" for c, wanted in columns if wanted]
+    return f" WHERE {' AND '.join(on)}" if on else ""
 
 
 def _filters(by_queue: bool, by_name: bool) -> str:
@@ -1298,29 +1363,56 @@ def get_job(q: Statements, job_id: str) -> Steps[Job]:
 
 def list_jobs(q: Statements, filter: JobFilter) -> Steps[list[Job]]:
     """See :meth:`dispatch_core.store.Store.list_jobs`."""
-    columns: list[str] = []
-    params: list[Any] = []
-    for column, value in (
+    columns, params = _given(
         ("state", None if filter.state is None else filter.state.value),
         ("queue", filter.queue),
         ("name", filter.name),
         ("tenant", filter.tenant),
-    ):
-        if value is not None:
-            columns.append(column)
-            params.append(value)
-    params += (filter.limit, filter.offset)
-    rows = yield Stmt(q.list_jobs(tuple(columns)), params, rows=True)
+    )
+    sql = q.list_jobs(columns, filter.after is not None, filter.order)
+    params = _page_params(params, filter.after, filter.limit, filter.offset)
+    rows = yield Stmt(sql, params, rows=True)
     return [decode_job(row) for row in rows]
 
 
-def count_jobs(q: Statements, *, queue: str | None = None) -> Steps[dict[JobState, int]]:
+def _given(*pairs: tuple[str, object]) -> tuple[tuple[str, ...], list[Any]]:
+    """The columns whose value is given, and those values."""
+    columns = tuple(c for c, v in pairs if v is not None)
+    return columns, [v for _, v in pairs if v is not None]
+
+
+def _page_params(params: list[Any], after: str | None, limit: int, offset: int) -> list[Any]:
+    """The parameters of a :meth:`Statements._page` statement."""
+    return [*params, *(() if after is None else (after,)), limit, offset]
+
+
+def count_jobs(
+    q: Statements, *, queue: str | None = None, tenant: str | None = None
+) -> Steps[dict[JobState, int]]:
     """See :meth:`dispatch_core.store.Store.count_jobs`."""
-    if queue is None:
-        rows = yield Stmt(q.count_all, rows=True)
-    else:
-        rows = yield Stmt(q.count_queue, (queue,), rows=True)
+    columns, params = _given(("queue", queue), ("tenant", tenant))
+    rows = yield Stmt(q.count_jobs("queue" in columns, "tenant" in columns), params, rows=True)
     return {JobState(state): n for state, n in rows}
+
+
+def throughput(
+    q: Statements,
+    *,
+    since: datetime,
+    bucket_seconds: int,
+    queue: str | None = None,
+    tenant: str | None = None,
+) -> Steps[list[ThroughputBucket]]:
+    """See :meth:`dispatch_core.store.Store.throughput`: one ``GROUP BY`` over the finished
+    jobs' index."""
+    params = {"size": bucket_seconds, "since": aware(since), "queue": queue, "tenant": tenant}
+    rows = yield Stmt(q.throughput(queue is not None, tenant is not None), params, rows=True)
+    return [
+        ThroughputBucket(
+            start=datetime.fromtimestamp(slot * bucket_seconds, UTC), completed=done, failed=failed
+        )
+        for slot, done, failed in rows
+    ]
 
 
 def _refused(q: Statements, job_id: str, target: JobState) -> Steps[None]:
@@ -1360,15 +1452,24 @@ def retry(q: Statements, job_id: str, *, now: datetime) -> Steps[Job]:
 # -- the dead-letter queue ---------------------------------------------------------------------
 
 
-def list_dlq(
-    q: Statements, *, queue: str | None = None, limit: int = 100, offset: int = 0
-) -> Steps[list[DLQEntry]]:
-    """See :meth:`dispatch_core.store.Store.list_dlq`."""
-    if queue is None:
-        rows = yield Stmt(q.list_dlq_all, (limit, offset), rows=True)
-    else:
-        rows = yield Stmt(q.list_dlq_queue, (queue, limit, offset), rows=True)
+def list_dlq(q: Statements, filter: DLQFilter) -> Steps[list[DLQEntry]]:
+    """See :meth:`dispatch_core.store.Store.list_dlq`. Entry ids are TypeIDs made when the
+    job failed (in :func:`finish` and :func:`rescue_expired`), so id order is failure order;
+    the pages walk the primary key."""
+    columns, params = _given(
+        ("queue", filter.queue), ("name", filter.name), ("tenant", filter.tenant)
+    )
+    sql = q.list_dlq(columns, filter.after is not None, filter.order)
+    params = _page_params(params, filter.after, filter.limit, filter.offset)
+    rows = yield Stmt(sql, params, rows=True)
     return [decode_dlq(row) for row in rows]
+
+
+def count_dlq(q: Statements, *, queue: str | None = None, tenant: str | None = None) -> Steps[int]:
+    """See :meth:`dispatch_core.store.Store.count_dlq`."""
+    columns, params = _given(("queue", queue), ("tenant", tenant))
+    rows = yield Stmt(q.count_dlq("queue" in columns, "tenant" in columns), params, rows=True)
+    return cast(int, rows[0][0])
 
 
 def get_dlq(q: Statements, entry_id: str) -> Steps[DLQEntry]:
@@ -1392,9 +1493,21 @@ def replay_dlq(q: Statements, entry_id: str, *, new_job_id: str, now: datetime) 
     return job_from_new(new)
 
 
-def purge_dlq(q: Statements, *, before: datetime) -> Steps[int]:
-    """See :meth:`dispatch_core.store.Store.purge_dlq`."""
-    count: int = yield Stmt(q.purge_dlq, (aware(before),))
+def purge_dlq(
+    q: Statements,
+    *,
+    before: datetime,
+    queue: str | None = None,
+    tenant: str | None = None,
+    limit: int | None = None,
+) -> Steps[int]:
+    """See :meth:`dispatch_core.store.Store.purge_dlq`: one statement, which with a ``limit``
+    deletes the oldest ids first."""
+    if limit is not None and limit <= 0:
+        return 0
+    sql = q.purge_dlq(queue is not None, tenant is not None, limit is not None)
+    params = {"before": aware(before), "queue": queue, "tenant": tenant, "limit": limit}
+    count: int = yield Stmt(sql, params)
     return count
 
 
@@ -1643,20 +1756,16 @@ def get_run(q: Statements, run_id: str) -> Steps[WorkflowRun]:
 
 def list_runs(q: Statements, filter: RunFilter) -> Steps[list[WorkflowRun]]:
     """See :meth:`dispatch_core.store.Store.list_runs`."""
-    columns: list[str] = []
-    params: list[Any] = []
-    for column, value in (
+    columns, params = _given(
         ("state", None if filter.state is None else filter.state.value),
         ("name", filter.name),
         ("tenant", filter.tenant),
         ("parent_run_id", filter.parent_run_id),
         ("correlation_key", filter.correlation_key),
-    ):
-        if value is not None:
-            columns.append(column)
-            params.append(value)
-    params += (filter.limit, filter.offset)
-    rows = yield Stmt(q.list_runs(tuple(columns)), params, rows=True)
+    )
+    sql = q.list_runs(columns, filter.after is not None, filter.order)
+    params = _page_params(params, filter.after, filter.limit, filter.offset)
+    rows = yield Stmt(sql, params, rows=True)
     return [decode_run(row) for row in rows]
 
 

@@ -15,7 +15,15 @@ import psycopg
 from dispatch_core.cluster import WorkerInfo
 from dispatch_core.cron import CronEntry
 from dispatch_core.errors import StoreUnavailableError
-from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome
+from dispatch_core.models import (
+    DLQEntry,
+    DLQFilter,
+    Job,
+    JobFilter,
+    NewJob,
+    Outcome,
+    ThroughputBucket,
+)
 from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.states import JobState
 from dispatch_core.store import PruneCutoffs, StopListening, Store
@@ -388,12 +396,30 @@ class PostgresStore(Store):
         return await self._run(ops.get_job, job_id)
 
     async def list_jobs(self, filter: JobFilter) -> list[Job]:
-        """Jobs matching ``filter``, newest id first."""
+        """Jobs matching ``filter``, by id in ``filter.order`` past the cursor
+        ``filter.after`` (``id < $after ORDER BY id DESC LIMIT n``: the primary key, read
+        from the cursor)."""
         return await self._run(ops.list_jobs, filter)
 
-    async def count_jobs(self, *, queue: str | None = None) -> dict[JobState, int]:
+    async def count_jobs(
+        self, *, queue: str | None = None, tenant: str | None = None
+    ) -> dict[JobState, int]:
         """The number of jobs in each state that has any."""
-        return await self._run(ops.count_jobs, queue=queue)
+        return await self._run(ops.count_jobs, queue=queue, tenant=tenant)
+
+    async def throughput(
+        self,
+        *,
+        since: datetime,
+        bucket_seconds: int,
+        queue: str | None = None,
+        tenant: str | None = None,
+    ) -> list[ThroughputBucket]:
+        """Completed and failed jobs per epoch-aligned bucket since ``since``, counted by one
+        ``GROUP BY`` over the finished jobs' index."""
+        return await self._run(
+            ops.throughput, since=since, bucket_seconds=bucket_seconds, queue=queue, tenant=tenant
+        )
 
     async def cancel(self, job_id: str, *, now: datetime) -> Job:
         """Cancel a pending, retrying or running job (a running one loses its lease)."""
@@ -405,11 +431,14 @@ class PostgresStore(Store):
 
     # -- the dead-letter queue -----------------------------------------------------------------
 
-    async def list_dlq(
-        self, *, queue: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[DLQEntry]:
-        """Dead-letter entries, oldest failure first."""
-        return await self._run(ops.list_dlq, queue=queue, limit=limit, offset=offset)
+    async def list_dlq(self, filter: DLQFilter) -> list[DLQEntry]:
+        """Dead-letter entries matching ``filter``, by id (failure order) in
+        ``filter.order`` past the cursor ``filter.after``."""
+        return await self._run(ops.list_dlq, filter)
+
+    async def count_dlq(self, *, queue: str | None = None, tenant: str | None = None) -> int:
+        """The number of dead-letter entries, optionally of one queue and one tenant."""
+        return await self._run(ops.count_dlq, queue=queue, tenant=tenant)
 
     async def get_dlq(self, entry_id: str) -> DLQEntry:
         """Return the entry or raise :class:`~dispatch_core.errors.DLQEntryNotFoundError`."""
@@ -419,9 +448,19 @@ class PostgresStore(Store):
         """Enqueue a fresh copy of the entry's job and stamp the entry, in one transaction."""
         return await self._run(ops.replay_dlq, entry_id, new_job_id=new_job_id, now=now)
 
-    async def purge_dlq(self, *, before: datetime) -> int:
-        """Delete entries that failed before ``before``; return how many."""
-        return await self._run(ops.purge_dlq, before=before)
+    async def purge_dlq(
+        self,
+        *,
+        before: datetime,
+        queue: str | None = None,
+        tenant: str | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Delete entries that failed before ``before`` (of one queue and one tenant when
+        given), oldest id first and at most ``limit``, in one statement; return how many."""
+        return await self._run(
+            ops.purge_dlq, before=before, queue=queue, tenant=tenant, limit=limit
+        )
 
     # -- the cluster: workers and the leader -----------------------------------------------------
 
@@ -525,7 +564,8 @@ class PostgresStore(Store):
         return await self._run(ops.get_run, run_id)
 
     async def list_runs(self, filter: RunFilter) -> list[WorkflowRun]:
-        """Runs matching ``filter``, newest id first."""
+        """Runs matching ``filter``, by id in ``filter.order`` past the cursor
+        ``filter.after``."""
         return await self._run(ops.list_runs, filter)
 
     async def list_steps(self, run_id: str) -> list[StepRecord]:
@@ -598,7 +638,9 @@ _READS: frozenset[Callable[..., Any]] = frozenset(
         ops.get_job,
         ops.list_jobs,
         ops.count_jobs,
+        ops.throughput,
         ops.list_dlq,
+        ops.count_dlq,
         ops.get_dlq,
         ops.list_workers,
         ops.get_leader,

@@ -32,7 +32,18 @@ from dispatch_core.errors import (
     JobNotFoundError,
     RunNotFoundError,
 )
-from dispatch_core.models import JSON, DLQEntry, Job, JobFilter, NewJob, Outcome, OutcomeKind
+from dispatch_core.models import (
+    JSON,
+    DLQEntry,
+    DLQFilter,
+    Job,
+    JobFilter,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    SortOrder,
+    ThroughputBucket,
+)
 from dispatch_core.queues import QueueConfig, QueueStats, TokenBucket
 from dispatch_core.states import JobState, check_transition
 from dispatch_core.store import PruneCutoffs
@@ -93,9 +104,11 @@ __all__ = [
     "get_job",
     "list_jobs",
     "count_jobs",
+    "throughput",
     "cancel",
     "retry",
     "list_dlq",
+    "count_dlq",
     "get_dlq",
     "replay_dlq",
     "purge_dlq",
@@ -158,6 +171,41 @@ def _filters(
         sql += f" AND name IN ({_marks(len(names))})"
         params.extend(names)
     return sql, params
+
+
+def _where(equal: Iterable[tuple[str, object]]) -> tuple[list[str], list[Any]]:
+    """``column = ?`` conditions and their parameters for the pairs whose value is given."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    for column, value in equal:
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            params.append(value)
+    return conditions, params
+
+
+def _page(
+    select: str,
+    conditions: list[str],
+    params: list[Any],
+    *,
+    after: str | None,
+    order: SortOrder,
+    limit: int,
+    offset: int,
+) -> tuple[str, list[Any]]:
+    """A keyset page by id: ``select`` with ``conditions``, strictly past the cursor ``after``
+    in ``order``. The cursor is a range on the id, so the primary key (or an index ending in
+    the id, after equality on its other columns) is read in order from the cursor on."""
+    desc = order is SortOrder.DESC
+    conditions = list(conditions)
+    params = list(params)
+    if after is not None:
+        conditions.append("id < ?" if desc else "id > ?")
+        params.append(after)
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    sql = f"{select}{where} ORDER BY id {'DESC' if desc else 'ASC'} LIMIT ? OFFSET ?"
+    return sql, [*params, limit, offset]
 
 
 # -- producing -----------------------------------------------------------------------------------
@@ -761,34 +809,69 @@ def get_job(conn: sqlite3.Connection, job_id: str) -> Job:
 
 def list_jobs(conn: sqlite3.Connection, filter: JobFilter) -> list[Job]:
     """See :meth:`dispatch_core.store.Store.list_jobs`."""
-    conditions: list[str] = []
-    params: list[Any] = []
-    for column, value in (
-        ("state", None if filter.state is None else filter.state.value),
-        ("queue", filter.queue),
-        ("name", filter.name),
-        ("tenant", filter.tenant),
-    ):
-        if value is not None:
-            conditions.append(f"{column} = ?")
-            params.append(value)
-    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    params += (filter.limit, filter.offset)
-    rows = conn.execute(
-        f"SELECT {JOB_SELECT} FROM jobs {where} ORDER BY id DESC LIMIT ? OFFSET ?", params
-    ).fetchall()
-    return [decode_job(row) for row in rows]
+    conditions, params = _where(
+        (
+            ("state", None if filter.state is None else filter.state.value),
+            ("queue", filter.queue),
+            ("name", filter.name),
+            ("tenant", filter.tenant),
+        )
+    )
+    sql, params = _page(
+        f"SELECT {JOB_SELECT} FROM jobs",
+        conditions,
+        params,
+        after=filter.after,
+        order=filter.order,
+        limit=filter.limit,
+        offset=filter.offset,
+    )
+    return [decode_job(row) for row in conn.execute(sql, params).fetchall()]
 
 
-def count_jobs(conn: sqlite3.Connection, *, queue: str | None = None) -> dict[JobState, int]:
+def count_jobs(
+    conn: sqlite3.Connection, *, queue: str | None = None, tenant: str | None = None
+) -> dict[JobState, int]:
     """See :meth:`dispatch_core.store.Store.count_jobs`."""
-    if queue is None:
-        rows = conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
-    else:
-        rows = conn.execute(
-            "SELECT state, count(*) FROM jobs WHERE queue = ? GROUP BY state", (queue,)
-        ).fetchall()
-    return {JobState(state): n for state, n in rows}
+    conditions, params = _where((("queue", queue), ("tenant", tenant)))
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    rows = conn.execute(f"SELECT state, count(*) FROM jobs{where} GROUP BY state", params)
+    return {JobState(state): n for state, n in rows.fetchall()}
+
+
+# Times are integer microseconds, so a bucket is an integer division (exact, and the same as
+# the floor for every time after 1970). jobs_finished_idx (state, finished_at, queue) serves
+# the range: one seek per state, and it covers everything but a tenant filter.
+_THROUGHPUT = """
+SELECT finished_at / :size AS slot,
+       count(*) FILTER (WHERE state = 'completed'),
+       count(*) FILTER (WHERE state = 'failed')
+FROM jobs
+WHERE state IN ('completed', 'failed') AND finished_at >= :since{filters}
+GROUP BY slot ORDER BY slot
+"""
+
+
+def throughput(
+    conn: sqlite3.Connection,
+    *,
+    since: datetime,
+    bucket_seconds: int,
+    queue: str | None = None,
+    tenant: str | None = None,
+) -> list[ThroughputBucket]:
+    """See :meth:`dispatch_core.store.Store.throughput`."""
+    filters = ""
+    params: dict[str, Any] = {"size": bucket_seconds * 1_000_000, "since": to_us(since)}
+    for column, value in (("queue", queue), ("tenant", tenant)):
+        if value is not None:
+            filters += f" AND {column} = :{column}"
+            params[column] = value
+    rows = conn.execute(_THROUGHPUT.format(filters=filters), params).fetchall()
+    return [
+        ThroughputBucket(start=from_us(slot * params["size"]), completed=done, failed=failed)
+        for slot, done, failed in rows
+    ]
 
 
 def _current_state(conn: sqlite3.Connection, job_id: str) -> JobState:
@@ -838,16 +921,32 @@ def retry(conn: sqlite3.Connection, job_id: str, *, now: datetime) -> Job:
 # -- the dead-letter queue -----------------------------------------------------------------------
 
 
-def list_dlq(
-    conn: sqlite3.Connection, *, queue: str | None = None, limit: int = 100, offset: int = 0
-) -> list[DLQEntry]:
-    """See :meth:`dispatch_core.store.Store.list_dlq`."""
-    where, params = ("", []) if queue is None else ("WHERE queue = ?", [queue])
-    rows = conn.execute(
-        f"SELECT {DLQ_SELECT} FROM dlq {where} ORDER BY failed_at, id LIMIT ? OFFSET ?",
-        [*params, limit, offset],
-    ).fetchall()
-    return [decode_dlq(row) for row in rows]
+def list_dlq(conn: sqlite3.Connection, filter: DLQFilter) -> list[DLQEntry]:
+    """See :meth:`dispatch_core.store.Store.list_dlq`. Entry ids are TypeIDs made when the
+    job failed, so id order is failure order; the pages walk the id index."""
+    conditions, params = _where(
+        (("queue", filter.queue), ("name", filter.name), ("tenant", filter.tenant))
+    )
+    sql, params = _page(
+        f"SELECT {DLQ_SELECT} FROM dlq",
+        conditions,
+        params,
+        after=filter.after,
+        order=filter.order,
+        limit=filter.limit,
+        offset=filter.offset,
+    )
+    return [decode_dlq(row) for row in conn.execute(sql, params).fetchall()]
+
+
+def count_dlq(
+    conn: sqlite3.Connection, *, queue: str | None = None, tenant: str | None = None
+) -> int:
+    """See :meth:`dispatch_core.store.Store.count_dlq`."""
+    conditions, params = _where((("queue", queue), ("tenant", tenant)))
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    (n,) = conn.execute(f"SELECT count(*) FROM dlq{where}", params).fetchone()
+    return cast(int, n)
 
 
 def _get_dlq(conn: sqlite3.Connection, entry_id: str) -> DLQEntry:
@@ -875,9 +974,25 @@ def replay_dlq(conn: sqlite3.Connection, entry_id: str, *, new_job_id: str, now:
     return job_from_new(new)
 
 
-def purge_dlq(conn: sqlite3.Connection, *, before: datetime) -> int:
-    """See :meth:`dispatch_core.store.Store.purge_dlq`."""
-    return conn.execute("DELETE FROM dlq WHERE failed_at < ?", (to_us(before),)).rowcount
+def purge_dlq(
+    conn: sqlite3.Connection,
+    *,
+    before: datetime,
+    queue: str | None = None,
+    tenant: str | None = None,
+    limit: int | None = None,
+) -> int:
+    """See :meth:`dispatch_core.store.Store.purge_dlq`: one ``DELETE`` statement; with a
+    ``limit``, its sub-select takes the oldest ids first."""
+    if limit is not None and limit <= 0:
+        return 0
+    conditions, params = _where((("queue", queue), ("tenant", tenant)))
+    where = " AND ".join(["failed_at < ?", *conditions])
+    params = [to_us(before), *params]
+    if limit is None:
+        return conn.execute(f"DELETE FROM dlq WHERE {where}", params).rowcount
+    sql = f"DELETE FROM dlq WHERE id IN (SELECT id FROM dlq WHERE {where} ORDER BY id LIMIT ?)"
+    return conn.execute(sql, [*params, limit]).rowcount
 
 
 # -- the cluster: workers and the leader ---------------------------------------------------------
@@ -1218,25 +1333,25 @@ def get_run(conn: sqlite3.Connection, run_id: str) -> WorkflowRun:
 
 def list_runs(conn: sqlite3.Connection, filter: RunFilter) -> list[WorkflowRun]:
     """See :meth:`dispatch_core.store.Store.list_runs`."""
-    conditions: list[str] = []
-    params: list[Any] = []
-    for column, value in (
-        ("state", None if filter.state is None else filter.state.value),
-        ("name", filter.name),
-        ("tenant", filter.tenant),
-        ("parent_run_id", filter.parent_run_id),
-        ("correlation_key", filter.correlation_key),
-    ):
-        if value is not None:
-            conditions.append(f"{column} = ?")
-            params.append(value)
-    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    params += (filter.limit, filter.offset)
-    rows = conn.execute(
-        f"SELECT {RUN_SELECT} FROM workflow_runs {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+    conditions, params = _where(
+        (
+            ("state", None if filter.state is None else filter.state.value),
+            ("name", filter.name),
+            ("tenant", filter.tenant),
+            ("parent_run_id", filter.parent_run_id),
+            ("correlation_key", filter.correlation_key),
+        )
+    )
+    sql, params = _page(
+        f"SELECT {RUN_SELECT} FROM workflow_runs",
+        conditions,
         params,
-    ).fetchall()
-    return [decode_run(row) for row in rows]
+        after=filter.after,
+        order=filter.order,
+        limit=filter.limit,
+        offset=filter.offset,
+    )
+    return [decode_run(row) for row in conn.execute(sql, params).fetchall()]
 
 
 def list_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:

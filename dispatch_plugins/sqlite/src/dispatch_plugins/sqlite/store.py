@@ -14,7 +14,15 @@ import aiosqlite
 from dispatch_core.cluster import WorkerInfo
 from dispatch_core.cron import CronEntry
 from dispatch_core.errors import StoreUnavailableError
-from dispatch_core.models import DLQEntry, Job, JobFilter, NewJob, Outcome
+from dispatch_core.models import (
+    DLQEntry,
+    DLQFilter,
+    Job,
+    JobFilter,
+    NewJob,
+    Outcome,
+    ThroughputBucket,
+)
 from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.states import JobState
 from dispatch_core.store import PruneCutoffs, StopListening, Store
@@ -292,12 +300,29 @@ class SQLiteStore(Store):
         return await self._call(ops.get_job, job_id)
 
     async def list_jobs(self, filter: JobFilter) -> list[Job]:
-        """Jobs matching ``filter``, newest id first."""
+        """Jobs matching ``filter``, by id in ``filter.order`` past the cursor
+        ``filter.after``: a range on the primary key, read in order."""
         return await self._call(ops.list_jobs, filter)
 
-    async def count_jobs(self, *, queue: str | None = None) -> dict[JobState, int]:
+    async def count_jobs(
+        self, *, queue: str | None = None, tenant: str | None = None
+    ) -> dict[JobState, int]:
         """The number of jobs in each state that has any."""
-        return await self._call(ops.count_jobs, queue=queue)
+        return await self._call(ops.count_jobs, queue=queue, tenant=tenant)
+
+    async def throughput(
+        self,
+        *,
+        since: datetime,
+        bucket_seconds: int,
+        queue: str | None = None,
+        tenant: str | None = None,
+    ) -> list[ThroughputBucket]:
+        """Completed and failed jobs per epoch-aligned bucket since ``since``, counted by one
+        ``GROUP BY`` over the finished jobs' index."""
+        return await self._call(
+            ops.throughput, since=since, bucket_seconds=bucket_seconds, queue=queue, tenant=tenant
+        )
 
     async def cancel(self, job_id: str, *, now: datetime) -> Job:
         """Cancel a pending, retrying or running job (a running one loses its lease)."""
@@ -311,11 +336,14 @@ class SQLiteStore(Store):
 
     # -- the dead-letter queue -----------------------------------------------------------------
 
-    async def list_dlq(
-        self, *, queue: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[DLQEntry]:
-        """Dead-letter entries, oldest failure first."""
-        return await self._call(ops.list_dlq, queue=queue, limit=limit, offset=offset)
+    async def list_dlq(self, filter: DLQFilter) -> list[DLQEntry]:
+        """Dead-letter entries matching ``filter``, by id (failure order) in
+        ``filter.order`` past the cursor ``filter.after``."""
+        return await self._call(ops.list_dlq, filter)
+
+    async def count_dlq(self, *, queue: str | None = None, tenant: str | None = None) -> int:
+        """The number of dead-letter entries, optionally of one queue and one tenant."""
+        return await self._call(ops.count_dlq, queue=queue, tenant=tenant)
 
     async def get_dlq(self, entry_id: str) -> DLQEntry:
         """Return the entry or raise :class:`~dispatch_core.errors.DLQEntryNotFoundError`."""
@@ -327,9 +355,19 @@ class SQLiteStore(Store):
         self._notify()
         return job
 
-    async def purge_dlq(self, *, before: datetime) -> int:
-        """Delete entries that failed before ``before``; return how many."""
-        return await self._call(ops.purge_dlq, before=before)
+    async def purge_dlq(
+        self,
+        *,
+        before: datetime,
+        queue: str | None = None,
+        tenant: str | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Delete entries that failed before ``before`` (of one queue and one tenant when
+        given), oldest id first and at most ``limit``, in one statement; return how many."""
+        return await self._call(
+            ops.purge_dlq, before=before, queue=queue, tenant=tenant, limit=limit
+        )
 
     # -- the cluster: workers and the leader ---------------------------------------------------
 
@@ -442,7 +480,8 @@ class SQLiteStore(Store):
         return await self._call(ops.get_run, run_id)
 
     async def list_runs(self, filter: RunFilter) -> list[WorkflowRun]:
-        """Runs matching ``filter``, newest id first."""
+        """Runs matching ``filter``, by id in ``filter.order`` past the cursor
+        ``filter.after``."""
         return await self._call(ops.list_runs, filter)
 
     async def list_steps(self, run_id: str) -> list[StepRecord]:
