@@ -21,6 +21,7 @@ from dispatch_core.errors import (
     DLQEntryNotFoundError,
     FailJob,
     InvalidTransitionError,
+    JobIdTakenError,
     JobNotFoundError,
     JobTimeoutError,
     NotFoundError,
@@ -46,6 +47,7 @@ from dispatch_core.models import (
     SortOrder,
     ThroughputBucket,
 )
+from dispatch_core.operations import Operations
 from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.registry import StoreRegistry
 from dispatch_core.retention import Retention
@@ -72,6 +74,7 @@ __all__ = [
     "__version__",
     # engine and jobs
     "Engine",
+    "Operations",
     "JobDefinition",
     "JobContext",
     "current_job",
@@ -148,6 +151,7 @@ __all__ = [
     "JobNotFoundError",
     "DLQEntryNotFoundError",
     "InvalidTransitionError",
+    "JobIdTakenError",
     "SyncInAsyncContextError",
     "JobTimeoutError",
     "RetryJob",

@@ -459,9 +459,14 @@ class Engine(ClusterAPI, WorkflowAPI):
     ) -> Job:
         """Enqueue one job by definition or name (async). See :meth:`JobDefinition.enqueue`.
 
+        A ``unique_key`` (and a chosen ``job_id``) dedupes within the job's tenant: the job of
+        the same tenant that holds it is returned, never another tenant's.
+
         Raises:
             UnknownJobError: ``job`` is not registered.
             PayloadError: the payload does not fit; nothing was written.
+            JobIdTakenError: ``job_id`` is the id of another tenant's job (ids are global);
+                nothing was written.
         """
         new = self._prepare(job, payload, options)
         await self.aopen()
@@ -644,15 +649,18 @@ class Engine(ClusterAPI, WorkflowAPI):
         offset: int = 0,
         after: str | None = None,
         order: SortOrder | str = SortOrder.ASC,
+        replayed: bool | None = None,
     ) -> list[DLQEntry]:
         """Dead-letter entries, oldest failure first (or ``order="desc"``); ``after`` is the
-        last id of the previous page."""
+        last id of the previous page. ``replayed=False`` lists only the entries never
+        replayed, ``True`` only the replayed ones (replayed entries stay, stamped)."""
         await self.aopen()
         return await self.store.list_dlq(
             DLQFilter(
                 queue=queue,
                 name=name,
                 tenant=tenant,
+                replayed=replayed,
                 limit=limit,
                 offset=offset,
                 after=after,
@@ -660,10 +668,23 @@ class Engine(ClusterAPI, WorkflowAPI):
             )
         )
 
-    async def acount_dlq(self, *, queue: str | None = None, tenant: str | None = None) -> int:
-        """The number of dead-letter entries."""
+    async def acount_dlq(
+        self,
+        *,
+        queue: str | None = None,
+        tenant: str | None = None,
+        replayed: bool | None = None,
+        before: datetime | None = None,
+    ) -> int:
+        """The number of dead-letter entries: of one queue and one tenant when given, only
+        the never replayed (``replayed=False``) or replayed (``True``) ones, only those that
+        failed before ``before`` (timezone-aware)."""
+        if before is not None and before.tzinfo is None:
+            raise ValueError("before must be timezone-aware")
         await self.aopen()
-        return await self.store.count_dlq(queue=queue, tenant=tenant)
+        return await self.store.count_dlq(
+            queue=queue, tenant=tenant, replayed=replayed, before=before
+        )
 
     async def aget_dlq(self, entry_id: str) -> DLQEntry:
         """One dead-letter entry. Raises :class:`DLQEntryNotFoundError`."""

@@ -14,6 +14,7 @@ __all__ = [
     "StoreUnavailableError",
     "PayloadError",
     "UnknownJobError",
+    "JobIdTakenError",
     "NotFoundError",
     "JobNotFoundError",
     "DLQEntryNotFoundError",
@@ -68,6 +69,16 @@ class UnknownJobError(DispatchError, LookupError):
         listed = ", ".join(sorted(known)) or "none"
         super().__init__(f"unknown job {name!r}; registered jobs: {listed}")
         self.name = name
+
+
+class JobIdTakenError(DispatchError, ValueError):
+    """A job to enqueue has the id of a stored job it does not dedupe with: a chosen id
+    (``job_id=``) that a job of another tenant already has. Ids are global, unlike unique
+    keys, so the job cannot be written; nothing of the enqueue was."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job id {job_id!r} is already taken by another job; choose another")
+        self.job_id = job_id
 
 
 class NotFoundError(DispatchError, LookupError):

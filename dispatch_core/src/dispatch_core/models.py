@@ -49,6 +49,8 @@ class NewJob:
     timeout: float | None
     run_at: datetime
     created_at: datetime
+    #: Idempotency key, unique within the job's tenant (jobs without a tenant share one
+    #: scope): a second job with the same key and tenant is not written.
     unique_key: str | None = None
     tenant: str | None = None
     headers: dict[str, str] = attrs.Factory(dict)
@@ -182,11 +184,16 @@ class DLQFilter:
 
     Entries are ordered by id, which is the order they failed in: oldest first by default.
     ``after`` is a keyset cursor as in :class:`JobFilter`.
+
+    Attributes:
+        replayed: ``False``: only entries never replayed; ``True``: only replayed ones (they
+            stay in the queue, stamped); ``None``: both.
     """
 
     queue: str | None = None
     name: str | None = None
     tenant: str | None = None
+    replayed: bool | None = None
     limit: int = 100
     offset: int = 0
     after: str | None = None

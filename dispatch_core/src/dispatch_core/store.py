@@ -42,6 +42,7 @@ from dispatch_core.workflows.models import (
 
 __all__ = ["Store", "SyncStore", "StopListening", "PruneCutoffs"]
 
+
 #: Returned by :meth:`Store.listen`; awaiting it stops the listener.
 StopListening = Callable[[], Awaitable[None]]
 
@@ -142,8 +143,16 @@ class Store(abc.ABC):
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Persist ``jobs`` (state ``pending``) in one transaction and return them in order.
 
-        A job whose ``unique_key`` is already taken is not written; the existing job is
-        returned in its place.
+        A ``unique_key`` is unique within a tenant: a job whose key is already held by a job
+        of the same tenant is not written, and that job is returned in its place (jobs without
+        a tenant form one scope of their own, so they dedupe among themselves). A job of
+        another tenant never matches: the new job is written beside it. Within one call, the
+        first job with a given key and tenant is written and the later ones return it.
+
+        Raises:
+            JobIdTakenError: a job's ``id`` is already the id of a job it does not dedupe
+                with (a chosen id, ``job_id=``, that another tenant's job has); nothing of
+                the call is written.
         """
 
     async def enqueue_in(self, conn: object, jobs: Sequence[NewJob]) -> list[Job]:
@@ -294,8 +303,17 @@ class Store(abc.ABC):
         in ``filter.order``, after the cursor ``filter.after`` when given."""
 
     @abc.abstractmethod
-    async def count_dlq(self, *, queue: str | None = None, tenant: str | None = None) -> int:
-        """The number of dead-letter entries, optionally of one queue and one tenant."""
+    async def count_dlq(
+        self,
+        *,
+        queue: str | None = None,
+        tenant: str | None = None,
+        replayed: bool | None = None,
+        before: datetime | None = None,
+    ) -> int:
+        """The number of dead-letter entries, optionally only of one queue and one tenant,
+        only those never replayed (``replayed=False``) or replayed (``True``), and only those
+        that failed before ``before``."""
 
     @abc.abstractmethod
     async def get_dlq(self, entry_id: str) -> DLQEntry:
@@ -519,8 +537,9 @@ class Store(abc.ABC):
         tenant than ``event.tenant`` (a tenant never reaches another's runs). The run is
         woken when it is ``waiting`` with ``waiting_for == event.name``: it becomes
         ``running`` and its wake-up job is made due: the job with the unique key
-        ``wf:<run id>:<generation>`` (the wait's timeout timer), if pending, gets
-        ``run_at = now``; if there is none, ``driver`` is inserted with that unique key.
+        ``wf:<run id>:<generation>`` in the run's tenant (the wait's timeout timer; drivers
+        carry their run's tenant), if pending, gets ``run_at = now``; if there is none,
+        ``driver`` is inserted with that unique key.
         """
 
     @abc.abstractmethod

@@ -69,11 +69,12 @@ async def test_migrate_creates_the_schema_once(pg_url: str, schema: str) -> None
         "jobs_claim_idx",
         "jobs_due_idx",
         "jobs_lease_idx",
-        "jobs_unique_key_idx",
+        "jobs_unique_key_tenant_idx",
         "jobs_queue_idx",
         "jobs_finished_idx",
         "dlq_pkey",
         "dlq_failed_at_idx",
+        "dlq_unreplayed_idx",
         "workers_state_idx",
         "workflow_runs_pkey",
         "workflow_runs_state_idx",
@@ -86,6 +87,7 @@ async def test_migrate_creates_the_schema_once(pg_url: str, schema: str) -> None
         "workflow_events_unconsumed_idx",
         "workflow_events_run_idx",
     } <= _indexes(schema)
+    assert "jobs_unique_key_idx" not in _indexes(schema)  # replaced by version 4
     with psycopg.connect(DSN) as conn:
         versions = conn.execute(
             f'SELECT version, name FROM "{schema}".dispatch_migrations'
@@ -141,6 +143,35 @@ async def test_a_version_1_schema_is_upgraded_with_its_jobs(pg_url: str, schema:
         assert await store.migrate() == ALL_NAMES[1:]
         assert (await store.get_job(job.id)).queue == "emails"
         assert [s.name for s in await store.list_queues(now=utcnow())] == ["emails"]
+    finally:
+        await store.close()
+
+
+async def test_a_version_3_schema_gets_tenant_scoped_keys(pg_url: str, schema: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        assert await store._run(_migrate_to, 3) == ALL_NAMES[:3]
+        # Keyed jobs as version 3 wrote them (its ON CONFLICT target is gone from this code).
+        plain, acme = await store.enqueue([make_new_job(), make_new_job(tenant="acme")])
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            for job_id, key in ((plain.id, "k"), (acme.id, "k2")):
+                conn.execute(
+                    f'UPDATE "{schema}".jobs SET unique_key = %s WHERE id = %s', (key, job_id)
+                )
+        assert "jobs_unique_key_idx" in _indexes(schema)
+        assert await store.migrate() == ALL_NAMES[3:]
+        indexes = _indexes(schema)
+        assert "jobs_unique_key_idx" not in indexes
+        assert {"jobs_unique_key_tenant_idx", "dlq_unreplayed_idx"} <= indexes
+        # The keys kept dedupe in their own tenant, and only there.
+        (same,) = await store.enqueue([make_new_job(unique_key="k")])
+        (other,) = await store.enqueue([make_new_job(unique_key="k", tenant="acme")])
+        (same_acme,) = await store.enqueue([make_new_job(unique_key="k2", tenant="acme")])
+        assert same.id == plain.id
+        assert other.id != plain.id
+        assert other.tenant == "acme"
+        assert same_acme.id == acme.id
     finally:
         await store.close()
 

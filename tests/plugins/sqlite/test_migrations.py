@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 from dispatch_core.errors import StoreUnavailableError
+from dispatch_core.testing import make_new_job
 from dispatch_plugins.sqlite import SQLiteStore
-from dispatch_plugins.sqlite.migrations import LATEST_VERSION
+from dispatch_plugins.sqlite import operations as ops
+from dispatch_plugins.sqlite.connection import connect
+from dispatch_plugins.sqlite.migrations import LATEST_VERSION, migrate
 from dispatch_plugins.sqlite.schema import MIGRATIONS
 
 HERE = Path(__file__).parent
@@ -61,6 +64,46 @@ async def test_a_database_from_a_newer_version_is_refused(db_url: str, tmp_path:
         conn.close()
         with pytest.raises(StoreUnavailableError, match="upgrade dispatch-sqlite"):
             await store.migrate()
+    finally:
+        await store.close()
+
+
+def _indexes(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_schema WHERE type = 'index'").fetchall()
+        return {name for (name,) in rows}
+    finally:
+        conn.close()
+
+
+async def test_a_version_3_database_gets_tenant_scoped_keys(db_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    old = connect(str(path), busy_timeout_ms=5000)
+    try:
+        assert migrate(old, str(path), MIGRATIONS[:3]) == [m.name for m in MIGRATIONS[:3]]
+        # Keyed jobs as version 3 wrote them (its ON CONFLICT target is gone from this code).
+        plain, acme = ops.enqueue(old, [make_new_job(), make_new_job(tenant="acme")])
+        for job_id, key in ((plain.id, "k"), (acme.id, "k2")):
+            old.execute("UPDATE jobs SET unique_key = ? WHERE id = ?", (key, job_id))
+    finally:
+        old.close()
+    assert "jobs_unique_key_idx" in _indexes(path)
+    store = SQLiteStore(db_url)
+    await store.open()
+    try:
+        assert await store.migrate() == [m.name for m in MIGRATIONS[3:]]
+        indexes = _indexes(path)
+        assert "jobs_unique_key_idx" not in indexes
+        assert {"jobs_unique_key_tenant_idx", "dlq_unreplayed_idx"} <= indexes
+        # The keys kept dedupe in their own tenant, and only there.
+        (same,) = await store.enqueue([make_new_job(unique_key="k")])
+        (other,) = await store.enqueue([make_new_job(unique_key="k", tenant="acme")])
+        (same_acme,) = await store.enqueue([make_new_job(unique_key="k2", tenant="acme")])
+        assert same.id == plain.id
+        assert other.id != plain.id
+        assert other.tenant == "acme"
+        assert same_acme.id == acme.id
     finally:
         await store.close()
 

@@ -1,8 +1,10 @@
 """The ``dispatch`` command line.
 
 ``dispatch worker APP`` runs a worker; ``migrate``, ``jobs …`` and ``dlq …`` operate on a
-store named by ``--app MODULE:ATTR`` or ``--url STORE_URL``; ``plugins`` lists plugins.
-Plugins add subcommands through the ``dispatch_register_commands`` hook.
+store named by ``--app MODULE:ATTR`` or ``--url STORE_URL``, and the operator commands also on
+a remote admin API (``--url https://host/dispatch``, through the ``dispatch_remote_operations``
+hook); ``plugins`` lists plugins. Plugins add subcommands through the
+``dispatch_register_commands`` hook (dispatch-admin adds ``serve``).
 """
 
 from __future__ import annotations
@@ -15,17 +17,42 @@ import pluggy
 
 from dispatch_core._plugins import make_plugin_manager
 from dispatch_core.cli._admin import migrate, plugins
-from dispatch_core.cli._common import CLIError, one_line
+from dispatch_core.cli._common import (
+    APP_ENV,
+    APP_REF,
+    CLIError,
+    load_app,
+    one_line,
+    resolve_engine,
+    resolve_operations,
+    run_with,
+)
 from dispatch_core.cli._cron import cron
 from dispatch_core.cli._dlq import dlq
 from dispatch_core.cli._jobs import jobs
 from dispatch_core.cli._queues import queues
-from dispatch_core.cli._worker import worker
+from dispatch_core.cli._worker import LOG_LEVELS, logging_to_stderr, worker
 from dispatch_core.cli._workers import workers
 from dispatch_core.cli._workflows import workflows
 from dispatch_core.errors import DispatchError
 
-__all__ = ["DispatchGroup", "cli", "create_cli", "main"]
+__all__ = [
+    "DispatchGroup",
+    "cli",
+    "create_cli",
+    "main",
+    # For the commands plugins add (dispatch_register_commands): find the engine, fail in
+    # one line.
+    "APP_ENV",
+    "APP_REF",
+    "CLIError",
+    "LOG_LEVELS",
+    "load_app",
+    "logging_to_stderr",
+    "resolve_engine",
+    "resolve_operations",
+    "run_with",
+]
 
 _HELP = """Dispatch: durable background jobs.
 
@@ -38,6 +65,14 @@ How commands find the engine:
   dlq, workflows,     With only a URL, no jobs are registered: fine for inspection.
   workers, cron,
   queues)
+
+\b
+A remote server:
+  --url http(s)://... jobs, dlq, cron, workflows, queues and workers talk to the admin API
+                      mounted there (dispatch serve; pip install dispatch-admin), e.g.
+                      --url https://ops.example.com/dispatch, with the bearer token in
+                      $DISPATCH_TOKEN. (migrate, cron rm, queues set and workflows migrate
+                      need the store itself.)
 
 Errors print one line, "Error: ...", and exit with status 1 (2 for usage mistakes).
 """

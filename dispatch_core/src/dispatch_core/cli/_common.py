@@ -1,4 +1,5 @@
-"""Shared plumbing: finding the engine, running async calls, reporting errors."""
+"""Shared plumbing: finding the engine (or a remote admin API), running async calls, reporting
+errors."""
 
 from __future__ import annotations
 
@@ -18,17 +19,22 @@ from dispatch_core._plugins import make_plugin_manager
 from dispatch_core._urls import redact_url
 from dispatch_core.engine import Engine
 from dispatch_core.errors import ConfigurationError, StoreURLError
+from dispatch_core.operations import Operations
 from dispatch_core.registry import StoreRegistry
 
 __all__ = [
     "APP_ENV",
     "URL_ENV",
+    "TOKEN_ENV",
     "APP_REF",
     "CLIError",
     "one_line",
     "plugin_errors",
     "load_app",
+    "is_remote_url",
     "resolve_engine",
+    "resolve_operations",
+    "run_with",
     "run_with_engine",
     "store_options",
     "redact_url",
@@ -40,6 +46,8 @@ FC = TypeVar("FC", bound=Callable[..., Any])
 
 APP_ENV = "DISPATCH_APP"
 URL_ENV = "DISPATCH_URL"
+TOKEN_ENV = "DISPATCH_TOKEN"
+_REMOTE_SCHEMES = ("http://", "https://")
 _DEFAULT_ATTR = "engine"
 _EXAMPLE_APP = "examples.demo_app:engine"
 
@@ -164,8 +172,10 @@ def store_options(f: FC) -> FC:
     """Add the ``--app`` / ``--url`` options of the store-operating commands."""
     f = click.option(
         "--url",
-        metavar="STORE_URL",
-        help=f"Store URL to operate on, e.g. sqlite:///dispatch.db (env: {URL_ENV}).",
+        metavar="URL",
+        help=f"Store URL to operate on, e.g. sqlite:///dispatch.db, or the http(s) URL of a "
+        f"Dispatch admin API, e.g. http://127.0.0.1:8000/dispatch, with the token in "
+        f"${TOKEN_ENV} (env: {URL_ENV}).",
     )(f)
     f = click.option(
         "--app",
@@ -194,6 +204,12 @@ def resolve_engine(app: str | None, url: str | None) -> Engine:
     """
     if app and url:
         raise click.UsageError("give --app or --url, not both")
+    remote = _remote_url(app, url)
+    if remote is not None:
+        raise CLIError(
+            f"{_command_name()} works on the store itself, not through the admin API at "
+            f"{redact_url(remote)}: pass --app MODULE:ATTR or a store --url"
+        )
     if app:
         return load_app(app)
     if url:
@@ -218,13 +234,77 @@ def resolve_engine(app: str | None, url: str | None) -> Engine:
         ) from exc
 
 
-def run_with_engine(engine: Engine, fn: Callable[[Engine], Coroutine[Any, Any, T]]) -> T:
-    """Run ``fn(engine)`` in a fresh event loop and close the engine afterwards."""
+def is_remote_url(url: str | None) -> bool:
+    """Whether ``url`` is an ``http://`` or ``https://`` address (an admin API, not a store)."""
+    return bool(url) and str(url).strip().lower().startswith(_REMOTE_SCHEMES)
+
+
+def _remote_url(app: str | None, url: str | None) -> str | None:
+    """The admin API URL the command should talk to, if any: ``--url``, else ``$DISPATCH_URL``
+    when neither ``--app`` nor ``$DISPATCH_APP`` is given."""
+    if url:
+        return url.strip() if is_remote_url(url) else None
+    if app or os.environ.get(APP_ENV, "").strip():
+        return None
+    env_url = os.environ.get(URL_ENV, "").strip()
+    return env_url if is_remote_url(env_url) else None
+
+
+def _command_name() -> str:
+    """``'dispatch cron rm'``: the running command, for messages."""
+    ctx = click.get_current_context(silent=True)
+    return repr(ctx.command_path) if ctx is not None else "this command"
+
+
+def resolve_operations(app: str | None, url: str | None) -> Operations:
+    """What an operator command works on: the engine (see :func:`resolve_engine`), or, when the
+    URL is ``http(s)://``, a client of the admin API there (from the ``dispatch-admin`` plugin,
+    through the ``dispatch_remote_operations`` hook) using the token in ``$DISPATCH_TOKEN``.
+
+    Raises:
+        click.UsageError: both ``--app`` and ``--url`` were given.
+        CLIError: no plugin handles the URL, or the engine cannot be found.
+    """
+    if app and url:
+        raise click.UsageError("give --app or --url, not both")
+    remote = _remote_url(app, url)
+    if remote is None:
+        return resolve_engine(app, url)
+    token = os.environ.get(TOKEN_ENV, "").strip() or None
+    with plugin_errors():
+        pm = make_plugin_manager()
+    try:
+        ops = pm.hook.dispatch_remote_operations(url=remote, token=token)
+    except ValueError as exc:  # a malformed URL
+        raise CLIError(str(exc)) from exc
+    if ops is None:
+        raise CLIError(
+            f"{redact_url(remote)} is an admin API URL, and no installed plugin talks to one: "
+            "pip install dispatch-admin (or pass a store URL such as sqlite:///dispatch.db)"
+        )
+    if not isinstance(ops, Operations):
+        raise CLIError(
+            f"the dispatch_remote_operations hook returned a {type(ops).__name__}, which lacks "
+            "the operator methods of dispatch_core.operations.Operations"
+        )
+    return ops
+
+
+OpsT = TypeVar("OpsT", bound=Operations)
+
+
+def run_with(ops: OpsT, fn: Callable[[OpsT], Coroutine[Any, Any, T]]) -> T:
+    """Run ``fn(ops)`` in a fresh event loop and close ``ops`` afterwards."""
 
     async def runner() -> T:
         try:
-            return await fn(engine)
+            return await fn(ops)
         finally:
-            await engine.aclose()
+            await ops.aclose()
 
     return asyncio.run(runner())
+
+
+def run_with_engine(engine: Engine, fn: Callable[[Engine], Coroutine[Any, Any, T]]) -> T:
+    """Run ``fn(engine)`` in a fresh event loop and close the engine afterwards."""
+    return run_with(engine, fn)

@@ -6,7 +6,13 @@ from datetime import UTC, datetime
 
 import click
 
-from dispatch_core.cli._common import resolve_engine, run_with_engine, store_options
+from dispatch_core.cli._common import (
+    resolve_engine,
+    resolve_operations,
+    run_with,
+    run_with_engine,
+    store_options,
+)
 from dispatch_core.cli._format import (
     Column,
     echo_json,
@@ -89,7 +95,7 @@ def cron_ls(as_json: bool, app: str | None, url: str | None) -> None:
     run (in UTC, and how soon; "disabled" for a disabled entry), its last run and its misfire
     policy (once: fire once after downtime; skip: drop ticks later than the grace shown).
     """
-    entries = run_with_engine(resolve_engine(app, url), lambda e: e.acron_entries())
+    entries = run_with(resolve_operations(app, url), lambda ops: ops.acron_entries())
     if as_json:
         echo_json([to_jsonable(x) for x in entries])
         return
@@ -106,7 +112,7 @@ def cron_ls(as_json: bool, app: str | None, url: str | None) -> None:
 @store_options
 def cron_show(name: str, as_json: bool, app: str | None, url: str | None) -> None:
     """Show every field of cron entry NAME, including its payload."""
-    entry = run_with_engine(resolve_engine(app, url), lambda e: e.aget_cron(name))
+    entry = run_with(resolve_operations(app, url), lambda ops: ops.aget_cron(name))
     if as_json:
         echo_json(to_jsonable(entry))
     else:
@@ -121,7 +127,7 @@ def cron_trigger(name: str, app: str | None, url: str | None) -> None:
 
     Its next ticks are unchanged. Prints the id of the new job.
     """
-    job = run_with_engine(resolve_engine(app, url), lambda e: e.atrigger_cron(name))
+    job = run_with(resolve_operations(app, url), lambda ops: ops.atrigger_cron(name))
     click.echo(f"Triggered cron entry {name!r}: enqueued job {job.id} ({job.name}).")
 
 
@@ -133,7 +139,7 @@ def cron_enable(name: str, app: str | None, url: str | None) -> None:
 
     Ticks that passed while it was disabled are not fired.
     """
-    entry = run_with_engine(resolve_engine(app, url), lambda e: e.aenable_cron(name))
+    entry = run_with(resolve_operations(app, url), lambda ops: ops.aenable_cron(name))
     when = f"{format_time(entry.next_run_at)} ({relative_time(entry.next_run_at, utcnow())})"
     click.echo(f"Enabled cron entry {name!r}; next run {when}.")
 
@@ -146,7 +152,7 @@ def cron_disable(name: str, app: str | None, url: str | None) -> None:
 
     The flag persists: a worker that starts with the entry declared in code keeps it disabled.
     """
-    run_with_engine(resolve_engine(app, url), lambda e: e.adisable_cron(name))
+    run_with(resolve_operations(app, url), lambda ops: ops.adisable_cron(name))
     click.echo(f"Disabled cron entry {name!r}.")
 
 
@@ -165,7 +171,8 @@ def cron_rm(name: str, app: str | None, url: str | None) -> None:
     """Delete cron entry NAME from the store.
 
     An entry still declared in the application's code comes back when a worker starts:
-    remove it from the code too, or use 'dispatch cron disable' to keep it off.
+    remove it from the code too, or use 'dispatch cron disable' to keep it off. Works on the
+    store only, not through an admin API URL.
     """
     declared = run_with_engine(resolve_engine(app, url), lambda e: _remove(e, name))
     click.echo(f"Removed cron entry {name!r}.")

@@ -12,9 +12,8 @@ from dispatch_core.cli._common import (
     CLIError,
     one_line,
     plural,
-    redact_url,
-    resolve_engine,
-    run_with_engine,
+    resolve_operations,
+    run_with,
     store_options,
 )
 from dispatch_core.cli._format import (
@@ -30,16 +29,21 @@ from dispatch_core.cli._format import (
     relative_time,
     to_jsonable,
 )
-from dispatch_core.engine import Engine
+from dispatch_core.cli._paging import echo_next_page, page_options
 from dispatch_core.errors import DispatchError
-from dispatch_core.models import DLQEntry, utcnow
+from dispatch_core.models import DLQEntry, SortOrder, utcnow
+from dispatch_core.operations import Operations
 
 __all__ = ["dlq"]
 
 #: Replays of more entries than this show a progress bar instead of one line each
 #: (the ``dlq replay`` help text says 5).
 PROGRESS_THRESHOLD = 5
+#: Entries read per call when walking the queue for ``replay --all``.
 _PAGE = 500
+#: Entries deleted per call by ``purge`` (its ``--batch-size`` default): short store
+#: transactions, and progress to show.
+PURGE_BATCH = 1000
 
 _DLQ_COLUMNS = (
     Column("id"),
@@ -75,21 +79,29 @@ def _dlq_row(entry: DLQEntry, now: datetime) -> list[str]:
 
 @dlq.command("ls")
 @click.option("-q", "--queue", help="Only entries of this queue.")
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most entries shown."
-)
-@click.option(
-    "--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Entries skipped."
-)
+@click.option("--name", help="Only entries of this job name.")
+@page_options("entries", default_order=SortOrder.ASC)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of full entries.")
 @store_options
 def dlq_ls(
-    queue: str | None, limit: int, offset: int, as_json: bool, app: str | None, url: str | None
+    queue: str | None,
+    name: str | None,
+    limit: int,
+    after: str | None,
+    order: str,
+    as_json: bool,
+    app: str | None,
+    url: str | None,
 ) -> None:
-    """List dead-letter entries, oldest failure first."""
-    entries = run_with_engine(
-        resolve_engine(app, url),
-        lambda e: e.alist_dlq(queue=queue, limit=limit, offset=offset),
+    """List dead-letter entries, oldest failure first.
+
+    A full page ends with the --after value of the next one.
+    """
+    entries = run_with(
+        resolve_operations(app, url),
+        lambda ops: ops.alist_dlq(
+            queue=queue, name=name, limit=limit, after=after, order=order.lower()
+        ),
     )
     if as_json:
         echo_json([to_jsonable(x) for x in entries])
@@ -99,8 +111,7 @@ def dlq_ls(
         return
     now = utcnow()
     echo_table(_DLQ_COLUMNS, [_dlq_row(x, now) for x in entries])
-    if len(entries) == limit:
-        click.echo(f"(first {limit} shown; use --limit and --offset for more)", err=True)
+    echo_next_page([x.id for x in entries], limit)
 
 
 @dlq.command("show")
@@ -109,7 +120,7 @@ def dlq_ls(
 @store_options
 def dlq_show(entry_id: str, as_json: bool, app: str | None, url: str | None) -> None:
     """Show every field of dead-letter entry ID, including the full error."""
-    entry = run_with_engine(resolve_engine(app, url), lambda e: e.aget_dlq(entry_id))
+    entry = run_with(resolve_operations(app, url), lambda ops: ops.aget_dlq(entry_id))
     if as_json:
         echo_json(to_jsonable(entry))
     else:
@@ -127,22 +138,22 @@ class _ReplayReport:
     errors: list[str] = attrs.Factory(list)
 
 
-async def _unreplayed_ids(engine: Engine, queue: str | None) -> list[str]:
-    """Ids of every entry not yet replayed, page by page, oldest first."""
+async def _unreplayed_ids(ops: Operations, queue: str | None) -> list[str]:
+    """Ids of every entry not yet replayed, page by page (by keyset), oldest first."""
     ids: list[str] = []
-    offset = 0
+    after: str | None = None
     while True:
-        page = await engine.alist_dlq(queue=queue, limit=_PAGE, offset=offset)
+        page = await ops.alist_dlq(queue=queue, limit=_PAGE, after=after, order=SortOrder.ASC)
         ids.extend(x.id for x in page if x.replayed_at is None)
         if len(page) < _PAGE:
             return ids
-        offset += _PAGE
+        after = page[-1].id
 
 
-async def _replay_one(engine: Engine, entry_id: str, report: _ReplayReport) -> None:
+async def _replay_one(ops: Operations, entry_id: str, report: _ReplayReport) -> None:
     """Replay one entry, recording the new job or the error."""
     try:
-        job = await engine.areplay_dlq(entry_id)
+        job = await ops.areplay_dlq(entry_id)
     except DispatchError as exc:
         report.errors.append(one_line(str(exc)))
     else:
@@ -150,21 +161,21 @@ async def _replay_one(engine: Engine, entry_id: str, report: _ReplayReport) -> N
 
 
 async def _replay(
-    engine: Engine, ids: list[str], everything: bool, queue: str | None
+    ops: Operations, ids: list[str], everything: bool, queue: str | None
 ) -> _ReplayReport:
     """Replay ``ids`` (or every unreplayed entry), with a progress bar for many."""
     if everything:
-        ids = await _unreplayed_ids(engine, queue)
+        ids = await _unreplayed_ids(ops, queue)
     report = _ReplayReport()
     if len(ids) <= PROGRESS_THRESHOLD:
         for entry_id in ids:
-            await _replay_one(engine, entry_id, report)
+            await _replay_one(ops, entry_id, report)
         return report
     with click.progressbar(
         length=len(ids), label="Replaying dead-letter entries", file=sys.stderr
     ) as bar:
         for entry_id in ids:
-            await _replay_one(engine, entry_id, report)
+            await _replay_one(ops, entry_id, report)
             bar.update(1)
     return report
 
@@ -201,8 +212,8 @@ def dlq_replay(
         raise click.UsageError("give one or more entry IDs, or --all")
     if queue and not everything:
         raise click.UsageError("--queue only applies with --all")
-    engine = resolve_engine(app, url)
-    report = run_with_engine(engine, lambda e: _replay(e, list(entry_ids), everything, queue))
+    ops = resolve_operations(app, url)
+    report = run_with(ops, lambda o: _replay(o, list(entry_ids), everything, queue))
     attempted = len(report.replayed) + len(report.errors)
     if everything and attempted == 0:
         click.echo("Nothing to replay: no dead-letter entry awaits a replay.")
@@ -228,7 +239,28 @@ def _purge_cutoff(
         return cutoff, f"entries that failed more than {format_duration(older_than)} ago"
     if before is not None:
         return before, f"entries that failed before {format_time(before)}"
-    return now + timedelta(seconds=1), "every entry"
+    # A day ahead, not "now": a remote server's clock may run ahead of this machine's.
+    return now + timedelta(days=1), "every entry"
+
+
+async def _purge(ops: Operations, cutoff: datetime, queue: str | None, batch: int) -> int:
+    """Delete the entries before ``cutoff`` in batches of ``batch``, oldest first; show a
+    progress bar when there are more entries than one batch."""
+    # The queue's size bounds what matches; the bar completes when a batch comes back short.
+    total = await ops.acount_dlq(queue=queue)
+    if total <= batch:
+        return await ops.apurge_dlq(before=cutoff, queue=queue, limit=batch)
+    purged = 0
+    with click.progressbar(
+        length=total, label="Purging dead-letter entries", file=sys.stderr
+    ) as bar:
+        while True:
+            deleted = await ops.apurge_dlq(before=cutoff, queue=queue, limit=batch)
+            purged += deleted
+            bar.update(deleted)
+            if deleted < batch:
+                bar.update(max(total - purged, 0))
+                return purged
 
 
 @dlq.command("purge")
@@ -243,12 +275,22 @@ def _purge_cutoff(
     help="Purge entries that failed before this ISO 8601 time (UTC when no offset is given).",
 )
 @click.option("--all", "everything", is_flag=True, help="Purge every entry.")
+@click.option("-q", "--queue", help="Only entries of this queue.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=PURGE_BATCH,
+    show_default=True,
+    help="Entries deleted per store call (or API request).",
+)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @store_options
 def dlq_purge(
     older_than: timedelta | None,
     before: datetime | None,
     everything: bool,
+    queue: str | None,
+    batch_size: int,
     yes: bool,
     app: str | None,
     url: str | None,
@@ -256,7 +298,8 @@ def dlq_purge(
     """Delete dead-letter entries for good.
 
     Exactly one of --older-than, --before or --all is required. Asks for confirmation
-    unless --yes is given, then prints how many entries were purged.
+    unless --yes is given, then deletes the entries oldest first, --batch-size at a time
+    (with a progress bar when there are more than that), and prints how many were purged.
 
     \b
     Examples:
@@ -265,9 +308,11 @@ def dlq_purge(
       dispatch dlq purge --all --yes
     """
     cutoff, what = _purge_cutoff(older_than, before, everything)
-    engine = resolve_engine(app, url)
+    if queue:
+        what += f" of queue {queue!r}"
+    ops = resolve_operations(app, url)
     if not yes:
-        question = f"Delete {what} from the dead-letter queue of {redact_url(engine.url)}?"
+        question = f"Delete {what} from the dead-letter queue of {ops.safe_url}?"
         click.confirm(question, abort=True)
-    purged = run_with_engine(engine, lambda e: e.apurge_dlq(before=cutoff))
+    purged = run_with(ops, lambda o: _purge(o, cutoff, queue, batch_size))
     click.echo(f"Purged {plural(purged, 'dead-letter entry', 'dead-letter entries')}.")

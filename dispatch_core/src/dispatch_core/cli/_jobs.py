@@ -6,7 +6,7 @@ from datetime import datetime
 
 import click
 
-from dispatch_core.cli._common import plural, resolve_engine, run_with_engine, store_options
+from dispatch_core.cli._common import plural, resolve_operations, run_with, store_options
 from dispatch_core.cli._format import (
     Column,
     echo_json,
@@ -16,8 +16,9 @@ from dispatch_core.cli._format import (
     relative_time,
     to_jsonable,
 )
-from dispatch_core.engine import Engine
-from dispatch_core.models import Job, utcnow
+from dispatch_core.cli._paging import echo_next_page, page_options
+from dispatch_core.models import Job, SortOrder, utcnow
+from dispatch_core.operations import Operations
 from dispatch_core.states import JobState
 
 __all__ = ["jobs"]
@@ -62,12 +63,7 @@ def _job_row(job: Job, now: datetime) -> list[str]:
 @click.option("-q", "--queue", help="Only jobs of this queue.")
 @click.option("--name", help="Only jobs with this job name.")
 @click.option("--tenant", help="Only jobs of this tenant.")
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most jobs shown."
-)
-@click.option(
-    "--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Jobs skipped."
-)
+@page_options("jobs", default_order=SortOrder.DESC)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of full job records.")
 @store_options
 def jobs_ls(
@@ -76,7 +72,8 @@ def jobs_ls(
     name: str | None,
     tenant: str | None,
     limit: int,
-    offset: int,
+    after: str | None,
+    order: str,
     as_json: bool,
     app: str | None,
     url: str | None,
@@ -84,21 +81,22 @@ def jobs_ls(
     """List jobs, newest first.
 
     The table shows id, job name, queue, state, attempts made / allowed, when the job
-    runs (or ran) and the first line of its last error.
+    runs (or ran) and the first line of its last error. A full page ends with the --after
+    value of the next one.
     """
-    engine = resolve_engine(app, url)
 
-    async def fetch(e: Engine) -> list[Job]:
-        return await e.alist_jobs(
+    async def fetch(ops: Operations) -> list[Job]:
+        return await ops.alist_jobs(
             state=state.lower() if state else None,
             queue=queue,
             name=name,
             tenant=tenant,
             limit=limit,
-            offset=offset,
+            after=after,
+            order=order.lower(),
         )
 
-    found = run_with_engine(engine, fetch)
+    found = run_with(resolve_operations(app, url), fetch)
     if as_json:
         echo_json([to_jsonable(j) for j in found])
         return
@@ -107,8 +105,7 @@ def jobs_ls(
         return
     now = utcnow()
     echo_table(_JOB_COLUMNS, [_job_row(j, now) for j in found])
-    if len(found) == limit:
-        click.echo(f"(first {limit} shown; use --limit and --offset for more)", err=True)
+    echo_next_page([j.id for j in found], limit)
 
 
 @jobs.command("show")
@@ -117,7 +114,7 @@ def jobs_ls(
 @store_options
 def jobs_show(job_id: str, as_json: bool, app: str | None, url: str | None) -> None:
     """Show every field of job ID, including its payload, result and full last error."""
-    job = run_with_engine(resolve_engine(app, url), lambda e: e.aget_job(job_id))
+    job = run_with(resolve_operations(app, url), lambda e: e.aget_job(job_id))
     if as_json:
         echo_json(to_jsonable(job))
     else:
@@ -133,7 +130,7 @@ def jobs_cancel(job_id: str, app: str | None, url: str | None) -> None:
     A running attempt is stopped at its worker's next heartbeat and its result discarded.
     A finished job cannot be cancelled.
     """
-    job = run_with_engine(resolve_engine(app, url), lambda e: e.acancel(job_id))
+    job = run_with(resolve_operations(app, url), lambda e: e.acancel(job_id))
     click.echo(f"Cancelled {job.id} ({job.name}).")
 
 
@@ -142,7 +139,7 @@ def jobs_cancel(job_id: str, app: str | None, url: str | None) -> None:
 @store_options
 def jobs_retry(job_id: str, app: str | None, url: str | None) -> None:
     """Send failed or cancelled job ID back to pending, with its attempts reset."""
-    job = run_with_engine(resolve_engine(app, url), lambda e: e.aretry(job_id))
+    job = run_with(resolve_operations(app, url), lambda e: e.aretry(job_id))
     tries = plural(job.max_attempts, "attempt")
     click.echo(f"Job {job.id} ({job.name}) is {job.state.value} again, with {tries}.")
 
@@ -153,7 +150,7 @@ def jobs_retry(job_id: str, app: str | None, url: str | None) -> None:
 @store_options
 def jobs_counts(queue: str | None, as_json: bool, app: str | None, url: str | None) -> None:
     """Count jobs in each state."""
-    counts = run_with_engine(resolve_engine(app, url), lambda e: e.acount_jobs(queue=queue))
+    counts = run_with(resolve_operations(app, url), lambda e: e.acount_jobs(queue=queue))
     by_state = {s.value: counts.get(s, 0) for s in JobState}
     if as_json:
         echo_json(by_state)

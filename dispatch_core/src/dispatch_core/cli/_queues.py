@@ -5,7 +5,13 @@ from __future__ import annotations
 import attrs
 import click
 
-from dispatch_core.cli._common import resolve_engine, run_with_engine, store_options
+from dispatch_core.cli._common import (
+    resolve_engine,
+    resolve_operations,
+    run_with,
+    run_with_engine,
+    store_options,
+)
 from dispatch_core.cli._format import Column, echo_json, echo_table, to_jsonable
 from dispatch_core.engine import Engine
 from dispatch_core.queues import QueueConfig, QueueStats
@@ -70,7 +76,7 @@ def _queue_row(stats: QueueStats) -> list[str]:
 
 def _list_queues(as_json: bool, app: str | None, url: str | None) -> None:
     """Print the queues as a table or JSON."""
-    found = run_with_engine(resolve_engine(app, url), lambda e: e.aqueues())
+    found = run_with(resolve_operations(app, url), lambda ops: ops.aqueues())
     if as_json:
         echo_json([to_jsonable(q) for q in found])
     elif not found:
@@ -127,7 +133,7 @@ def queues_pause(name: str, app: str | None, url: str | None) -> None:
 
     Running jobs finish; waiting ones stay in the queue.
     """
-    run_with_engine(resolve_engine(*_store_args(app, url)), lambda e: e.apause_queue(name))
+    run_with(resolve_operations(*_store_args(app, url)), lambda ops: ops.apause_queue(name))
     click.echo(f"Paused queue {name!r}; resume it with: dispatch queues resume {name}")
 
 
@@ -136,7 +142,7 @@ def queues_pause(name: str, app: str | None, url: str | None) -> None:
 @store_options
 def queues_resume(name: str, app: str | None, url: str | None) -> None:
     """Resume paused queue NAME: workers claim its jobs again."""
-    run_with_engine(resolve_engine(*_store_args(app, url)), lambda e: e.aresume_queue(name))
+    run_with(resolve_operations(*_store_args(app, url)), lambda ops: ops.aresume_queue(name))
     click.echo(f"Resumed queue {name!r}.")
 
 
@@ -185,7 +191,7 @@ def queues_set(
     Options not given keep their current values; with --reset, they are cleared (so
     'dispatch queues set Q --reset' removes every limit and '--reset --rate 5' keeps only
     a rate). Limits declared in code with engine.queue(...) are written again by each
-    worker when it starts.
+    worker when it starts. Works on the store only, not through an admin API URL.
 
     \b
     Examples:

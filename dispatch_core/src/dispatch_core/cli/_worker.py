@@ -17,7 +17,7 @@ import click
 from dispatch_core.cli._common import APP_ENV, APP_REF, load_app, plural, redact_url
 from dispatch_core.worker import Worker, WorkerStats
 
-__all__ = ["worker"]
+__all__ = ["LOG_LEVELS", "logging_to_stderr", "worker"]
 
 LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 _LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -26,7 +26,7 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def _logging_to_stderr(level: str) -> Iterator[None]:
+def logging_to_stderr(level: str) -> Iterator[None]:
     """Log at ``level`` to stderr for the duration of the block, unless the application
     configured logging itself (then only the level is set)."""
     root = logging.getLogger()
@@ -253,7 +253,7 @@ def worker(
         worker_timeout=worker_timeout,
         lead=not no_lead,
     )
-    with _logging_to_stderr(log_level):
+    with logging_to_stderr(log_level):
         click.echo(banner(w, burst))
         stats = asyncio.run(_run(w, burst))
     click.echo(stats_line(w, stats))

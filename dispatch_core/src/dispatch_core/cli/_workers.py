@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from dispatch_core.cli._common import plural, resolve_engine, run_with_engine, store_options
+from dispatch_core.cli._common import plural, resolve_operations, run_with, store_options
 from dispatch_core.cli._format import Column, echo_json, echo_table, relative_time, to_jsonable
 from dispatch_core.cluster import WorkerInfo, WorkerState
-from dispatch_core.engine import Engine
 from dispatch_core.models import utcnow
+from dispatch_core.operations import Operations
 
 __all__ = ["UNRESPONSIVE_AFTER", "short_host", "worker_status", "workers"]
 
@@ -75,8 +75,8 @@ def _worker_json(info: WorkerInfo, leader: str | None, now: datetime) -> dict[st
     return data
 
 
-async def _fetch(engine: Engine) -> tuple[list[WorkerInfo], str | None]:
-    return await engine.aworkers(), await engine.aleader()
+async def _fetch(ops: Operations) -> tuple[list[WorkerInfo], str | None]:
+    return await ops.aworkers(), await ops.aleader()
 
 
 def _leader_line(leader: str | None, found: list[WorkerInfo]) -> str:
@@ -101,7 +101,7 @@ def workers(everything: bool, as_json: bool, app: str | None, url: str | None) -
     silent for more than 10 s); dead (the leader saw its heartbeats stop and rescued its
     jobs); stopped (exited cleanly; shown only with --all). A last line names the leader.
     """
-    found, leader = run_with_engine(resolve_engine(app, url), _fetch)
+    found, leader = run_with(resolve_operations(app, url), _fetch)
     shown = [w for w in found if everything or w.state is not WorkerState.STOPPED]
     now = utcnow()
     if as_json:

@@ -9,7 +9,14 @@ from typing import Any
 
 import click
 
-from dispatch_core.cli._common import CLIError, resolve_engine, run_with_engine, store_options
+from dispatch_core.cli._common import (
+    CLIError,
+    resolve_engine,
+    resolve_operations,
+    run_with,
+    run_with_engine,
+    store_options,
+)
 from dispatch_core.cli._format import (
     Column,
     echo_json,
@@ -19,8 +26,9 @@ from dispatch_core.cli._format import (
     relative_time,
     to_jsonable,
 )
-from dispatch_core.engine import Engine
-from dispatch_core.models import utcnow
+from dispatch_core.cli._paging import echo_next_page, page_options
+from dispatch_core.models import SortOrder, utcnow
+from dispatch_core.operations import Operations
 from dispatch_core.workflows.models import RunState, StepRecord, WorkflowRun
 
 __all__ = ["workflows"]
@@ -101,12 +109,7 @@ def _step_row(step: StepRecord) -> list[str]:
 )
 @click.option("--name", help="Only runs of this workflow.")
 @click.option("--tenant", help="Only runs of this tenant.")
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Most runs shown."
-)
-@click.option(
-    "--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Runs skipped."
-)
+@page_options("runs", default_order=SortOrder.DESC)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of run records.")
 @store_options
 def workflows_ls(
@@ -114,23 +117,28 @@ def workflows_ls(
     name: str | None,
     tenant: str | None,
     limit: int,
-    offset: int,
+    after: str | None,
+    order: str,
     as_json: bool,
     app: str | None,
     url: str | None,
 ) -> None:
-    """List workflow runs, newest first, with what a parked run waits for."""
+    """List workflow runs, newest first, with what a parked run waits for.
 
-    async def fetch(e: Engine) -> list[WorkflowRun]:
-        return await e.alist_runs(
+    A full page ends with the --after value of the next one.
+    """
+
+    async def fetch(ops: Operations) -> list[WorkflowRun]:
+        return await ops.alist_runs(
             state=state.lower() if state else None,
             name=name,
             tenant=tenant,
             limit=limit,
-            offset=offset,
+            after=after,
+            order=order.lower(),
         )
 
-    found = run_with_engine(resolve_engine(app, url), fetch)
+    found = run_with(resolve_operations(app, url), fetch)
     if as_json:
         echo_json([to_jsonable(r) for r in found])
         return
@@ -139,8 +147,7 @@ def workflows_ls(
         return
     now = utcnow()
     echo_table(_RUN_COLUMNS, [_run_row(r, now) for r in found])
-    if len(found) == limit:
-        click.echo(f"(first {limit} shown; use --limit and --offset for more)", err=True)
+    echo_next_page([r.id for r in found], limit)
 
 
 @workflows.command("show")
@@ -150,10 +157,10 @@ def workflows_ls(
 def workflows_show(run_id: str, as_json: bool, app: str | None, url: str | None) -> None:
     """Show run RUN_ID: its fields, then its timeline (steps, sleeps, waits, compensations)."""
 
-    async def fetch(e: Engine) -> tuple[WorkflowRun, list[StepRecord]]:
-        return await e.aget_run(run_id), await e.atimeline(run_id)
+    async def fetch(ops: Operations) -> tuple[WorkflowRun, list[StepRecord]]:
+        return await ops.aget_run(run_id), await ops.atimeline(run_id)
 
-    run, timeline = run_with_engine(resolve_engine(app, url), fetch)
+    run, timeline = run_with(resolve_operations(app, url), fetch)
     if as_json:
         echo_json({"run": to_jsonable(run), "timeline": [to_jsonable(s) for s in timeline]})
         return
@@ -171,7 +178,7 @@ def workflows_show(run_id: str, as_json: bool, app: str | None, url: str | None)
 def workflows_cancel(run_id: str, app: str | None, url: str | None) -> None:
     """Cancel run RUN_ID: it stops at its next step and its compensations run (a worker
     running the workflow's code does that)."""
-    run = run_with_engine(resolve_engine(app, url), lambda e: e.acancel_run(run_id))
+    run = run_with(resolve_operations(app, url), lambda ops: ops.acancel_run(run_id))
     click.echo(f"Cancelled {run.id} ({run.name}); its compensations run on a worker.")
 
 
@@ -182,7 +189,7 @@ def workflows_cancel(run_id: str, app: str | None, url: str | None) -> None:
 def workflows_replay(run_id: str, from_step: str, app: str | None, url: str | None) -> None:
     """Run finished run RUN_ID again from step --from, as a new run: the steps before it keep
     their recorded results, that step and the ones after it run again (on a worker)."""
-    run = run_with_engine(resolve_engine(app, url), lambda e: e.areplay_run(run_id, from_step))
+    run = run_with(resolve_operations(app, url), lambda ops: ops.areplay_run(run_id, from_step))
     click.echo(f"Replaying {run_id} from {from_step!r} as {run.id}.")
 
 
@@ -200,9 +207,9 @@ def workflows_signal(
         value: Any = json.loads(payload)
     except json.JSONDecodeError as exc:
         raise CLIError(f"--payload is not JSON: {exc}") from exc
-    run_with_engine(
-        resolve_engine(app, url),
-        lambda e: e.asend_event(event, value, run_id=run_id, tenant=tenant),
+    run_with(
+        resolve_operations(app, url),
+        lambda ops: ops.asend_event(event, value, run_id=run_id, tenant=tenant),
     )
     click.echo(f"Sent {event!r} to {run_id}.")
 
@@ -213,6 +220,9 @@ def workflows_signal(
 @store_options
 def workflows_migrate(run_id: str, version: int, app: str | None, url: str | None) -> None:
     """Move unfinished run RUN_ID to VERSION of its workflow (registered in --app): its next
-    replay runs that version's handler against the history it has."""
+    replay runs that version's handler against the history it has.
+
+    Works on the store only, not through an admin API URL.
+    """
     run = run_with_engine(resolve_engine(app, url), lambda e: e.amigrate_run(run_id, version))
     click.echo(f"Run {run.id} ({run.name}) is now on version {run.version}.")

@@ -21,6 +21,7 @@ from dispatch_core.errors import (
     CronNotFoundError,
     DLQEntryNotFoundError,
     InvalidTransitionError,
+    JobIdTakenError,
     JobNotFoundError,
     RunNotFoundError,
 )
@@ -207,7 +208,8 @@ class MemoryStore(Store):
         self.url = url
         self._lock = threading.Lock()
         self._jobs: dict[str, _Row] = {}
-        self._unique: dict[str, str] = {}
+        # (tenant, unique key) -> job id: keys are unique within a tenant.
+        self._unique: dict[tuple[str | None, str], str] = {}
         self._ready: dict[str, list[_Ready]] = {}
         self._scheduled: list[tuple[datetime, str]] = []
         self._running: set[str] = set()
@@ -279,19 +281,49 @@ class MemoryStore(Store):
             raise JobNotFoundError(job_id) from None
 
     def _enqueue_locked(self, jobs: Sequence[NewJob]) -> list[Job]:
+        self._check_ids(jobs)
         out: list[Job] = []
         now = utcnow()
+        unique = self._unique
         for new in jobs:
-            if new.unique_key is not None and new.unique_key in self._unique:
-                out.append(self._jobs[self._unique[new.unique_key]].to_job())
-                continue
+            if new.unique_key is not None:
+                holder = unique.get((new.tenant, new.unique_key))
+                if holder is not None:
+                    out.append(self._jobs[holder].to_job())
+                    continue
             row = _Row(new)
             self._jobs[row.id] = row
             if row.unique_key is not None:
-                self._unique[row.unique_key] = row.id
+                unique[row.tenant, row.unique_key] = row.id
             self._make_runnable(row, now)
             out.append(row.to_job())
         return out
+
+    def _check_ids(self, jobs: Sequence[NewJob]) -> None:
+        """Refuse the call before writing anything when a job that its key does not dedupe
+        would take an id in use (a chosen id another tenant's job has)."""
+        stored = self._jobs
+        if len(jobs) == 1:
+            new = jobs[0]
+            if new.id in stored and (
+                new.unique_key is None or (new.tenant, new.unique_key) not in self._unique
+            ):
+                raise JobIdTakenError(new.id)
+            return
+        ids = {new.id for new in jobs}
+        if len(ids) == len(jobs) and stored.keys().isdisjoint(ids):
+            return  # the usual case: fresh ids, nothing to check job by job
+        written: set[str] = set()
+        keys: set[tuple[str | None, str]] = set()
+        for new in jobs:
+            if new.unique_key is not None:
+                key = (new.tenant, new.unique_key)
+                if key in self._unique or key in keys:
+                    continue  # deduplicated: nothing written
+                keys.add(key)
+            if new.id in self._jobs or new.id in written:
+                raise JobIdTakenError(new.id)
+            written.add(new.id)
 
     def _cancel_locked(self, job_id: str, now: datetime) -> Job:
         row = self._get(job_id)
@@ -659,16 +691,30 @@ class MemoryStore(Store):
     async def list_dlq(self, filter: DLQFilter) -> list[DLQEntry]:
         with self._lock:
             entries = [
-                e for e in self._dlq.values() if _dlq_matches(e, filter.queue, filter.tenant)
+                e
+                for e in self._dlq.values()
+                if _dlq_matches(e, filter.queue, filter.tenant, filter.replayed)
             ]
         entries = [e for e in entries if filter.name is None or e.name == filter.name]
         return _page(
             entries, lambda e: e.id, filter.order, filter.after, filter.offset, filter.limit
         )
 
-    async def count_dlq(self, *, queue: str | None = None, tenant: str | None = None) -> int:
+    async def count_dlq(
+        self,
+        *,
+        queue: str | None = None,
+        tenant: str | None = None,
+        replayed: bool | None = None,
+        before: datetime | None = None,
+    ) -> int:
         with self._lock:
-            return sum(1 for e in self._dlq.values() if _dlq_matches(e, queue, tenant))
+            return sum(
+                1
+                for e in self._dlq.values()
+                if _dlq_matches(e, queue, tenant, replayed)
+                and (before is None or e.failed_at < before)
+            )
 
     async def get_dlq(self, entry_id: str) -> DLQEntry:
         with self._lock:
@@ -919,8 +965,9 @@ class MemoryStore(Store):
                 ][:limit]
                 for r in doomed_jobs:
                     del self._jobs[r.id]
-                    if r.unique_key is not None and self._unique.get(r.unique_key) == r.id:
-                        del self._unique[r.unique_key]
+                    key = (r.tenant, r.unique_key) if r.unique_key is not None else None
+                    if key is not None and self._unique.get(key) == r.id:
+                        del self._unique[key]
                 deleted += len(doomed_jobs)
             if cutoffs.dlq is not None:
                 dlq_cut = cutoffs.dlq
@@ -1090,7 +1137,7 @@ class MemoryStore(Store):
                 run, state=RunState.RUNNING, waiting_for=None, wake_at=None, updated_at=now
             )
             key = f"wf:{run.id}:{run.generation}"
-            job_id = self._unique.get(key)
+            job_id = self._unique.get((run.tenant, key))
             row = self._jobs.get(job_id) if job_id is not None else None
             if row is None:
                 self._enqueue_locked([attrs.evolve(driver, unique_key=key)])
@@ -1158,5 +1205,11 @@ def _page(
     return items[offset : offset + limit]
 
 
-def _dlq_matches(entry: DLQEntry, queue: str | None, tenant: str | None) -> bool:
-    return (queue is None or entry.queue == queue) and (tenant is None or entry.tenant == tenant)
+def _dlq_matches(
+    entry: DLQEntry, queue: str | None, tenant: str | None, replayed: bool | None = None
+) -> bool:
+    return (
+        (queue is None or entry.queue == queue)
+        and (tenant is None or entry.tenant == tenant)
+        and (replayed is None or (entry.replayed_at is not None) == replayed)
+    )

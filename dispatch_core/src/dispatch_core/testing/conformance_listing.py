@@ -1,15 +1,22 @@
 """Conformance rules of the operator's reads: keyset pages, tenant filters, counts, purges in
-batches and throughput buckets (what the admin API and the dashboard are built on)."""
+batches and throughput buckets (what the admin API and the dashboard are built on), and the
+tenant scope of unique keys (what keeps one tenant's enqueue from returning another's job)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import attrs
+import pytest
 
+from dispatch_core._ids import new_id
+from dispatch_core.errors import JobIdTakenError
 from dispatch_core.models import (
     DLQFilter,
+    Job,
     JobFilter,
+    NewJob,
     OutcomeKind,
     SortOrder,
     ThroughputBucket,
@@ -18,8 +25,8 @@ from dispatch_core.models import (
 from dispatch_core.states import JobState
 from dispatch_core.store import Store
 from dispatch_core.testing._helpers import StoreFactory, _claim, _finish, _run, make_new_job
-from dispatch_core.testing.conformance_workflows import _start
-from dispatch_core.workflows.models import RunFilter
+from dispatch_core.testing.conformance_workflows import _driver, _key, _start
+from dispatch_core.workflows.models import NewEvent, RunFilter, RunState
 
 __all__ = ["ListingConformance"]
 
@@ -51,8 +58,179 @@ async def _dead_letter(
     return ids
 
 
+async def _all_jobs(store: Store) -> list[Job]:
+    return await store.list_jobs(JobFilter(limit=1000, order=SortOrder.ASC))
+
+
 class ListingConformance:
-    """Listing, counting, purging and throughput rules every store must honour."""
+    """Listing, counting, purging and throughput rules every store must honour, and the
+    tenant scope of unique keys."""
+
+    # -- unique keys are unique within a tenant ------------------------------------------------
+
+    def test_a_key_taken_in_another_tenant_gives_a_new_job(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            (b,) = await store.enqueue([make_new_job(unique_key="k", tenant="b")])
+            (a,) = await store.enqueue([make_new_job(unique_key="k", tenant="a", payload=[1])])
+            assert a.id != b.id
+            assert (a.tenant, a.unique_key, a.payload) == ("a", "k", [1])
+            (none,) = await store.enqueue([make_new_job(unique_key="k")])
+            (empty,) = await store.enqueue([make_new_job(unique_key="k", tenant="")])
+            # no tenant is a scope of its own, apart from a tenant named ""
+            assert len({a.id, b.id, none.id, empty.id}) == 4
+            assert (none.tenant, empty.tenant) == (None, "")
+            assert len(await _all_jobs(store)) == 4
+            # each tenant gets its own job back
+            (again,) = await store.enqueue([make_new_job(unique_key="k", tenant="b")])
+            assert again.id == b.id
+
+        _run(store_factory, body)
+
+    def test_a_key_dedupes_within_its_tenant(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            (first,) = await store.enqueue([make_new_job(unique_key="k", tenant="a")])
+            (dup,) = await store.enqueue([make_new_job(unique_key="k", tenant="a", payload=[2])])
+            assert dup.id == first.id
+            assert dup.payload == first.payload  # the stored job, not the new one
+            assert [j.id for j in await _all_jobs(store)] == [first.id]
+
+        _run(store_factory, body)
+
+    def test_untenanted_jobs_dedupe_among_themselves(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            (first,) = await store.enqueue([make_new_job(unique_key="k")])
+            (dup,) = await store.enqueue([make_new_job(unique_key="k")])
+            both = await store.enqueue(
+                [make_new_job(unique_key="k2"), make_new_job(unique_key="k2")]
+            )
+            assert dup.id == first.id
+            assert both[0].id == both[1].id
+            assert len(await _all_jobs(store)) == 2
+
+        _run(store_factory, body)
+
+    def test_one_enqueue_mixes_tenants_keys_and_duplicates(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            (held,) = await store.enqueue([make_new_job(unique_key="k", tenant="a")])
+            batch = [
+                make_new_job(unique_key="k", tenant="a"),  # 0: held before the call
+                make_new_job(unique_key="k", tenant="b"),  # 1: new in b
+                make_new_job(unique_key="k"),  # 2: new without a tenant
+                make_new_job(unique_key="k", tenant="b"),  # 3: dedupes to 1
+                make_new_job(unique_key="k"),  # 4: dedupes to 2
+                make_new_job(unique_key="k2", tenant="a"),  # 5: new
+                make_new_job(tenant="a"),  # 6: no key
+            ]
+            out = await store.enqueue(batch)
+            assert [j.id for j in out] == [
+                held.id,
+                batch[1].id,
+                batch[2].id,
+                batch[1].id,
+                batch[2].id,
+                batch[5].id,
+                batch[6].id,
+            ]
+            assert [j.tenant for j in out] == ["a", "b", None, "b", None, "a", "a"]
+            stored = {j.id for j in await _all_jobs(store)}
+            assert stored == {held.id, batch[1].id, batch[2].id, batch[5].id, batch[6].id}
+
+        _run(store_factory, body)
+
+    def test_a_chosen_id_another_tenant_has_is_refused(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            # engine.aenqueue(job_id="x") sends the id "x" under the unique key "job-id:x"
+            job_id = new_id("job")
+
+            def chosen(tenant: str | None) -> list[NewJob]:
+                new = make_new_job(unique_key=f"job-id:{job_id}", tenant=tenant)
+                return [attrs.evolve(new, id=job_id)]
+
+            (b,) = await store.enqueue(chosen("b"))
+            assert b.id == job_id
+            (again,) = await store.enqueue(chosen("b"))
+            assert again.id == job_id  # the same tenant: the key dedupes
+            other = make_new_job(tenant="a")
+            for tenant in ("a", None):
+                with pytest.raises(JobIdTakenError) as info:
+                    await store.enqueue([other, *chosen(tenant)])
+                assert info.value.job_id == job_id
+            # the call wrote nothing, and b's job is untouched
+            jobs = await _all_jobs(store)
+            assert [(j.id, j.tenant) for j in jobs] == [(job_id, "b")]
+
+        _run(store_factory, body)
+
+    def test_sync_producer_scopes_keys_by_tenant_if_offered(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def body(store: Store) -> None:
+            sync = store.sync()
+            if sync is None:
+                pytest.skip("this store offers no sync producer")
+
+            def produce() -> list[Job]:
+                return [
+                    *sync.enqueue([make_new_job(unique_key="k", tenant="b")]),
+                    *sync.enqueue([make_new_job(unique_key="k", tenant="a")]),
+                    *sync.enqueue([make_new_job(unique_key="k", tenant="a")]),
+                ]
+
+            try:
+                b, a, a_again = await asyncio.to_thread(produce)
+            finally:
+                await asyncio.to_thread(sync.close)
+            assert (b.tenant, a.tenant) == ("b", "a")
+            assert a.id != b.id
+            assert a_again.id == a.id
+
+        _run(store_factory, body)
+
+    def test_an_event_wakes_only_its_tenants_timer(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            t0 = utcnow()
+            later = t0 + timedelta(hours=1)
+            run = await _start(store, now=t0, tenant="acme")
+            key = _key(run.id, 1)
+            timer = _driver(run.id, run_at=later, unique_key=key, tenant="acme")
+            parked = await store.update_run(
+                run.id,
+                state=RunState.WAITING,
+                now=t0,
+                expect=frozenset({RunState.RUNNING}),
+                generation=0,
+                waiting_for="paid",
+                wake_at=later,
+                driver=timer,
+            )
+            assert parked is not None
+            # another tenant's job under the same key: written beside the timer, never woken
+            (foreign,) = await store.enqueue(
+                [make_new_job(unique_key=key, tenant="evil", run_at=later)]
+            )
+            assert foreign.id != timer.id
+            event = NewEvent(
+                id=new_id("evt"),
+                run_id=run.id,
+                name="paid",
+                payload=None,
+                created_at=t0,
+                tenant="acme",
+            )
+            spare = _driver(run.id, run_at=t0, tenant="acme")
+            assert await store.send_event(event, driver=spare, now=t0) is True
+            assert (await store.get_job(timer.id)).run_at <= t0 + timedelta(seconds=1)
+            assert (await store.get_job(foreign.id)).run_at >= later - timedelta(seconds=1)
+            ids = {j.id for j in await _all_jobs(store)}
+            assert spare.id not in ids  # the timer was made due: no second driver
+
+        _run(store_factory, body)
+
+    # -- listing -------------------------------------------------------------------------------
 
     def test_job_pages_by_cursor_in_both_orders(self, store_factory: StoreFactory) -> None:
         async def body(store: Store) -> None:
@@ -119,6 +297,42 @@ class ListingConformance:
             assert await store.count_dlq(tenant="a") == 3
             assert await store.count_dlq(queue="money") == 2
             assert await store.count_dlq(queue="money", tenant="a") == 0
+
+        _run(store_factory, body)
+
+    def test_dlq_replayed_filter_and_counts(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            a = await _dead_letter(store, 4, tenant="a", queue="mail")
+            b = await _dead_letter(store, 2, tenant="b", queue="mail")
+            entries = await store.list_dlq(DLQFilter())
+            by_job = {e.job_id: e for e in entries}
+            for job_id in (a[0], a[2], b[1]):
+                await store.replay_dlq(by_job[job_id].id, new_job_id=new_id("job"), now=utcnow())
+
+            async def listed(filter: DLQFilter) -> list[str]:
+                return [e.job_id for e in await store.list_dlq(filter)]
+
+            unreplayed = DLQFilter(replayed=False)
+            assert await listed(unreplayed) == [a[1], a[3], b[0]]
+            assert await listed(DLQFilter(replayed=True)) == [a[0], a[2], b[1]]
+            assert await listed(DLQFilter()) == a + b
+            assert await listed(attrs.evolve(unreplayed, tenant="a", limit=1)) == [a[1]]
+            newest = attrs.evolve(unreplayed, order=SortOrder.DESC, limit=2)
+            assert await listed(newest) == [b[0], a[3]]
+            past = attrs.evolve(unreplayed, after=by_job[a[1]].id)
+            assert await listed(past) == [a[3], b[0]]
+            assert await store.count_dlq(replayed=False) == 3
+            assert await store.count_dlq(replayed=True) == 3
+            assert await store.count_dlq(replayed=False, tenant="b") == 1
+            assert await store.count_dlq(replayed=True, queue="mail", tenant="a") == 2
+            assert await store.count_dlq(replayed=None) == 6
+            # before: strictly before failed_at, alone or with the other filters
+            cut = by_job[a[2]].failed_at
+            assert await store.count_dlq(before=cut) == 2  # a[0], a[1]
+            assert await store.count_dlq(before=cut, replayed=False) == 1
+            assert await store.count_dlq(before=cut, tenant="b") == 0
+            assert await store.count_dlq(before=utcnow() + timedelta(seconds=1)) == 6
+            assert await store.count_dlq(before=utcnow() - timedelta(hours=1)) == 0
 
         _run(store_factory, body)
 

@@ -236,6 +236,10 @@ class WorkflowAPI:
         """Send the event ``name`` to a run, or to every unfinished run of a correlation key,
         within ``tenant``; return the ids of the runs it reached. A run waiting for it wakes.
 
+        ``tenant`` defaults to the one in scope (:func:`~dispatch_core.tenant_scope`, or the
+        running job's). With no tenant at all (an operator's call) the event reaches runs of
+        any tenant, each receiving it in its own tenant.
+
         Raises:
             RunNotFoundError: ``run_id`` names no run of this tenant.
         """
@@ -265,7 +269,9 @@ class WorkflowAPI:
                 name=name,
                 payload=raw,
                 created_at=utcnow(),
-                tenant=tenant,
+                # No tenant in scope (an operator, an untenanted app): each run gets the
+                # event in its own tenant, as events never cross tenants.
+                tenant=tenant if tenant is not None else run.tenant,
             )
             woken = await engine.store.send_event(
                 event,

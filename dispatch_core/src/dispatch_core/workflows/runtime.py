@@ -731,6 +731,17 @@ async def drive(engine: Engine, ctx: JobContext, run_id: str) -> None:
     """The driver job's body: replay the run ``run_id`` and take it as far as it goes."""
     store = engine.store
     run = await store.get_run(run_id)
+    if ctx.job.tenant != run.tenant:
+        # Driver keys are unique per tenant, so a job of another tenant could carry a run's
+        # key: only a driver of the run's own tenant may drive it.
+        log.warning(
+            "run %s: ignoring driver job %s of another tenant (%r, the run's is %r)",
+            run_id,
+            ctx.job.id,
+            ctx.job.tenant,
+            run.tenant,
+        )
+        return
     cancelling = run.state is RunState.CANCELLED and ctx.job.unique_key == cancel_key(run_id)
     if cancelling:
         await _run_compensations(engine, ctx, run)

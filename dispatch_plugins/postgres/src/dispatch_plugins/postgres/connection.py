@@ -8,6 +8,7 @@ here but owned by the stores, which open them lazily and once per process.
 
 from __future__ import annotations
 
+import re
 from contextlib import AsyncExitStack, ExitStack
 from typing import Any, TypeVar, cast
 
@@ -15,7 +16,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from dispatch_core.errors import ConfigurationError, StoreUnavailableError
+from dispatch_core.errors import ConfigurationError, JobIdTakenError, StoreUnavailableError
 from dispatch_plugins.postgres.operations import TRANSACTION, Copy, Steps, Stmt
 from dispatch_plugins.postgres.url import PostgresURL
 
@@ -218,15 +219,21 @@ def unavailable(config: PostgresURL, exc: BaseException) -> StoreUnavailableErro
 
 
 _MISSING_SCHEMA = (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName)
+# The detail of a primary key violation on jobs: ids hold no spaces, so the match is exact.
+_KEY_DETAIL = re.compile(r"Key \(id\)=\((\S+)\) already exists\.")
 
 
 def store_error(config: PostgresURL, exc: psycopg.Error) -> Exception:
     """The error to raise for a driver error met by an operation.
 
     Connection-level errors (refused, lost, pool exhausted, server shutting down, deadlock
-    retries used up) and a missing schema become :class:`StoreUnavailableError`; anything else
-    (a constraint, a bad value) is returned unchanged.
+    retries used up) and a missing schema become :class:`StoreUnavailableError`; a job id
+    already taken (``jobs_pkey``: a chosen id another tenant's job has) becomes
+    :class:`JobIdTakenError`; anything else (a constraint, a bad value) is returned unchanged.
     """
+    taken = _taken_job_id(exc)
+    if taken is not None:
+        return JobIdTakenError(taken)
     if isinstance(exc, _MISSING_SCHEMA):
         return StoreUnavailableError(
             f"PostgreSQL at {config.display}: {_reason(config, exc)} (the schema "
@@ -235,6 +242,15 @@ def store_error(config: PostgresURL, exc: psycopg.Error) -> Exception:
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return unavailable(config, exc)
     return exc
+
+
+def _taken_job_id(exc: psycopg.Error) -> str | None:
+    """The id of a job insert refused by the primary key, from the server's detail
+    (``Key (id)=(job_x) already exists.``); ``None`` for any other error."""
+    if not isinstance(exc, pg_errors.UniqueViolation) or exc.diag.constraint_name != "jobs_pkey":
+        return None
+    found = _KEY_DETAIL.fullmatch(exc.diag.message_detail or "")
+    return found.group(1) if found else "?"
 
 
 def is_retryable(exc: psycopg.Error) -> bool:

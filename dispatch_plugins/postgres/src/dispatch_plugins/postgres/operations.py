@@ -98,7 +98,7 @@ from dispatch_plugins.postgres.codec import (
     to_utc,
     worker_params,
 )
-from dispatch_plugins.postgres.schema import LIMITED, RUNNABLE
+from dispatch_plugins.postgres.schema import KEY_SCOPE, LIMITED, RUNNABLE
 
 __all__ = [
     "Stmt",
@@ -258,9 +258,12 @@ class Statements:
         self.insert_one = (
             f"WITH ins AS (INSERT INTO {jobs} ({cols}) VALUES ({values}))\nSELECT {notify}::text"
         )
-        # A taken key skips the row; the caller then reads the row that holds the key. The
+        # A key taken in the job's tenant skips the row; the caller then reads the row that
+        # holds the key. (A taken id still fails the statement: no row of it is written.) The
         # scalar subquery is evaluated once, and only if a row was inserted.
-        on_conflict = "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
+        on_conflict = (
+            f"ON CONFLICT (unique_key, ({KEY_SCOPE})) WHERE unique_key IS NOT NULL DO NOTHING"
+        )
         self.insert_one_unique = (
             f"WITH ins AS (INSERT INTO {jobs} ({cols}) VALUES ({values})\n"
             f"    {on_conflict} RETURNING id)\n"
@@ -287,6 +290,7 @@ class Statements:
         )
         self.copy_jobs = f"COPY {jobs} ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
         self.notify_only = f"SELECT {notify}::text"
+        # By key alone (the index's first column): the caller drops other tenants' rows.
         self.jobs_by_unique_key = (
             f"SELECT {JOB_SELECT} FROM {jobs} WHERE unique_key = ANY(%b::text[])"
         )
@@ -621,6 +625,7 @@ FROM {queues} AS q FULL JOIN c ON c.queue = q.name
             "), u AS (\n"
             f"    UPDATE {jobs} SET run_at = %(now)b, updated_at = %(now)b\n"
             "    WHERE unique_key = %(key)s AND state = 'pending'\n"
+            f"      AND {KEY_SCOPE} = coalesce('=' || %(tenant)s::text, '')\n"
             "    RETURNING id\n"
             ")\n"
             f"SELECT id, (SELECT {notify}::text) FROM u"
@@ -847,19 +852,30 @@ SELECT * FROM c
         """Workflow runs as :meth:`list_jobs` pages jobs."""
         return self._page(f"SELECT {RUN_SELECT} FROM {self.runs}", columns, after, order)
 
-    def list_dlq(self, columns: tuple[str, ...], after: bool, order: SortOrder) -> str:
-        """Dead-letter entries as :meth:`list_jobs` pages jobs."""
-        return self._page(f"SELECT {DLQ_SELECT} FROM {self.dlq}", columns, after, order)
+    def list_dlq(
+        self, columns: tuple[str, ...], after: bool, order: SortOrder, replayed: bool | None
+    ) -> str:
+        """Dead-letter entries as :meth:`list_jobs` pages jobs, replayed or not when asked."""
+        select = f"SELECT {DLQ_SELECT} FROM {self.dlq}"
+        return self._page(select, columns, after, order, _replayed(replayed))
 
     @lru_cache(maxsize=256)  # noqa: B019
-    def _page(self, select: str, columns: tuple[str, ...], after: bool, order: SortOrder) -> str:
-        """``select`` filtered by equality on ``columns``, by id in ``order``, from the cursor
-        on. The cursor is a range on the id (``id < %s ORDER BY id DESC LIMIT n``), so the
-        primary key, or an index of (filter column, id), is read in order from the cursor and
-        the scan stops with the page: a page past a cursor costs the same however deep it is
-        (an offset still walks the rows it skips)."""
+    def _page(
+        self,
+        select: str,
+        columns: tuple[str, ...],
+        after: bool,
+        order: SortOrder,
+        fixed: tuple[str, ...] = (),
+    ) -> str:
+        """``select`` filtered by equality on ``columns`` (and the parameterless conditions
+        ``fixed``), by id in ``order``, from the cursor on. The cursor is a range on the id
+        (``id < %s ORDER BY id DESC LIMIT n``), so the primary key, or an index of (filter
+        column, id), is read in order from the cursor and the scan stops with the page: a page
+        past a cursor costs the same however deep it is (an offset still walks the rows it
+        skips)."""
         desc = order is SortOrder.DESC
-        conditions = [f"{c} = %s" for c in columns]
+        conditions = [f"{c} = %s" for c in columns] + list(fixed)
         if after:
             conditions.append("id < %s" if desc else "id > %s")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
@@ -872,10 +888,18 @@ SELECT * FROM c
         where = _equal(("queue", by_queue), ("tenant", by_tenant))
         return f"SELECT state, count(*) FROM {self.jobs}{where} GROUP BY state"
 
-    @lru_cache(maxsize=8)  # noqa: B019
-    def count_dlq(self, by_queue: bool, by_tenant: bool) -> str:
-        """The number of dead-letter entries, of one queue and one tenant when asked."""
-        where = _equal(("queue", by_queue), ("tenant", by_tenant))
+    @lru_cache(maxsize=32)  # noqa: B019
+    def count_dlq(
+        self, by_queue: bool, by_tenant: bool, replayed: bool | None, before: bool
+    ) -> str:
+        """The number of dead-letter entries, of one queue and one tenant when asked, never
+        replayed or replayed when asked, failed before a time (the last parameter) when
+        ``before``."""
+        conditions = [f"{c} = %s" for c, on in (("queue", by_queue), ("tenant", by_tenant)) if on]
+        conditions += _replayed(replayed)
+        if before:
+            conditions.append("failed_at < %b")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         return f"SELECT count(*) FROM {self.dlq}{where}"
 
     @lru_cache(maxsize=8)  # noqa: B019
@@ -913,6 +937,13 @@ SELECT * FROM c
         )
 
 
+def _replayed(replayed: bool | None) -> tuple[str, ...]:
+    """The condition of a ``replayed`` filter (``IS NULL`` is dlq_unreplayed_idx's WHERE)."""
+    if replayed is None:
+        return ()
+    return ("replayed_at IS NOT NULL",) if replayed else ("replayed_at IS NULL",)
+
+
 def _equal(*columns: tuple[str, bool]) -> str:
     """`` WHERE c = %s AND ...`` for the columns that are on (empty when none is)."""
     on = [f"{c} = %s" for c, wanted in columns if wanted]
@@ -934,8 +965,9 @@ def statements(schema: str, relaxed_worker_commits: bool = True) -> Statements:
 
 
 def enqueue(q: Statements, jobs: Sequence[NewJob]) -> Steps[list[Job]]:
-    """Insert ``jobs`` and wake the listeners when the transaction commits; a taken
-    ``unique_key`` yields the job that holds it.
+    """Insert ``jobs`` and wake the listeners when the transaction commits; a ``unique_key``
+    taken in the job's tenant yields the job that holds it. A taken id fails the statement
+    (``jobs_pkey``; the store raises :class:`~dispatch_core.errors.JobIdTakenError`).
 
     One statement for one job or a batch (``INSERT ... SELECT FROM unnest``); a large batch
     without unique keys goes through binary ``COPY`` and ``pg_notify`` in one transaction.
@@ -967,22 +999,32 @@ def _enqueue_unique(q: Statements, jobs: Sequence[NewJob]) -> Steps[list[Job]]:
         else:
             rows = yield Stmt(q.insert_many_unique, new_job_columns(batch), rows=True)
         inserted = {row[0] for row in rows}
-        taken: dict[str, None] = {}
+        taken: dict[tuple[str | None, str], None] = {}
         for i in todo:
             new = jobs[i]
             if new.id in inserted:
                 out[i] = job_from_new(new)
             else:
                 assert new.unique_key is not None  # a job without a key is always inserted
-                taken[new.unique_key] = None
+                taken[new.tenant, new.unique_key] = None
         if not taken:
             break
-        rows = yield Stmt(q.jobs_by_unique_key, (list(taken),), rows=True)
-        holders = {job.unique_key: job for job in map(decode_job, rows)}
-        todo = [i for i in todo if out[i] is None and jobs[i].unique_key not in holders]
+        names = list({key: None for _, key in taken})
+        rows = yield Stmt(q.jobs_by_unique_key, (names,), rows=True)
+        # Each key's holder in its tenant; other tenants holding the same key do not count.
+        holders = {
+            (job.tenant, job.unique_key): job
+            for job in map(decode_job, rows)
+            if (job.tenant, job.unique_key) in taken
+        }
+        todo = [
+            i
+            for i in todo
+            if out[i] is None and (jobs[i].tenant, jobs[i].unique_key) not in holders
+        ]
         for i, new in enumerate(jobs):
-            if out[i] is None and new.unique_key in holders:
-                out[i] = holders[new.unique_key]
+            if out[i] is None and (new.tenant, new.unique_key) in holders:
+                out[i] = holders[new.tenant, new.unique_key]
         if not todo:
             break
     else:
@@ -1459,16 +1501,26 @@ def list_dlq(q: Statements, filter: DLQFilter) -> Steps[list[DLQEntry]]:
     columns, params = _given(
         ("queue", filter.queue), ("name", filter.name), ("tenant", filter.tenant)
     )
-    sql = q.list_dlq(columns, filter.after is not None, filter.order)
+    sql = q.list_dlq(columns, filter.after is not None, filter.order, filter.replayed)
     params = _page_params(params, filter.after, filter.limit, filter.offset)
     rows = yield Stmt(sql, params, rows=True)
     return [decode_dlq(row) for row in rows]
 
 
-def count_dlq(q: Statements, *, queue: str | None = None, tenant: str | None = None) -> Steps[int]:
+def count_dlq(
+    q: Statements,
+    *,
+    queue: str | None = None,
+    tenant: str | None = None,
+    replayed: bool | None = None,
+    before: datetime | None = None,
+) -> Steps[int]:
     """See :meth:`dispatch_core.store.Store.count_dlq`."""
     columns, params = _given(("queue", queue), ("tenant", tenant))
-    rows = yield Stmt(q.count_dlq("queue" in columns, "tenant" in columns), params, rows=True)
+    if before is not None:
+        params.append(aware(before))
+    sql = q.count_dlq("queue" in columns, "tenant" in columns, replayed, before is not None)
+    rows = yield Stmt(sql, params, rows=True)
     return cast(int, rows[0][0])
 
 
@@ -1881,7 +1933,9 @@ def send_event(q: Statements, event: NewEvent, *, driver: NewJob, now: datetime)
     if state != RunState.WAITING.value or waiting_for != event.name:
         return False
     key = f"wf:{event.run_id}:{generation}"
-    rows = yield Stmt(q.wake_run, {"id": event.run_id, "now": now, "key": key}, rows=True)
+    # The park's key in the run's tenant (the event's, checked above), where its drivers hold it.
+    params = {"id": event.run_id, "now": now, "key": key, "tenant": event.tenant}
+    rows = yield Stmt(q.wake_run, params, rows=True)
     if not rows:  # no pending timer: the driver, under the park's key
         yield from enqueue(q, [attrs.evolve(driver, unique_key=key)])
     return True

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["Migration", "MIGRATIONS", "MIGRATIONS_TABLE", "RUNNABLE", "FINISHED", "LIMITED"]
+__all__ = [
+    "Migration",
+    "MIGRATIONS",
+    "MIGRATIONS_TABLE",
+    "RUNNABLE",
+    "FINISHED",
+    "LIMITED",
+    "KEY_SCOPE",
+]
 
 #: Bookkeeping table (in the store's schema): one row per applied migration.
 MIGRATIONS_TABLE = "dispatch_migrations"
@@ -23,6 +31,13 @@ FINISHED = "state IN ('completed', 'failed', 'cancelled')"
 
 #: A queue row with a cap or a rate limit, as SQL (on the ``queues`` table).
 LIMITED = "(concurrency IS NOT NULL OR rate IS NOT NULL)"
+
+#: A job's scope for its unique key, as SQL: ``'=' || tenant``, or ``''`` without a tenant.
+#: NULLs never collide in a unique index (``NULLS NOT DISTINCT`` needs PostgreSQL 15), yet
+#: jobs without a tenant must collide with each other; the prefix keeps a tenant named ``''``
+#: apart from them. It is the second column of jobs_unique_key_tenant_idx (migration 4), and
+#: ``ON CONFLICT`` targets must spell it so for the planner to infer that index.
+KEY_SCOPE = "coalesce('=' || tenant, '')"
 
 
 @attrs.frozen
@@ -279,9 +294,27 @@ _WORKFLOWS = (
     "CREATE INDEX workflow_events_run_idx ON {s}.workflow_events (run_id, consumed_seq)",
 )
 
+_TENANT_KEYS = (
+    # Unique keys are unique within a tenant (jobs without one form a scope of their own),
+    # no longer across the schema. The key leads, so that a lookup by key alone still seeks;
+    # the index stays partial, so jobs without a key (COPY's bulk path) cost nothing more.
+    # The second column is KEY_SCOPE, spelled out: a released migration never changes. Built
+    # inside the migration's transaction (CONCURRENTLY cannot be), so enqueues wait for it.
+    """
+    CREATE UNIQUE INDEX jobs_unique_key_tenant_idx
+        ON {s}.jobs (unique_key, (coalesce('=' || tenant, ''))) WHERE unique_key IS NOT NULL
+    """,
+    "DROP INDEX {s}.jobs_unique_key_idx",
+    # Dead-letter entries never replayed, in failure order: "replay the oldest" and their
+    # count skip the replayed entries that stay in the queue. Only failures and replays
+    # write it.
+    "CREATE INDEX dlq_unreplayed_idx ON {s}.dlq (id) WHERE replayed_at IS NULL",
+)
+
 #: Every migration, by ascending version.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="0001_initial", statements=_INITIAL),
     Migration(version=2, name="0002_cluster", statements=_CLUSTER),
     Migration(version=3, name="0003_workflows", statements=_WORKFLOWS),
+    Migration(version=4, name="0004_tenant_unique_keys", statements=_TENANT_KEYS),
 )

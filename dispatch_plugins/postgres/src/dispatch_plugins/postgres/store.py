@@ -283,8 +283,10 @@ class PostgresStore(Store):
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Insert ``jobs`` in one transaction and notify the listeners on commit.
 
-        A job whose ``unique_key`` is taken is not written; the job holding the key is returned
-        in its place. One statement for one job or a small batch; a large batch without unique
+        A job whose ``unique_key`` is taken in its tenant is not written; the job holding the
+        key is returned in its place. A job whose id another job has (a chosen id another
+        tenant's job has) raises :class:`~dispatch_core.errors.JobIdTakenError`; nothing is
+        written. One statement for one job or a small batch; a large batch without unique
         keys is copied in (binary ``COPY``).
         """
         if not jobs:
@@ -298,6 +300,8 @@ class PostgresStore(Store):
 
         Raises:
             WrongConnectionError: ``conn`` is not a ``psycopg.AsyncConnection``.
+            JobIdTakenError: a job's chosen id is another tenant's job's; the statement
+                failed, so the caller's transaction must be rolled back.
         """
         if not isinstance(conn, psycopg.AsyncConnection):
             raise WrongConnectionError(wrong_connection(conn, "psycopg.AsyncConnection"))
@@ -305,8 +309,11 @@ class PostgresStore(Store):
             return []
         try:
             return await run_async(conn, ops.enqueue(self._q, jobs), own=False)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise store_error(self.config, exc) from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg.IntegrityError) as exc:
+            err = store_error(self.config, exc)
+            if err is exc:
+                raise
+            raise err from exc
 
     # -- the worker's hot path -----------------------------------------------------------------
 
@@ -436,9 +443,19 @@ class PostgresStore(Store):
         ``filter.order`` past the cursor ``filter.after``."""
         return await self._run(ops.list_dlq, filter)
 
-    async def count_dlq(self, *, queue: str | None = None, tenant: str | None = None) -> int:
-        """The number of dead-letter entries, optionally of one queue and one tenant."""
-        return await self._run(ops.count_dlq, queue=queue, tenant=tenant)
+    async def count_dlq(
+        self,
+        *,
+        queue: str | None = None,
+        tenant: str | None = None,
+        replayed: bool | None = None,
+        before: datetime | None = None,
+    ) -> int:
+        """The number of dead-letter entries, optionally of one queue and one tenant, never
+        replayed or replayed, failed before ``before``."""
+        return await self._run(
+            ops.count_dlq, queue=queue, tenant=tenant, replayed=replayed, before=before
+        )
 
     async def get_dlq(self, entry_id: str) -> DLQEntry:
         """Return the entry or raise :class:`~dispatch_core.errors.DLQEntryNotFoundError`."""

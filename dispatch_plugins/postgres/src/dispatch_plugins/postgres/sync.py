@@ -111,6 +111,8 @@ class PostgresSyncStore:
 
         Raises:
             WrongConnectionError: ``conn`` is not a ``psycopg.Connection``.
+            JobIdTakenError: a job's chosen id is another tenant's job's; the statement
+                failed, so the caller's transaction must be rolled back.
         """
         if not isinstance(conn, psycopg.Connection):
             raise WrongConnectionError(wrong_connection(conn, "psycopg.Connection"))
@@ -118,8 +120,11 @@ class PostgresSyncStore:
             return []
         try:
             return run_sync(conn, ops.enqueue(self._q, jobs), own=False)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise store_error(self.config, exc) from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg.IntegrityError) as exc:
+            err = store_error(self.config, exc)
+            if err is exc:
+                raise
+            raise err from exc
 
     def get_job(self, job_id: str) -> Job:
         """Return the job or raise :class:`~dispatch_core.errors.JobNotFoundError`."""

@@ -29,6 +29,7 @@ from dispatch_core.errors import (
     CronNotFoundError,
     DLQEntryNotFoundError,
     InvalidTransitionError,
+    JobIdTakenError,
     JobNotFoundError,
     RunNotFoundError,
 )
@@ -92,6 +93,7 @@ from dispatch_plugins.sqlite.codec import (
     worker_params,
 )
 from dispatch_plugins.sqlite.connection import write_transaction
+from dispatch_plugins.sqlite.schema import KEY_SCOPE
 
 __all__ = [
     "LimitedQueues",
@@ -215,47 +217,89 @@ INSERT INTO jobs (id, name, queue, payload, state, priority, attempt, max_attemp
                   run_at, created_at, updated_at, unique_key, tenant, headers)
 VALUES (?, ?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-# A taken unique key skips the row; the caller then reads the row that holds the key.
+# A unique key taken in the job's tenant skips the row; the caller then reads the row that
+# holds the key. A taken id (a chosen one another tenant's job has) still fails the insert.
 _INSERT_JOB_UNLESS_KEY_TAKEN = (
-    INSERT_JOB + "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING\n"
+    INSERT_JOB + f"ON CONFLICT (unique_key, {KEY_SCOPE}) WHERE unique_key IS NOT NULL DO NOTHING\n"
 )
+
+#: A unique key in its scope: (tenant, key).
+_Key = tuple[str | None, str]
 
 
 def enqueue(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
-    """Insert ``jobs`` in one transaction; a taken ``unique_key`` yields the existing job."""
+    """Insert ``jobs`` in one transaction; a ``unique_key`` taken in the job's tenant yields
+    the existing job. A taken id raises :class:`JobIdTakenError` and writes nothing."""
     if not jobs:
         return []
-    if len(jobs) == 1 and jobs[0].unique_key is None:
-        conn.execute(INSERT_JOB, new_job_params(jobs[0]))  # one statement: its own transaction
-        return [job_from_new(jobs[0])]
-    keys = list({j.unique_key: None for j in jobs if j.unique_key is not None})
-    # Without unique keys the upsert clause is dead weight (~5% of a bulk insert).
-    sql = _INSERT_JOB_UNLESS_KEY_TAKEN if keys else INSERT_JOB
-    with write_transaction(conn):
-        conn.executemany(sql, map(new_job_params, jobs))
-        holders = _jobs_by_unique_key(conn, keys) if keys else {}
-    # A job with a unique key is whichever row holds the key (ours, or the one that was there).
+    try:
+        if len(jobs) == 1 and jobs[0].unique_key is None:
+            conn.execute(INSERT_JOB, new_job_params(jobs[0]))  # one statement: one transaction
+            return [job_from_new(jobs[0])]
+        keys = list({(j.tenant, j.unique_key): None for j in jobs if j.unique_key is not None})
+        # Without unique keys the upsert clause is dead weight (~5% of a bulk insert).
+        sql = _INSERT_JOB_UNLESS_KEY_TAKEN if keys else INSERT_JOB
+        with write_transaction(conn):
+            conn.executemany(sql, map(new_job_params, jobs))
+            holders = _jobs_by_unique_key(conn, keys) if keys else {}
+    except sqlite3.IntegrityError as exc:
+        taken = _taken_id(conn, jobs, exc)
+        if taken is None:
+            raise
+        raise JobIdTakenError(taken) from exc
+    # A job with a unique key is whichever row holds the key in its tenant (ours, or the one
+    # that was there).
     return [
-        job_from_new(new) if new.unique_key is None else holders[new.unique_key] for new in jobs
+        job_from_new(new) if new.unique_key is None else holders[new.tenant, new.unique_key]
+        for new in jobs
     ]
 
 
+def _taken_id(
+    conn: sqlite3.Connection, jobs: Sequence[NewJob], exc: sqlite3.IntegrityError
+) -> str | None:
+    """After a failed (rolled back) insert of ``jobs``: the first id that a row the job does
+    not dedupe with holds, or ``None`` when ``exc`` is not about ids."""
+    if "jobs.id" not in str(exc):
+        return None
+    ids = list({j.id: None for j in jobs})
+    held: dict[str, tuple[str | None, str | None]] = {}
+    for chunk in _chunks(ids):
+        sql = f"SELECT id, tenant, unique_key FROM jobs WHERE id IN ({_marks(len(chunk))})"
+        held.update((i, (t, k)) for i, t, k in conn.execute(sql, chunk))
+    seen: dict[str, tuple[str | None, str | None]] = {}
+    for new in jobs:
+        scope = (new.tenant, new.unique_key)
+        holder = held.get(new.id, seen.get(new.id))
+        # An equal keyed row is the one this job dedupes to; anything else is a clash.
+        if holder is not None and (new.unique_key is None or holder != scope):
+            return new.id
+        seen.setdefault(new.id, scope)
+    return None
+
+
 def _insert_job(conn: sqlite3.Connection, job: NewJob) -> None:
-    """Insert one job inside the caller's transaction; a taken unique key skips it."""
+    """Insert one job inside the caller's transaction; a unique key taken in the job's tenant
+    skips it."""
     sql = INSERT_JOB if job.unique_key is None else _INSERT_JOB_UNLESS_KEY_TAKEN
     conn.execute(sql, new_job_params(job))
 
 
-def _jobs_by_unique_key(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, Job]:
-    found: dict[str, Job] = {}
-    for chunk in _chunks(keys):
+def _jobs_by_unique_key(conn: sqlite3.Connection, keys: Sequence[_Key]) -> dict[_Key, Job]:
+    """The jobs holding ``keys``, each in its tenant. The lookup is by key (the index's
+    first column); rows of other tenants that hold the same key are left out."""
+    wanted = set(keys)
+    names = list({key: None for _, key in keys})
+    found: dict[_Key, Job] = {}
+    for chunk in _chunks(names):
         rows = conn.execute(
             f"SELECT {JOB_SELECT} FROM jobs WHERE unique_key IN ({_marks(len(chunk))})", chunk
         ).fetchall()
         for row in rows:
             job = decode_job(row)
-            assert job.unique_key is not None
-            found[job.unique_key] = job
+            key = (job.tenant, cast(str, job.unique_key))
+            if key in wanted:
+                found[key] = job
     return found
 
 
@@ -927,6 +971,7 @@ def list_dlq(conn: sqlite3.Connection, filter: DLQFilter) -> list[DLQEntry]:
     conditions, params = _where(
         (("queue", filter.queue), ("name", filter.name), ("tenant", filter.tenant))
     )
+    conditions += _replayed(filter.replayed)
     sql, params = _page(
         f"SELECT {DLQ_SELECT} FROM dlq",
         conditions,
@@ -940,13 +985,29 @@ def list_dlq(conn: sqlite3.Connection, filter: DLQFilter) -> list[DLQEntry]:
 
 
 def count_dlq(
-    conn: sqlite3.Connection, *, queue: str | None = None, tenant: str | None = None
+    conn: sqlite3.Connection,
+    *,
+    queue: str | None = None,
+    tenant: str | None = None,
+    replayed: bool | None = None,
+    before: datetime | None = None,
 ) -> int:
     """See :meth:`dispatch_core.store.Store.count_dlq`."""
     conditions, params = _where((("queue", queue), ("tenant", tenant)))
+    conditions += _replayed(replayed)
+    if before is not None:
+        conditions.append("failed_at < ?")
+        params.append(to_us(before))
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     (n,) = conn.execute(f"SELECT count(*) FROM dlq{where}", params).fetchone()
     return cast(int, n)
+
+
+def _replayed(replayed: bool | None) -> list[str]:
+    """The condition of a ``replayed`` filter (``IS NULL`` is dlq_unreplayed_idx's WHERE)."""
+    if replayed is None:
+        return []
+    return ["replayed_at IS NOT NULL" if replayed else "replayed_at IS NULL"]
 
 
 def _get_dlq(conn: sqlite3.Connection, entry_id: str) -> DLQEntry:
@@ -1147,7 +1208,8 @@ def fire_cron(
             fired = job_from_new(job)
         else:
             conn.execute(_INSERT_JOB_UNLESS_KEY_TAKEN, new_job_params(job))
-            fired = _jobs_by_unique_key(conn, [job.unique_key])[job.unique_key]
+            key = (job.tenant, job.unique_key)
+            fired = _jobs_by_unique_key(conn, [key])[key]
         conn.execute(
             "UPDATE cron SET last_run_at = ?, last_job_id = ? WHERE name = ?",
             (to_us(now), fired.id, name),
@@ -1495,9 +1557,11 @@ _WAKE_RUN = """
 UPDATE workflow_runs SET state = 'running', waiting_for = NULL, wake_at = NULL, updated_at = ?
 WHERE id = ?
 """
-# The wait's timeout timer, made due now (a running or finished one is left alone).
-_MAKE_DUE = """
-UPDATE jobs SET run_at = ?, updated_at = ? WHERE unique_key = ? AND state = 'pending'
+# The wait's timeout timer, made due now (a running or finished one is left alone): the
+# park's key in the run's tenant, where its drivers hold it.
+_MAKE_DUE = f"""
+UPDATE jobs SET run_at = ?, updated_at = ?
+WHERE unique_key = ? AND {KEY_SCOPE} = coalesce('=' || ?, '') AND state = 'pending'
 """
 
 
@@ -1531,7 +1595,7 @@ def send_event(conn: sqlite3.Connection, event: NewEvent, *, driver: NewJob, now
             return False
         conn.execute(_WAKE_RUN, (now_us, event.run_id))
         key = f"wf:{event.run_id}:{generation}"
-        if conn.execute(_MAKE_DUE, (now_us, now_us, key)).rowcount == 0:
+        if conn.execute(_MAKE_DUE, (now_us, now_us, key, event.tenant)).rowcount == 0:
             # No pending timer: the driver, under the park's key (skipped if the key is taken:
             # a job of this park is already running or done, and the run is driven).
             _insert_job(conn, attrs.evolve(driver, unique_key=key))

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["Migration", "MIGRATIONS", "MIGRATIONS_TABLE"]
+__all__ = ["Migration", "MIGRATIONS", "MIGRATIONS_TABLE", "KEY_SCOPE"]
 
 #: Bookkeeping table: one row per applied migration.
 MIGRATIONS_TABLE = "dispatch_migrations"
+
+#: A job's scope for its unique key, as SQL: ``'=' || tenant``, or ``''`` without a tenant.
+#: NULLs never collide in a unique index, yet jobs without a tenant must collide with each
+#: other; the prefix keeps a tenant named ``''`` apart from them. It is the second column of
+#: jobs_unique_key_tenant_idx (migration 4), which ``ON CONFLICT`` targets must match.
+KEY_SCOPE = "coalesce('=' || tenant, '')"
 
 
 @attrs.frozen
@@ -258,9 +264,26 @@ _WORKFLOWS = (
     """,
 )
 
+_TENANT_KEYS = (
+    # Unique keys are unique within a tenant (jobs without one form a scope of their own),
+    # no longer across the store. The key leads, so that a lookup by key alone still seeks;
+    # the index stays partial, so jobs without a key cost nothing more.
+    # The second column is KEY_SCOPE, spelled out: a released migration never changes.
+    """
+    CREATE UNIQUE INDEX jobs_unique_key_tenant_idx
+        ON jobs (unique_key, coalesce('=' || tenant, '')) WHERE unique_key IS NOT NULL
+    """,
+    "DROP INDEX jobs_unique_key_idx",
+    # Dead-letter entries never replayed, in failure order: "replay the oldest" and their
+    # count skip the replayed entries that stay in the queue. Only failures and replays
+    # write it.
+    "CREATE INDEX dlq_unreplayed_idx ON dlq (id) WHERE replayed_at IS NULL",
+)
+
 #: Every migration, by ascending version.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="0001_initial", statements=_INITIAL),
     Migration(version=2, name="0002_cluster_cron_queues", statements=_CLUSTER),
     Migration(version=3, name="0003_workflows", statements=_WORKFLOWS),
+    Migration(version=4, name="0004_tenant_unique_keys", statements=_TENANT_KEYS),
 )

@@ -140,6 +140,14 @@ class SQLiteStore(Store):
                 _daemonize(pending)
                 db = await pending
             except sqlite3.Error as exc:
+                # aiosqlite stops its thread after a failed connect, and the thread reports
+                # that to this loop: wait for it while the loop runs, or it finds the loop
+                # closed and prints "Event loop is closed" at exit. Polled: asyncio.to_thread
+                # would leave a thread of the default executor behind.
+                for _ in range(500):
+                    if not pending._thread.is_alive():
+                        break
+                    await asyncio.sleep(0.01)
                 raise unavailable(cfg.path, exc) from exc
             try:
                 raw = _raw_connection(db)
@@ -211,8 +219,10 @@ class SQLiteStore(Store):
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Insert ``jobs`` in one transaction (``executemany``); return them in order.
 
-        A job whose ``unique_key`` is taken is not written; the job holding the key is returned
-        in its place.
+        A job whose ``unique_key`` is taken in its tenant is not written; the job holding the
+        key is returned in its place. A job whose id another job has (a chosen id another
+        tenant's job has) raises :class:`~dispatch_core.errors.JobIdTakenError`; nothing is
+        written.
         """
         if not jobs:
             return []
@@ -341,9 +351,19 @@ class SQLiteStore(Store):
         ``filter.order`` past the cursor ``filter.after``."""
         return await self._call(ops.list_dlq, filter)
 
-    async def count_dlq(self, *, queue: str | None = None, tenant: str | None = None) -> int:
-        """The number of dead-letter entries, optionally of one queue and one tenant."""
-        return await self._call(ops.count_dlq, queue=queue, tenant=tenant)
+    async def count_dlq(
+        self,
+        *,
+        queue: str | None = None,
+        tenant: str | None = None,
+        replayed: bool | None = None,
+        before: datetime | None = None,
+    ) -> int:
+        """The number of dead-letter entries, optionally of one queue and one tenant, never
+        replayed or replayed, failed before ``before``."""
+        return await self._call(
+            ops.count_dlq, queue=queue, tenant=tenant, replayed=replayed, before=before
+        )
 
     async def get_dlq(self, entry_id: str) -> DLQEntry:
         """Return the entry or raise :class:`~dispatch_core.errors.DLQEntryNotFoundError`."""
