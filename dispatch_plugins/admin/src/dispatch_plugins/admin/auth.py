@@ -1,0 +1,234 @@
+"""Bearer tokens: who may call the admin API, with which scopes, for which tenant.
+
+A :class:`Token` has a name (shown in logs), a secret (sent as ``Authorization: Bearer
+<secret>``, never logged), scopes and an optional tenant. A token bound to a tenant sees and
+changes only that tenant's jobs, dead letters, runs and events; an unbound token is an
+*operator* token: every tenant, plus the cluster routes (queues, workers, cron).
+
+Configuration is a JSON list, from ``DISPATCH_ADMIN_TOKENS`` or a file::
+
+    [{"name": "ops", "token": "…at least 16 characters…", "scopes": ["admin"]},
+     {"name": "acme-ro", "token": "…", "scopes": ["read"], "tenant": "acme"}]
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "Scope",
+    "Token",
+    "Authenticator",
+    "load_tokens",
+    "parse_tokens",
+    "TOKENS_ENV",
+    "MIN_SECRET_LENGTH",
+]
+
+#: The environment variable :func:`load_tokens` reads when no file is given.
+TOKENS_ENV = "DISPATCH_ADMIN_TOKENS"
+#: Shorter secrets are refused when tokens are configured.
+MIN_SECRET_LENGTH = 16
+
+
+class Scope(enum.StrEnum):
+    """What a token may do. ``read`` grants every ``*:read`` scope, ``admin`` everything."""
+
+    JOBS_READ = "jobs:read"
+    JOBS_WRITE = "jobs:write"
+    DLQ_READ = "dlq:read"
+    DLQ_WRITE = "dlq:write"
+    WORKFLOWS_READ = "workflows:read"
+    WORKFLOWS_WRITE = "workflows:write"
+    EVENTS_WRITE = "events:write"
+    QUEUES_READ = "queues:read"
+    QUEUES_WRITE = "queues:write"
+    WORKERS_READ = "workers:read"
+    CRON_READ = "cron:read"
+    CRON_WRITE = "cron:write"
+    STATS_READ = "stats:read"
+    READ = "read"
+    ADMIN = "admin"
+
+
+_KNOWN_SCOPES = frozenset(s.value for s in Scope)
+
+
+def _check_scopes(_: object, __: attrs.Attribute[Any], scopes: frozenset[str]) -> None:
+    unknown = sorted(s for s in scopes if s not in _KNOWN_SCOPES)
+    if unknown:
+        raise ValueError(
+            f"unknown token scope(s) {', '.join(map(repr, unknown))}; known scopes: "
+            + ", ".join(s.value for s in Scope)
+        )
+
+
+def _to_scopes(value: Iterable[str]) -> frozenset[str]:
+    if isinstance(value, str):  # one scope given as a string, not a list of letters
+        return frozenset({value})
+    return frozenset(value)
+
+
+def _check_name(_: object, __: attrs.Attribute[Any], name: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("a token's name must be a non-empty string")
+
+
+def _check_secret(instance: Token, _: attrs.Attribute[Any], secret: str) -> None:
+    # The message names the token, never its secret.
+    if not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(
+            f"token {instance.name!r}: the secret must be at least {MIN_SECRET_LENGTH} "
+            "characters long; make one with secrets.token_urlsafe()"
+        )
+
+
+def _check_tenant(_: object, __: attrs.Attribute[Any], tenant: str | None) -> None:
+    if tenant is not None and (not isinstance(tenant, str) or not tenant):
+        raise ValueError("a token's tenant must be a non-empty string or null")
+
+
+@attrs.frozen(kw_only=True)
+class Token:
+    """One configured API token.
+
+    Attributes:
+        name: Shown in logs and errors; never the secret.
+        secret: What clients send as ``Authorization: Bearer <secret>``; at least 16
+            characters; compared in constant time.
+        scopes: What the token may do (see :class:`Scope`).
+        tenant: The tenant the token is confined to; ``None`` makes it an operator token.
+
+    Raises:
+        ValueError: a scope is unknown, the secret is too short, or the name is empty.
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    secret: str = attrs.field(repr=False, validator=_check_secret)
+    scopes: frozenset[str] = attrs.field(converter=_to_scopes, validator=_check_scopes)
+    tenant: str | None = attrs.field(default=None, validator=_check_tenant)
+
+    @property
+    def operator(self) -> bool:
+        """Whether the token is bound to no tenant (sees every tenant and the cluster)."""
+        return self.tenant is None
+
+    def allows(self, scope: Scope | str) -> bool:
+        """Whether the token grants ``scope`` (directly, through ``read`` or ``admin``)."""
+        if Scope.ADMIN in self.scopes or scope in self.scopes:
+            return True
+        return str(scope).endswith(":read") and Scope.READ in self.scopes
+
+
+class Authenticator:
+    """Finds the token a request's ``Authorization`` header names, in constant time.
+
+    Every configured token is compared, whatever matched first, and the comparison is of
+    SHA-256 digests so that neither the position of a match nor the secrets' lengths show in
+    the time taken.
+
+    Raises:
+        ValueError: two tokens share a secret (which one a request means would be ambiguous).
+    """
+
+    def __init__(self, tokens: Sequence[Token]) -> None:
+        self.tokens = tuple(tokens)
+        digests = [_digest(t.secret) for t in self.tokens]
+        if len(set(digests)) != len(digests):
+            raise ValueError("two admin tokens have the same secret; give each its own")
+        self._entries = tuple(zip(digests, self.tokens, strict=True))
+
+    def __bool__(self) -> bool:
+        return bool(self.tokens)
+
+    def authenticate(self, authorization: str | None) -> Token | None:
+        """The token an ``Authorization: Bearer <secret>`` header value names, if any."""
+        if not authorization:
+            return None
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        candidate = _digest(credentials.strip())
+        found: Token | None = None
+        for digest, token in self._entries:
+            # No early exit: the loop takes as long whichever token (or none) matches.
+            if hmac.compare_digest(candidate, digest) and found is None:
+                found = token
+        return found
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
+
+
+def parse_tokens(data: str | bytes | Sequence[Mapping[str, Any]]) -> list[Token]:
+    """Tokens from their JSON configuration (text, or the decoded list).
+
+    Each item is ``{"name", "token", "scopes": [...], "tenant"?}``.
+
+    Raises:
+        ValueError: the JSON is malformed, an item lacks a field or has an unknown one, a
+            scope is unknown or a secret is shorter than 16 characters. Messages name the
+            token, never its secret.
+    """
+    if isinstance(data, str | bytes):
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise ValueError(f"admin tokens: not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(data, list):
+        raise ValueError("admin tokens: expected a JSON list of token objects")
+    tokens = []
+    for i, item in enumerate(data):
+        if not isinstance(item, Mapping):
+            raise ValueError(f"admin tokens: item {i} is not an object")
+        unknown = sorted(set(item) - {"name", "token", "scopes", "tenant"})
+        if unknown:
+            raise ValueError(f"admin tokens: item {i} has unknown field(s) {', '.join(unknown)}")
+        missing = [k for k in ("name", "token", "scopes") if k not in item]
+        if missing:
+            raise ValueError(f"admin tokens: item {i} lacks {', '.join(missing)}")
+        scopes = item["scopes"]
+        if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+            raise ValueError(f"admin tokens: item {i}: scopes must be a list of strings")
+        tokens.append(
+            Token(
+                name=item["name"],
+                secret=item["token"],
+                scopes=frozenset(scopes),
+                tenant=item.get("tenant"),
+            )
+        )
+    Authenticator(tokens)  # refuse shared secrets now, not at the first request
+    return tokens
+
+
+def load_tokens(
+    path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> list[Token]:
+    """Read the token configuration from a file, or else from ``DISPATCH_ADMIN_TOKENS``.
+
+    Args:
+        path: A JSON file holding the list; when ``None`` the environment variable is read.
+        environ: The environment to read (default ``os.environ``).
+
+    Returns:
+        The tokens; an empty list when neither a file nor the variable is given.
+
+    Raises:
+        ValueError: the configuration is invalid (see :func:`parse_tokens`).
+        OSError: the file cannot be read.
+    """
+    if path is not None:
+        return parse_tokens(Path(path).read_text(encoding="utf-8"))
+    text = (os.environ if environ is None else environ).get(TOKENS_ENV, "").strip()
+    return parse_tokens(text) if text else []

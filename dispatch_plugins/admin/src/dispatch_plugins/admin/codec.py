@@ -1,0 +1,119 @@
+"""The API's JSON shapes: Dispatch's models to JSON and back.
+
+Models are unstructured field by field (cattrs) with datetimes as ISO 8601 UTC strings ending
+in ``Z`` (``2026-11-28T01:02:03.456789Z``), enums as their values, tuples as lists, and
+payloads, results, inputs and outputs as the JSON they already are. A :class:`~dispatch_core.
+Job` leaves out ``attempt_token``, the fencing secret of a running attempt.
+
+The client of the API decodes with the same module::
+
+    job = from_json(response.json(), Job)
+    jobs = from_json(page["items"], list[Job])
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any, TypeVar, overload
+
+import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
+from starlette.responses import JSONResponse as _StarletteJSONResponse
+
+from dispatch_core.models import Job
+
+__all__ = ["to_json", "from_json", "format_datetime", "parse_datetime", "JSONResponse"]
+
+T = TypeVar("T")
+
+
+def format_datetime(value: datetime) -> str:
+    """ISO 8601 in UTC with microseconds and a ``Z``; a naive value is taken to be UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_datetime(value: str) -> datetime:
+    """The timezone-aware datetime of an ISO 8601 string (``Z`` or an offset).
+
+    Raises:
+        ValueError: not ISO 8601, or without a timezone.
+    """
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"{value!r} has no timezone (add Z or an offset such as +02:00)")
+    return parsed.astimezone(UTC)
+
+
+def _structure_datetime(value: Any, _: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
+    return parse_datetime(value)
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter()
+    converter.register_unstructure_hook(datetime, format_datetime)
+    converter.register_structure_hook(datetime, _structure_datetime)
+    # StrEnums are strs, which cattrs would pass through as enum members: give plain values.
+    converter.register_unstructure_hook(enum.StrEnum, lambda v: v.value)
+    converter.register_unstructure_hook(
+        Job,
+        make_dict_unstructure_fn(Job, converter, attempt_token=override(omit=True)),
+    )
+    return converter
+
+
+_converter = _make_converter()
+
+
+def to_json(obj: Any) -> Any:
+    """The JSON form (dicts, lists, strings, numbers...) of a model, or of a list or dict of
+    models: Job, DLQEntry, WorkflowRun, StepRecord, CronEntry, QueueStats, WorkerInfo,
+    ThroughputBucket."""
+    return _converter.unstructure(obj)
+
+
+@overload
+def from_json(data: Any, cls: type[T]) -> T: ...
+
+
+@overload
+def from_json(data: Any, cls: Any) -> Any: ...
+
+
+def from_json(data: Any, cls: Any) -> Any:
+    """The model (or ``list[Model]``...) ``cls`` rebuilt from the JSON :func:`to_json` made.
+
+    Raises:
+        cattrs.BaseValidationError: ``data`` does not have the shape of ``cls``.
+    """
+    return _converter.structure(data, cls)
+
+
+class JSONResponse(_StarletteJSONResponse):
+    """Compact UTF-8 JSON. JSON has no NaN or infinity: a payload a Python producer stored
+    with one is sent with ``null`` in its place rather than as invalid JSON (or an error)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        except ValueError:
+            text = json.dumps(_finite(content), ensure_ascii=False, separators=(",", ":"))
+        return text.encode("utf-8", "replace")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

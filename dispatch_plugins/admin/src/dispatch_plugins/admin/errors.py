@@ -1,0 +1,180 @@
+"""Error bodies: every failure of the API is ``{"error": {"code", "message", "details"}}``.
+
+:class:`ApiError` is what the routes raise; :func:`exception_handlers` turns it, Starlette's
+own HTTP errors (unknown route, wrong method) and Dispatch's errors into that body with the
+right status, so a client never has to parse anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ExceptionHandler
+
+from dispatch_core.errors import (
+    InvalidTransitionError,
+    NotFoundError,
+    PayloadError,
+    StoreUnavailableError,
+    UnknownJobError,
+)
+from dispatch_core.workflows.errors import WorkflowError
+from dispatch_plugins.admin.codec import JSONResponse
+
+__all__ = [
+    "ApiError",
+    "error_body",
+    "error_response",
+    "exception_handlers",
+    "invalid_request",
+    "not_found",
+]
+
+log = logging.getLogger("dispatch_plugins.admin")
+
+#: The code used for each status when a Starlette HTTPException carries no code of ours.
+_STATUS_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "invalid_state",
+    413: "request_too_large",
+    422: "invalid_payload",
+    503: "store_unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error the API reports to its client.
+
+    Args:
+        status: The HTTP status.
+        code: A stable, machine-readable code (``not_found``, ``invalid_request``...).
+        message: A sentence for people.
+        details: More, as JSON (which field was wrong...), or ``None``.
+        headers: Extra response headers (``WWW-Authenticate``...).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = dict(headers or {})
+
+
+def invalid_request(message: str, field: str | None = None, **details: Any) -> ApiError:
+    """A 400 ``invalid_request`` naming the offending field (in ``details.field``)."""
+    if field is not None:
+        details = {"field": field, **details}
+    return ApiError(400, "invalid_request", message, details or None)
+
+
+def not_found(message: str) -> ApiError:
+    """A 404 ``not_found``."""
+    return ApiError(404, "not_found", message)
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The JSON body of an error."""
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def error_response(error: ApiError) -> Response:
+    """The response for an :class:`ApiError`."""
+    return JSONResponse(
+        error_body(error.code, error.message, error.details),
+        status_code=error.status,
+        headers=error.headers or None,
+    )
+
+
+def _payload_details(exc: PayloadError) -> dict[str, Any]:
+    # cattrs problems read "<what> @ $.field.path"; the path is what a client needs.
+    paths = [p.rpartition(" @ ")[2] for p in exc.problems if " @ " in p]
+    return {"path": paths[0] if paths else "$", "problems": list(exc.problems)}
+
+
+def to_api_error(exc: Exception) -> ApiError | None:
+    """The API error a Dispatch or store exception stands for, or ``None`` (a bug: 500)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, UnknownJobError):
+        return ApiError(422, "unknown_job", str(exc), {"name": exc.name})
+    if isinstance(exc, PayloadError):
+        return ApiError(422, "invalid_payload", str(exc), _payload_details(exc))
+    if isinstance(exc, NotFoundError):
+        return ApiError(404, "not_found", str(exc))
+    if isinstance(exc, InvalidTransitionError):
+        return ApiError(409, "invalid_state", str(exc), {"state": exc.current})
+    if isinstance(exc, WorkflowError):
+        return ApiError(409, "invalid_state", str(exc))
+    if isinstance(exc, StoreUnavailableError | OSError):
+        # OSError covers refused connections and timeouts that a store did not wrap.
+        log.warning("admin API: store unavailable: %s", exc)
+        return ApiError(503, "store_unavailable", f"the store is unavailable: {exc}")
+    return None
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    error = to_api_error(exc)
+    if error is None:
+        return await _server_error(request, exc)
+    return error_response(error)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _STATUS_CODES.get(exc.status_code, "http_error")
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"method {request.method} is not allowed here (allowed: {allowed})"
+    else:
+        message = str(exc.detail)
+    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error(
+        "admin API: unexpected error in %s %s", request.method, request.url.path, exc_info=exc
+    )
+    return JSONResponse(
+        error_body("internal_error", "internal server error; the server log has the details"),
+        status_code=500,
+    )
+
+
+def exception_handlers() -> dict[Any, ExceptionHandler]:
+    """Starlette exception handlers producing the error body for every failure."""
+    handlers: dict[Any, ExceptionHandler] = {
+        HTTPException: _http_error,
+        ApiError: _api_error,
+        UnknownJobError: _api_error,
+        PayloadError: _api_error,
+        NotFoundError: _api_error,
+        InvalidTransitionError: _api_error,
+        WorkflowError: _api_error,
+        StoreUnavailableError: _api_error,
+        OSError: _api_error,
+        # Starlette hands this one to ServerErrorMiddleware: the body is still ours.
+        Exception: _server_error,
+    }
+    return handlers

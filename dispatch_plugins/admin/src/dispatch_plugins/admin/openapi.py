@@ -1,0 +1,730 @@
+"""The OpenAPI 3.1 document of the admin API.
+
+The document is built from the endpoint table (:data:`~dispatch_plugins.admin.routes.
+ENDPOINTS`): each endpoint's operation id, scope and security come from there, and its
+parameters, body and responses from :data:`OPERATIONS` below, so that a route without a
+description fails at once (and the tests check the rest against real responses).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+from dispatch_core import JobState, RunState, StepKind, StepState, WorkerState
+from dispatch_core.cron import MisfirePolicy
+from dispatch_plugins.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from dispatch_plugins.admin.routes import ENDPOINTS
+
+__all__ = ["openapi_document", "OPERATIONS", "SCHEMAS"]
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _null(schema: Schema) -> Schema:
+    """``schema`` or ``null``."""
+    if set(schema) <= {"type", "format"} and isinstance(schema.get("type"), str):
+        return {**schema, "type": [schema["type"], "null"]}
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _object(properties: dict[str, Schema], required: list[str] | None = None) -> Schema:
+    """A closed object; every property is required unless ``required`` says otherwise."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        "additionalProperties": False,
+    }
+
+
+def _enum(values: Any) -> Schema:
+    return {"type": "string", "enum": [v.value for v in values]}
+
+
+STRING: Schema = {"type": "string"}
+INTEGER: Schema = {"type": "integer"}
+NUMBER: Schema = {"type": "number"}
+BOOLEAN: Schema = {"type": "boolean"}
+DATETIME: Schema = {"type": "string", "format": "date-time"}
+ANY: Schema = {}
+#: Ids, names, queues, tenants and keys as the API accepts them.
+TEXT: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": "^[^\\x00-\\x1f\\x7f]*$",
+}
+HEADERS: Schema = {"type": "object", "additionalProperties": {"type": "string"}}
+_TEN_YEARS = 10 * 365 * 86400
+
+
+def _page(item: str, **extra: Schema) -> Schema:
+    return _object(
+        {"items": {"type": "array", "items": _ref(item)}, "next_cursor": _null(STRING), **extra}
+    )
+
+
+_JOB_COUNTS = _object({s.value: {"type": "integer", "minimum": 0} for s in JobState})
+
+#: ``components.schemas``: every JSON shape the API sends or accepts.
+SCHEMAS: dict[str, Schema] = {
+    "Error": _object(
+        {
+            "error": _object(
+                {"code": STRING, "message": STRING, "details": ANY},
+            )
+        }
+    ),
+    "Job": _object(
+        {
+            "id": STRING,
+            "name": STRING,
+            "queue": STRING,
+            "payload": ANY,
+            "state": _enum(JobState),
+            "priority": INTEGER,
+            "attempt": INTEGER,
+            "max_attempts": INTEGER,
+            "timeout": _null(NUMBER),
+            "run_at": DATETIME,
+            "created_at": DATETIME,
+            "updated_at": DATETIME,
+            "started_at": _null(DATETIME),
+            "finished_at": _null(DATETIME),
+            "last_error": _null(STRING),
+            "unique_key": _null(STRING),
+            "tenant": _null(STRING),
+            "headers": HEADERS,
+            "result": ANY,
+            "worker_id": _null(STRING),
+            "lease_expires_at": _null(DATETIME),
+        }
+    ),
+    "DLQEntry": _object(
+        {
+            "id": STRING,
+            "job_id": STRING,
+            "name": STRING,
+            "queue": STRING,
+            "payload": ANY,
+            "error": STRING,
+            "attempts": INTEGER,
+            "max_attempts": INTEGER,
+            "priority": INTEGER,
+            "timeout": _null(NUMBER),
+            "tenant": _null(STRING),
+            "headers": HEADERS,
+            "failed_at": DATETIME,
+            "replayed_at": _null(DATETIME),
+            "replay_job_id": _null(STRING),
+        }
+    ),
+    "Run": _object(
+        {
+            "id": STRING,
+            "name": STRING,
+            "version": INTEGER,
+            "input": ANY,
+            "state": _enum(RunState),
+            "created_at": DATETIME,
+            "updated_at": DATETIME,
+            "finished_at": _null(DATETIME),
+            "output": ANY,
+            "error": _null(STRING),
+            "tenant": _null(STRING),
+            "parent_run_id": _null(STRING),
+            "correlation_key": _null(STRING),
+            "wake_at": _null(DATETIME),
+            "waiting_for": _null(STRING),
+            "generation": INTEGER,
+        }
+    ),
+    "Step": _object(
+        {
+            "seq": INTEGER,
+            "name": STRING,
+            "kind": _enum(StepKind),
+            "state": _enum(StepState),
+            "started_at": DATETIME,
+            "finished_at": _null(DATETIME),
+            "output": ANY,
+            "error": _null(STRING),
+            "attempts": INTEGER,
+            "wake_at": _null(DATETIME),
+        }
+    ),
+    "Timeline": _object({"run": _ref("Run"), "steps": {"type": "array", "items": _ref("Step")}}),
+    "Workflow": _object({"name": STRING, "version": INTEGER, "queue": STRING}),
+    "CronEntry": _object(
+        {
+            "name": STRING,
+            "expr": STRING,
+            "timezone": STRING,
+            "job_name": STRING,
+            "payload": ANY,
+            "queue": _null(STRING),
+            "misfire": _enum(MisfirePolicy),
+            "misfire_grace": NUMBER,
+            "enabled": BOOLEAN,
+            "next_run_at": DATETIME,
+            "last_run_at": _null(DATETIME),
+            "last_job_id": _null(STRING),
+            "created_at": DATETIME,
+            "updated_at": DATETIME,
+        }
+    ),
+    "QueueConfig": _object(
+        {
+            "name": STRING,
+            "concurrency": _null(INTEGER),
+            "rate": _null(NUMBER),
+            "burst": _null(INTEGER),
+            "per_tenant": BOOLEAN,
+        }
+    ),
+    "QueueStats": _object(
+        {
+            "name": STRING,
+            "config": _null(_ref("QueueConfig")),
+            "paused": BOOLEAN,
+            "depth": INTEGER,
+            "running": INTEGER,
+            "completed_last_minute": INTEGER,
+        }
+    ),
+    "Worker": _object(
+        {
+            "id": STRING,
+            "hostname": STRING,
+            "pid": INTEGER,
+            "queues": _null({"type": "array", "items": STRING}),
+            "concurrency": INTEGER,
+            "version": STRING,
+            "started_at": DATETIME,
+            "last_seen": DATETIME,
+            "state": _enum(WorkerState),
+            "leader": BOOLEAN,
+        }
+    ),
+    "ThroughputBucket": _object(
+        {
+            "start": DATETIME,
+            "completed": {"type": "integer", "minimum": 0},
+            "failed": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "JobCounts": _JOB_COUNTS,
+    "Count": _object({"count": {"type": "integer", "minimum": 0}}),
+    "Stats": _object(
+        {
+            "jobs": _ref("JobCounts"),
+            "dlq": {"type": "integer", "minimum": 0},
+            "throughput": {"type": "array", "items": _ref("ThroughputBucket")},
+            "queues": _null({"type": "array", "items": _ref("QueueStats")}),
+            "workers": _null(
+                _object({"running": {"type": "integer", "minimum": 0}, "leader": _null(STRING)})
+            ),
+        }
+    ),
+    "JobPage": _page("Job"),
+    "DLQPage": _page("DLQEntry"),
+    "RunPage": _page("Run"),
+    "WorkflowPage": _page("Workflow"),
+    "QueuePage": _page("QueueStats"),
+    "CronPage": _page("CronEntry"),
+    "WorkerPage": _page("Worker", leader=_null(STRING)),
+    "ReplayResult": _object(
+        {
+            "replayed": {
+                "type": "array",
+                "items": _object({"entry_id": STRING, "job_id": STRING}),
+            },
+            "errors": {
+                "type": "array",
+                "items": _object({"entry_id": STRING, "code": STRING, "message": STRING}),
+            },
+            "remaining": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "PurgeResult": _object(
+        {
+            "purged": {"type": "integer", "minimum": 0},
+            "remaining": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "EventResult": _object({"run_ids": {"type": "array", "items": STRING}}),
+    "Health": _object({"status": {"const": "ok"}}),
+    "Ready": _object({"status": {"const": "ok"}, "store": {"const": "ok"}}),
+    "EnqueueRequest": _object(
+        {
+            "name": TEXT,
+            "payload": ANY,
+            "queue": _null(TEXT),
+            "priority": _null({"type": "integer", "minimum": -(2**31 - 1), "maximum": 2**31 - 1}),
+            "delay": _null({"type": "number", "minimum": 0, "maximum": _TEN_YEARS}),
+            "run_at": _null(DATETIME),
+            "unique_key": _null(TEXT),
+            "max_retries": _null({"type": "integer", "minimum": 0, "maximum": 1000}),
+            "timeout": _null({"type": "number", "exclusiveMinimum": 0, "maximum": _TEN_YEARS}),
+            "job_id": _null({"type": "string", "pattern": "^[!-~]{1,200}$"}),
+            "tenant": _null(TEXT),
+        },
+        required=["name"],
+    ),
+    "ReplayRequest": _object(
+        {
+            "ids": _null({"type": "array", "items": TEXT, "minItems": 1, "maxItems": 1000}),
+            "queue": _null(TEXT),
+            "limit": _null({"type": "integer", "minimum": 1, "maximum": 1000}),
+            "tenant": _null(TEXT),
+        },
+        required=[],
+    ),
+    "PurgeRequest": _object(
+        {
+            "before": DATETIME,
+            "queue": _null(TEXT),
+            "limit": _null({"type": "integer", "minimum": 1, "maximum": 10_000}),
+            "tenant": _null(TEXT),
+        },
+        required=["before"],
+    ),
+    "StartRunRequest": _object(
+        {"input": ANY, "correlation_key": _null(TEXT), "tenant": _null(TEXT)}, required=[]
+    ),
+    "ReplayRunRequest": _object({"from_step": TEXT}),
+    "EventRequest": _object(
+        {
+            "name": TEXT,
+            "payload": ANY,
+            "run_id": _null(TEXT),
+            "correlation_key": _null(TEXT),
+            "tenant": _null(TEXT),
+        },
+        required=["name"],
+    ),
+}
+
+_DESCRIPTIONS = {
+    400: "The request is malformed (bad JSON, a bad parameter or field, named in details).",
+    401: "No valid bearer token (or no token is configured).",
+    403: "The token lacks the scope, or is bound to a tenant on an operator route.",
+    404: "No such object (or it belongs to another tenant).",
+    409: "The object is not in a state that allows this (invalid_state), or the unique_key or "
+    "job_id is taken by a job the token cannot see (conflict).",
+    413: "The body is larger than 10 MiB.",
+    422: "The job or workflow does not accept the payload, or the job name is unknown.",
+    503: "The store is unavailable.",
+}
+
+
+def _error(status: int) -> Schema:
+    return {
+        "description": _DESCRIPTIONS[status],
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+
+
+def _ok(schema: str, description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _param(name: str, where: str, schema: Schema, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _path(name: str, description: str) -> Schema:
+    return _param(name, "path", STRING, description)
+
+
+def _query(name: str, schema: Schema, description: str) -> Schema:
+    return _param(name, "query", schema, description)
+
+
+def _paging(default_order: str) -> list[Schema]:
+    return [
+        _query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+            "Most items in the page.",
+        ),
+        _query("cursor", STRING, "The next_cursor of the previous page."),
+        _query(
+            "order",
+            {"type": "string", "enum": ["asc", "desc"], "default": default_order},
+            "Order by id (creation time) or name.",
+        ),
+    ]
+
+
+_TENANT = _query("tenant", TEXT, "Only this tenant's objects (operator tokens only).")
+_QUEUE = _query("queue", TEXT, "Only this queue.")
+_REPLAYED = _query(
+    "replayed",
+    BOOLEAN,
+    "true: only entries replayed already (they stay, stamped); false: only those never replayed.",
+)
+
+
+def _body(schema: str, required: bool = True) -> Schema:
+    return {"required": required, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _op(
+    summary: str,
+    responses: dict[int, Schema],
+    errors: tuple[int, ...] = (),
+    *,
+    parameters: list[Schema] | None = None,
+    body: Schema | None = None,
+    tag: str,
+) -> Schema:
+    op: Schema = {"summary": summary, "tags": [tag]}
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = body
+    op["responses"] = {
+        str(k): v for k, v in sorted({**responses, **{e: _error(e) for e in errors}}.items())
+    }
+    return op
+
+
+#: Errors every authenticated operation may answer.
+_AUTHED = (400, 401, 403, 503)
+
+#: ``(method, path)`` (relative to ``/v1``) -> the OpenAPI operation, minus what the endpoint
+#: table gives (operationId, security, the required scope).
+OPERATIONS: dict[tuple[str, str], Schema] = {
+    ("GET", "/health/live"): _op(
+        "Liveness probe", {200: _ok("Health", "The process serves requests.")}, tag="health"
+    ),
+    ("GET", "/health/ready"): _op(
+        "Readiness probe",
+        {200: _ok("Ready", "The store answers.")},
+        (503,),
+        tag="health",
+    ),
+    ("GET", "/openapi.json"): _op(
+        "This document",
+        {
+            200: {
+                "description": "The OpenAPI 3.1 document.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+        tag="meta",
+    ),
+    ("GET", "/jobs"): _op(
+        "List jobs",
+        {200: _ok("JobPage", "A page of jobs.")},
+        _AUTHED,
+        parameters=[
+            _query("state", _enum(JobState), "Only jobs in this state."),
+            _QUEUE,
+            _query("name", TEXT, "Only jobs of this name."),
+            _TENANT,
+            *_paging("desc"),
+        ],
+        tag="jobs",
+    ),
+    ("GET", "/jobs/counts"): _op(
+        "Count jobs by state",
+        {200: _ok("JobCounts", "Jobs by state, every state present.")},
+        _AUTHED,
+        parameters=[_QUEUE, _TENANT],
+        tag="jobs",
+    ),
+    ("POST", "/jobs"): _op(
+        "Enqueue a job",
+        {
+            201: _ok("Job", "The new job."),
+            200: _ok("Job", "The existing job that unique_key or job_id names."),
+        },
+        (*_AUTHED, 409, 422),
+        body=_body("EnqueueRequest"),
+        tag="jobs",
+    ),
+    ("GET", "/jobs/{job_id}"): _op(
+        "Show a job",
+        {200: _ok("Job", "The job.")},
+        (*_AUTHED, 404),
+        parameters=[_path("job_id", "The job id.")],
+        tag="jobs",
+    ),
+    ("POST", "/jobs/{job_id}/cancel"): _op(
+        "Cancel a job",
+        {200: _ok("Job", "The cancelled job.")},
+        (*_AUTHED, 404, 409),
+        parameters=[_path("job_id", "The job id.")],
+        tag="jobs",
+    ),
+    ("POST", "/jobs/{job_id}/retry"): _op(
+        "Retry a failed or cancelled job",
+        {200: _ok("Job", "The job, pending again.")},
+        (*_AUTHED, 404, 409),
+        parameters=[_path("job_id", "The job id.")],
+        tag="jobs",
+    ),
+    ("GET", "/dlq"): _op(
+        "List dead-letter entries",
+        {200: _ok("DLQPage", "A page of entries.")},
+        _AUTHED,
+        parameters=[
+            _QUEUE,
+            _query("name", TEXT, "Only entries of this job name."),
+            _TENANT,
+            _REPLAYED,
+            *_paging("asc"),
+        ],
+        tag="dlq",
+    ),
+    ("GET", "/dlq/count"): _op(
+        "Count dead-letter entries",
+        {200: _ok("Count", "How many entries.")},
+        _AUTHED,
+        parameters=[
+            _QUEUE,
+            _TENANT,
+            _REPLAYED,
+            _query("before", DATETIME, "Only entries that failed before this time (ISO 8601)."),
+        ],
+        tag="dlq",
+    ),
+    ("POST", "/dlq/replay"): _op(
+        "Replay dead-letter entries",
+        {200: _ok("ReplayResult", "What was replayed, what failed, and how many remain.")},
+        _AUTHED,
+        body=_body("ReplayRequest", required=False),
+        tag="dlq",
+    ),
+    ("GET", "/dlq/{entry_id}"): _op(
+        "Show a dead-letter entry",
+        {200: _ok("DLQEntry", "The entry.")},
+        (*_AUTHED, 404),
+        parameters=[_path("entry_id", "The entry id.")],
+        tag="dlq",
+    ),
+    ("POST", "/dlq/{entry_id}/replay"): _op(
+        "Replay one dead-letter entry",
+        {201: _ok("Job", "The new job.")},
+        (*_AUTHED, 404),
+        parameters=[_path("entry_id", "The entry id.")],
+        tag="dlq",
+    ),
+    ("POST", "/dlq/purge"): _op(
+        "Purge old dead-letter entries",
+        {200: _ok("PurgeResult", "How many were deleted, and how many older ones remain.")},
+        _AUTHED,
+        body=_body("PurgeRequest"),
+        tag="dlq",
+    ),
+    ("GET", "/workflows"): _op(
+        "List registered workflows",
+        {200: _ok("WorkflowPage", "A page of workflow definitions.")},
+        _AUTHED,
+        parameters=_paging("asc"),
+        tag="workflows",
+    ),
+    ("POST", "/workflows/{name}/runs"): _op(
+        "Start a workflow run",
+        {201: _ok("Run", "The new run.")},
+        (*_AUTHED, 404, 422),
+        parameters=[_path("name", "The workflow name.")],
+        body=_body("StartRunRequest", required=False),
+        tag="workflows",
+    ),
+    ("GET", "/runs"): _op(
+        "List workflow runs",
+        {200: _ok("RunPage", "A page of runs.")},
+        _AUTHED,
+        parameters=[
+            _query("state", _enum(RunState), "Only runs in this state."),
+            _query("name", TEXT, "Only runs of this workflow."),
+            _TENANT,
+            *_paging("desc"),
+        ],
+        tag="workflows",
+    ),
+    ("GET", "/runs/{run_id}"): _op(
+        "Show a run",
+        {200: _ok("Run", "The run.")},
+        (*_AUTHED, 404),
+        parameters=[_path("run_id", "The run id.")],
+        tag="workflows",
+    ),
+    ("GET", "/runs/{run_id}/timeline"): _op(
+        "Show a run's step timeline",
+        {200: _ok("Timeline", "The run and its steps.")},
+        (*_AUTHED, 404),
+        parameters=[_path("run_id", "The run id.")],
+        tag="workflows",
+    ),
+    ("POST", "/runs/{run_id}/cancel"): _op(
+        "Cancel a run",
+        {200: _ok("Run", "The cancelled run.")},
+        (*_AUTHED, 404, 409),
+        parameters=[_path("run_id", "The run id.")],
+        tag="workflows",
+    ),
+    ("POST", "/runs/{run_id}/replay"): _op(
+        "Replay a finished run from a step",
+        {201: _ok("Run", "The new run.")},
+        (*_AUTHED, 404, 409),
+        parameters=[_path("run_id", "The run id.")],
+        body=_body("ReplayRunRequest"),
+        tag="workflows",
+    ),
+    ("POST", "/events"): _op(
+        "Send an event to runs",
+        {202: _ok("EventResult", "The runs the event reached.")},
+        (*_AUTHED, 404, 422),
+        body=_body("EventRequest"),
+        tag="workflows",
+    ),
+    ("GET", "/queues"): _op(
+        "List queues",
+        {200: _ok("QueuePage", "A page of queues.")},
+        _AUTHED,
+        parameters=_paging("asc"),
+        tag="cluster",
+    ),
+    ("POST", "/queues/{name}/pause"): _op(
+        "Pause a queue",
+        {200: _ok("QueueStats", "The queue.")},
+        (*_AUTHED, 404),
+        parameters=[_path("name", "The queue name.")],
+        tag="cluster",
+    ),
+    ("POST", "/queues/{name}/resume"): _op(
+        "Resume a queue",
+        {200: _ok("QueueStats", "The queue.")},
+        (*_AUTHED, 404),
+        parameters=[_path("name", "The queue name.")],
+        tag="cluster",
+    ),
+    ("GET", "/workers"): _op(
+        "List workers and the leader",
+        {200: _ok("WorkerPage", "A page of workers.")},
+        _AUTHED,
+        parameters=_paging("asc"),
+        tag="cluster",
+    ),
+    ("GET", "/cron"): _op(
+        "List cron entries",
+        {200: _ok("CronPage", "A page of cron entries.")},
+        _AUTHED,
+        parameters=_paging("asc"),
+        tag="cluster",
+    ),
+    ("GET", "/cron/{name}"): _op(
+        "Show a cron entry",
+        {200: _ok("CronEntry", "The entry.")},
+        (*_AUTHED, 404),
+        parameters=[_path("name", "The entry name.")],
+        tag="cluster",
+    ),
+    ("POST", "/cron/{name}/trigger"): _op(
+        "Trigger a cron entry now",
+        {201: _ok("Job", "The job enqueued.")},
+        (*_AUTHED, 404, 422),
+        parameters=[_path("name", "The entry name.")],
+        tag="cluster",
+    ),
+    ("POST", "/cron/{name}/enable"): _op(
+        "Enable a cron entry",
+        {200: _ok("CronEntry", "The entry.")},
+        (*_AUTHED, 404),
+        parameters=[_path("name", "The entry name.")],
+        tag="cluster",
+    ),
+    ("POST", "/cron/{name}/disable"): _op(
+        "Disable a cron entry",
+        {200: _ok("CronEntry", "The entry.")},
+        (*_AUTHED, 404),
+        parameters=[_path("name", "The entry name.")],
+        tag="cluster",
+    ),
+    ("GET", "/stats"): _op(
+        "Overview: counts, dead letters, throughput, queues and workers",
+        {200: _ok("Stats", "The figures.")},
+        _AUTHED,
+        parameters=[
+            _query(
+                "window",
+                {"type": "integer", "minimum": 10, "maximum": 7 * 86400, "default": 3600},
+                "Seconds of throughput history.",
+            ),
+            _query(
+                "bucket",
+                {"type": "integer", "minimum": 10, "maximum": 7 * 86400, "default": 60},
+                "Seconds per throughput bucket (at most 1000 buckets, at most the window).",
+            ),
+            _TENANT,
+        ],
+        tag="stats",
+    ),
+}
+
+
+def openapi_document(server_url: str = "/") -> dict[str, Any]:
+    """The OpenAPI 3.1 document, with the admin app's mount point as its server.
+
+    Raises:
+        KeyError: an endpoint has no entry in :data:`OPERATIONS` (a bug the tests catch).
+    """
+    return copy.deepcopy(_document(server_url))
+
+
+@functools.lru_cache(maxsize=16)
+def _document(server_url: str) -> dict[str, Any]:
+    paths: dict[str, dict[str, Schema]] = {}
+    for endpoint in ENDPOINTS:
+        operation: Schema = {
+            "operationId": endpoint.operation_id,
+            **OPERATIONS[(endpoint.method, endpoint.path)],
+        }
+        if endpoint.method == "POST":  # every POST reads its body, if only to check it is {}
+            responses = {**operation["responses"], "413": _error(413)}
+            operation["responses"] = dict(sorted(responses.items()))
+        if endpoint.scope is None:
+            operation["security"] = []
+        else:
+            needs = f"Needs the scope `{endpoint.scope.value}`"
+            if endpoint.operator_only:
+                needs += " and an operator token (bound to no tenant)"
+            operation["description"] = needs + "."
+            operation["x-dispatch-scope"] = endpoint.scope.value
+            operation["x-dispatch-operator-only"] = endpoint.operator_only
+        paths.setdefault("/v1" + endpoint.path, {})[endpoint.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Dispatch admin API",
+            "version": "1",
+            "description": (
+                "Inspect and steer Dispatch jobs, dead letters, workflows, cron, queues and "
+                "workers. Every list is a page: pass `next_cursor` back as `cursor`. Errors "
+                'are `{"error": {"code", "message", "details"}}`.'
+            ),
+        },
+        "servers": [{"url": server_url}],
+        "security": [{"bearerAuth": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "schemas": SCHEMAS,
+        },
+    }
