@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DISTS := dispatch_core dispatch_plugins/sqlite dispatch_plugins/postgres dispatch_plugins/admin adapters/flask adapters/starlette adapters/celery
 
-.PHONY: setup demo test chaos lint typecheck bench wheels wheel-check clean
+.PHONY: setup demo serve test chaos lint typecheck bench wheels wheel-check clean
 
 $(STAMP): requirements-dev.txt dispatch_core/pyproject.toml $(wildcard dispatch_plugins/*/pyproject.toml) $(wildcard adapters/*/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ setup: $(STAMP)  ## create .venv with every distribution installed editable
 
 demo: $(STAMP)  ## run the demo app's jobs through a worker on SQLite
 	$(BIN)/python examples/demo.py
+
+serve: $(STAMP)  ## the dashboard and admin API on the demo app, with a worker and a one-off token
+	$(BIN)/dispatch serve examples.demo_app:engine --worker --dev-token
 
 test: $(STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest

@@ -10,6 +10,9 @@ Run it (see docs/adapters/starlette.md)::
 
 The store is ``$DISPATCH_URL``, else ``sqlite:///fastapi_app.db``. ``RUN_WORKER=0`` runs no
 worker in the web process; run ``dispatch worker examples.fastapi_app:engine`` instead.
+
+The admin API and dashboard are mounted at ``/dispatch`` (API under ``/dispatch/v1``); they
+accept the tokens of ``$DISPATCH_ADMIN_TOKENS`` and refuse every request without one.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 
 from dispatch_core import Engine, Job, JobContext, JobNotFoundError
+from dispatch_plugins.admin import admin_app
 from dispatch_starlette import dispatch_lifespan, get_dispatch
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
@@ -77,6 +81,9 @@ app = FastAPI(
         lifespan=app_lifespan,
     ),
 )
+
+# The operations surface: tokens come from $DISPATCH_ADMIN_TOKENS (none: every call refused).
+app.mount("/dispatch", admin_app(engine))
 
 DispatchEngine = Annotated[Engine, Depends(get_dispatch)]
 

@@ -99,5 +99,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     dispatch.init_app(app)
+    # The admin API and dashboard at /dispatch, for the tokens of $DISPATCH_ADMIN_TOKENS.
+    dispatch.mount_admin(app)
     app.register_blueprint(bp)
     return app

@@ -152,3 +152,67 @@ asyncio.run(celery_app.engine.drain())
 assert result.get(timeout=5) == 5, result.state
 print("wheel check ok: dispatch-flask, dispatch-starlette, dispatch-celery")
 PY
+
+# dispatch-core + dispatch-sqlite + dispatch-admin, and dispatch-flask[admin]: the admin API,
+# the dashboard's static files (package data), `dispatch serve` and the Flask mount.
+python3 -m venv "$tmp/admin"
+"$tmp/admin/bin/python" -m pip install --quiet --upgrade pip
+"$tmp/admin/bin/python" -m pip install --quiet --find-links "$root/dist" \
+  "$root"/dist/dispatch_core-*.whl "$root"/dist/dispatch_sqlite-*.whl \
+  "$root"/dist/dispatch_admin-*.whl "$(ls "$root"/dist/dispatch_flask-*.whl)[admin]"
+"$tmp/admin/bin/dispatch" serve --help >/dev/null
+"$tmp/admin/bin/python" - <<'PY'
+import asyncio
+from importlib.metadata import entry_points
+
+import httpx
+from flask import Flask
+
+from dispatch_core import Engine
+from dispatch_flask import Dispatch
+from dispatch_plugins.admin import Token, admin_app
+
+eps = {ep.name for ep in entry_points(group="dispatch_core.plugins")}
+assert eps == {"sqlite", "admin"}, eps
+engine = Engine("sqlite:///admin.db")
+
+
+@engine.job(name="admin.smoke")
+def smoke(n: int) -> int:
+    return n * 2
+
+
+token = Token(name="ops", secret="wheel-check-secret-0123456789", scopes=frozenset({"admin"}))
+auth = {"Authorization": f"Bearer {token.secret}"}
+
+
+async def main() -> None:
+    app = admin_app(engine, tokens=[token])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        made = await client.post("/v1/jobs", json={"name": "admin.smoke", "payload": 21}, headers=auth)
+        assert made.status_code == 201, made.text
+        await engine.drain()
+        got = (await client.get(f"/v1/jobs/{made.json()['id']}", headers=auth)).json()
+        assert got["result"] == 42, got
+        assert (await client.get("/v1/jobs")).status_code == 401
+        page = await client.get("/")
+        assert page.status_code == 200 and "<html" in page.text.lower(), page.status_code
+        for asset in ("/static/app.js", "/static/style.css"):
+            assert (await client.get(asset)).status_code == 200, asset
+    await engine.aclose()
+
+
+asyncio.run(main())
+
+dispatch = Dispatch()
+flask_app = Flask("wheelcheck")
+flask_app.config["DISPATCH_URL"] = "sqlite:///flask-admin.db"
+dispatch.init_app(flask_app)
+dispatch.mount_admin(flask_app, tokens=[token])
+reply = flask_app.test_client().get("/dispatch/v1/health/live")
+assert reply.status_code == 200, reply.status_code
+assert flask_app.test_client().get("/dispatch/v1/jobs").status_code == 401
+dispatch.get_engine(flask_app).close()
+print("wheel check ok: dispatch-admin (API, dashboard files, serve) and dispatch-flask[admin]")
+PY

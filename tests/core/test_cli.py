@@ -415,15 +415,29 @@ def test_jobs_ls_filters(app: ModuleType) -> None:
     assert [j["id"] for j in ls_json("jobs", "ls", "--queue", "errors")] == [failed]
     assert len(ls_json("jobs", "ls", "--name", "cliapp.add")) == 2
     assert len(ls_json("jobs", "ls", "--limit", "1")) == 1
-    assert len(ls_json("jobs", "ls", "--offset", "1")) == 2
     assert ls_json("jobs", "ls", "--state", "running") == []
 
 
-def test_jobs_ls_says_when_the_limit_cut_the_list(app: ModuleType) -> None:
-    app.add.enqueue(1)
-    app.add.enqueue(2)
+def test_jobs_ls_pages_by_keyset(app: ModuleType) -> None:
+    ids = [app.add.enqueue(i).id for i in range(5)]
+    newest_first = [j["id"] for j in ls_json("jobs", "ls")]
+    assert newest_first == ids[::-1]
+    assert [j["id"] for j in ls_json("jobs", "ls", "--order", "asc")] == ids
+    assert [j["id"] for j in ls_json("jobs", "ls", "--after", ids[3], "--limit", "2")] == [
+        ids[2],
+        ids[1],
+    ]
+    assert [j["id"] for j in ls_json("jobs", "ls", "--order", "ASC", "--after", ids[3])] == [ids[4]]
+
+
+def test_jobs_ls_names_the_next_page_when_the_limit_cut_the_list(app: ModuleType) -> None:
+    first, second, third = (app.add.enqueue(i).id for i in range(3))
     result = run("jobs", "ls", "--limit", "2", "--app", APP)
-    assert "--limit" in result.stderr
+    assert result.stderr == f"(2 shown; next page: --after {second})\n"
+    following = run("jobs", "ls", "--limit", "2", "--after", second, "--app", APP)
+    assert first in following.stdout
+    assert third not in following.stdout
+    assert following.stderr == ""
 
 
 def test_jobs_ls_json_is_complete(app: ModuleType) -> None:
@@ -576,6 +590,42 @@ def test_worker_restores_signal_handlers(app: ModuleType) -> None:
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
+# -- remote URLs ----------------------------------------------------------------------------------
+
+
+def test_an_http_url_without_the_admin_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISPATCH_DISABLE_PLUGINS", "admin")
+    result = run("jobs", "ls", "--url", "http://127.0.0.1:9/dispatch")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "http://127.0.0.1:9/dispatch is an admin API URL" in line
+    assert "pip install dispatch-admin" in line
+
+
+def test_an_http_dispatch_url_is_remote_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISPATCH_DISABLE_PLUGINS", "admin")
+    monkeypatch.setenv("DISPATCH_URL", "https://ops.example.com/dispatch")
+    result = run("dlq", "ls")
+    assert "https://ops.example.com/dispatch is an admin API URL" in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        ("migrate", []),
+        ("cron rm", ["nightly"]),
+        ("queues set", ["emails", "--concurrency", "2"]),
+        ("workflows migrate", ["wfr_x", "2"]),
+    ],
+)
+def test_store_only_commands_refuse_an_http_url(command: str, args: list[str]) -> None:
+    result = run(*command.split(), *args, "--url", "http://user:secret@127.0.0.1:9/dispatch")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert f"'dispatch {command}' works on the store itself, not through the admin API" in line
+    assert "secret" not in line
+
+
 # -- dlq ------------------------------------------------------------------------------------------
 
 
@@ -597,6 +647,21 @@ def test_dlq_ls(app: ModuleType) -> None:
     assert entry["job_id"] == job_id
     assert entry["replayed_at"] is None
     assert ls_json("dlq", "ls", "--queue", "default") == []
+
+
+def test_dlq_ls_pages_by_keyset(app: ModuleType) -> None:
+    for i in range(3):
+        app.boom.enqueue(i)
+    burst()
+    oldest_first = _dlq_ids()
+    assert len(oldest_first) == 3
+    newest_first = [e["id"] for e in ls_json("dlq", "ls", "--order", "desc")]
+    assert newest_first == oldest_first[::-1]
+    after = [e["id"] for e in ls_json("dlq", "ls", "--after", oldest_first[0], "--limit", "1")]
+    assert after == [oldest_first[1]]
+    assert ls_json("dlq", "ls", "--name", "cliapp.add") == []
+    result = run("dlq", "ls", "--limit", "2", "--app", APP)
+    assert result.stderr == f"(2 shown; next page: --after {oldest_first[1]})\n"
 
 
 def test_dlq_ls_empty() -> None:
@@ -698,6 +763,33 @@ def test_dlq_purge_before(app: ModuleType) -> None:
     assert past.stdout == "Purged 0 dead-letter entries.\n"
     future = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
     result = run("dlq", "purge", "--before", future, "--yes", "--app", APP)
+    assert result.stdout == "Purged 1 dead-letter entry.\n"
+
+
+def test_dlq_purge_in_batches_shows_progress(app: ModuleType) -> None:
+    for i in range(7):
+        app.boom.enqueue(i)
+    burst()
+    result = run("dlq", "purge", "--all", "--yes", "--batch-size", "3", "--app", APP)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Purged 7 dead-letter entries.\n"
+    assert "Purging dead-letter entries" in result.stderr
+    assert _dlq_ids() == []
+
+
+def test_dlq_purge_of_one_batch_shows_no_bar(app: ModuleType) -> None:
+    failed_job(app)
+    result = run("dlq", "purge", "--all", "--yes", "--batch-size", "3", "--app", APP)
+    assert result.stdout == "Purged 1 dead-letter entry.\n"
+    assert result.stderr == ""
+
+
+def test_dlq_purge_of_a_queue(app: ModuleType) -> None:
+    failed_job(app)
+    other = run("dlq", "purge", "--all", "--queue", "default", "--app", APP, input="y\n")
+    assert "Delete every entry of queue 'default'" in other.stdout
+    assert "Purged 0 dead-letter entries." in other.stdout
+    result = run("dlq", "purge", "--all", "--queue", "errors", "--yes", "--app", APP)
     assert result.stdout == "Purged 1 dead-letter entry.\n"
 
 

@@ -6,6 +6,7 @@ Both processes are started from the repository root exactly as docs/adapters/fla
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -28,13 +29,22 @@ PG_DSN = os.environ.get(
 
 pytestmark = pytest.mark.slow
 
+ADMIN_SECRET = secrets.token_urlsafe(24)
+
 
 class Processes:
     """Starts the web server and workers; stops them all at the end of the test."""
 
     def __init__(self, tmp_path: pathlib.Path, store_url: str) -> None:
         self.tmp_path = tmp_path
-        self.env = {**os.environ, "DISPATCH_URL": store_url, "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            "DISPATCH_URL": store_url,
+            "PYTHONUNBUFFERED": "1",
+            "DISPATCH_ADMIN_TOKENS": json.dumps(
+                [{"name": "ops", "token": ADMIN_SECRET, "scopes": ["admin"]}]
+            ),
+        }
         self.procs: list[subprocess.Popen[str]] = []
 
     def _spawn(self, args: list[str], log_name: str) -> tuple[subprocess.Popen[str], pathlib.Path]:
@@ -129,10 +139,31 @@ def run_scenario(procs: Processes) -> None:
         later = wait_for_state(client, second.json()["job_id"], "completed")
         assert later["result"]["to"] == "bob@example.com"
 
+        check_admin_mount(client, job_id)
+
     worker.send_signal(signal.SIGTERM)
     out, _ = worker.communicate(timeout=30)
     assert worker.returncode == 0
     assert "stopped: 4 completed, 0 retried, 0 failed" in out
+
+
+def check_admin_mount(client: httpx.Client, job_id: str) -> None:
+    """The admin API and dashboard that create_app() mounts at /dispatch, through waitress."""
+    auth = {"Authorization": f"Bearer {ADMIN_SECRET}"}
+    refused = client.get("/dispatch/v1/jobs")
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "unauthorized"
+    assert client.get("/dispatch/v1/health/ready").json()["store"] == "ok"
+    listed = client.get("/dispatch/v1/jobs", params={"state": "completed"}, headers=auth)
+    assert listed.status_code == 200, listed.text
+    assert job_id in [job["id"] for job in listed.json()["items"]]
+    shown = client.get(f"/dispatch/v1/jobs/{job_id}", headers=auth).json()
+    assert shown["result"] == {"from": "welcome@example.com", "to": "ada@example.com"}
+    page = client.get("/dispatch/")
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    # the app's own routes are untouched by the mount
+    assert client.get(f"/jobs/{job_id}").json()["state"] == "completed"
 
 
 def test_example_app_under_waitress_with_a_worker_on_sqlite(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import pathlib
 import secrets
@@ -168,6 +169,50 @@ def test_example_app_runs_jobs_in_process_and_stops_cleanly(
     finished = jobs[report["id"]]
     assert (finished.state, finished.attempt) == (JobState.COMPLETED, 1)
     assert finished.result == {"account_id": 9, "pages": 5}
+
+
+def test_fastapi_app_mounts_the_admin_api_with_tenant_tokens(
+    start: Callable[..., Server], tmp_path: pathlib.Path
+) -> None:
+    """The admin app mounted at /dispatch of the FastAPI example, under uvicorn: a tenant's
+    token enqueues into its tenant and sees only its jobs; the operator's sees every one."""
+    pytest.importorskip("dispatch_plugins.sqlite")
+    ops, acme = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    tokens = [
+        {"name": "ops", "token": ops, "scopes": ["admin"]},
+        {"name": "acme", "token": acme, "scopes": ["jobs:read", "jobs:write"], "tenant": "acme"},
+    ]
+    server = start(
+        "fastapi_app",
+        f"sqlite:///{tmp_path / 'jobs.db'}",
+        DISPATCH_ADMIN_TOKENS=json.dumps(tokens),
+    )
+    server.wait_ready()
+    as_ops = {"Authorization": f"Bearer {ops}"}
+    as_acme = {"Authorization": f"Bearer {acme}"}
+
+    untenanted = server.http.post("/welcome", json={"user_id": 1, "email": "a@example.com"})
+    enqueued = server.http.post(
+        "/dispatch/v1/jobs",
+        json={"name": "example.send_welcome", "payload": {"user_id": 2, "email": "b@x.org"}},
+        headers=as_acme,
+    )
+    assert enqueued.status_code == 201, enqueued.text
+    job = enqueued.json()
+    assert job["tenant"] == "acme"
+    done = server.wait_state(job["id"], "completed")  # run by the app's in-process worker
+    assert done["result"] == {"sent_to": "b@x.org"}
+
+    mine = server.http.get("/dispatch/v1/jobs", headers=as_acme).json()["items"]
+    assert [x["id"] for x in mine] == [job["id"]]
+    every = server.http.get("/dispatch/v1/jobs", headers=as_ops).json()["items"]
+    assert {x["id"] for x in every} == {job["id"], untenanted.json()["id"]}
+    other = server.http.get(f"/dispatch/v1/jobs/{untenanted.json()['id']}", headers=as_acme)
+    assert other.status_code == 404
+    assert server.http.get("/dispatch/v1/workers", headers=as_acme).status_code == 403
+    assert server.http.get("/dispatch/v1/jobs").status_code == 401
+    assert server.http.get("/dispatch/").status_code == 200
+    assert server.stop(signal.SIGINT) == 0, server.log()
 
 
 def test_workers_run_separately_with_run_worker_0(

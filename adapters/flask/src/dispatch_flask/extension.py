@@ -5,8 +5,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import weakref
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol, TypeVar, cast, overload
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
 import attrs
 from flask import Flask, current_app, has_app_context
@@ -24,6 +24,7 @@ from dispatch_core import (
 )
 from dispatch_core.definition import inspect_handler
 from dispatch_core.engine import DEFAULT_QUEUE
+from dispatch_flask.admin import DEFAULT_PREFIX, mount_admin
 from dispatch_flask.cli import dispatch_cli
 from dispatch_flask.config import DispatchConfig, read_config, set_defaults
 from dispatch_flask.jobs import FlaskJob
@@ -32,6 +33,9 @@ from dispatch_flask.middleware import (
     APP_CONTEXT_ORDER,
     app_context_middleware,
 )
+
+if TYPE_CHECKING:
+    from dispatch_plugins.admin import Token
 
 __all__ = ["EXTENSION_KEY", "Dispatch"]
 
@@ -200,6 +204,28 @@ class Dispatch:
         """
         state = self._state(app)
         return state.engine.worker(**{**state.config.worker.worker_kwargs(), **overrides})
+
+    def mount_admin(
+        self,
+        app: Flask,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        tokens: Sequence[Token] | None = None,
+        dashboard: bool = True,
+    ) -> None:
+        """Serve the admin API and the dashboard of ``app``'s engine under ``prefix``.
+
+        Needs ``pip install 'dispatch-flask[admin]'``. The API is then at ``<prefix>/v1`` and
+        the dashboard at ``<prefix>/``; requests need a bearer token (see
+        ``docs/operations.md``). Call it after :meth:`init_app`.
+
+        Args:
+            app: The Flask app, already initialized.
+            prefix: The mount point (default ``/dispatch``).
+            tokens: The admin tokens; ``None`` reads ``DISPATCH_ADMIN_TOKENS``.
+            dashboard: Serve the dashboard too, not only the API.
+        """
+        mount_admin(app, self.get_engine(app), prefix=prefix, tokens=tokens, dashboard=dashboard)
 
     def _state(self, app: Flask | None) -> _AppState:
         if app is None:
