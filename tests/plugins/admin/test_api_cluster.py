@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -82,9 +84,16 @@ async def test_cron_list_show_trigger_enable_disable(api: Any) -> None:
         1,
         True,
     )
+    # The next five ticks, from next_run_at on, one hour apart for @hourly.
+    ticks = [datetime.fromisoformat(t) for t in entry["next_runs"]]
+    assert len(ticks) == 5
+    assert ticks[0] == datetime.fromisoformat(entry["next_run_at"])
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(ticks))
+    assert all(t.minute == 0 and t.second == 0 for t in ticks)
     job = await api.ok("POST", "/cron/hourly/trigger", 201)
     assert (job["name"], job["queue"], job["payload"]) == ("send", "cron", 1)
-    assert (await api.ok("POST", "/cron/nightly/disable"))["enabled"] is False
+    disabled = await api.ok("POST", "/cron/nightly/disable")
+    assert (disabled["enabled"], disabled["next_runs"]) == (False, [])
     assert (await api.ok("GET", "/cron/nightly"))["enabled"] is False
     assert (await api.ok("POST", "/cron/nightly/enable"))["enabled"] is True
     for path in ("/cron/nope", "/cron/nope/trigger", "/cron/nope/enable", "/cron/nope/disable"):

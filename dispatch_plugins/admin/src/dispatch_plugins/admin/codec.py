@@ -23,6 +23,7 @@ import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 from starlette.responses import JSONResponse as _StarletteJSONResponse
 
+from dispatch_core.cron import CronEntry
 from dispatch_core.models import Job
 
 __all__ = ["to_json", "from_json", "format_datetime", "parse_datetime", "JSONResponse"]
@@ -67,7 +68,29 @@ def _make_converter() -> cattrs.Converter:
         Job,
         make_dict_unstructure_fn(Job, converter, attempt_token=override(omit=True)),
     )
+    plain_cron = make_dict_unstructure_fn(CronEntry, converter)
+
+    def cron_json(entry: CronEntry) -> dict[str, Any]:
+        return {**plain_cron(entry), "next_runs": [format_datetime(t) for t in next_runs(entry)]}
+
+    converter.register_unstructure_hook(CronEntry, cron_json)
     return converter
+
+
+#: How many upcoming ticks a cron entry's JSON lists in ``next_runs``.
+NEXT_RUNS = 5
+
+
+def next_runs(entry: CronEntry, count: int = NEXT_RUNS) -> list[datetime]:
+    """The entry's next ``count`` ticks from ``next_run_at`` (none while it is disabled),
+    computed in its timezone as the leader will fire them."""
+    if not entry.enabled:
+        return []
+    ticks = [entry.next_run_at]
+    schedule = entry.schedule()
+    while len(ticks) < count:
+        ticks.append(schedule.next_after(ticks[-1]))
+    return ticks
 
 
 _converter = _make_converter()

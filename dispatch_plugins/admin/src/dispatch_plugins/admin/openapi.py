@@ -177,6 +177,8 @@ SCHEMAS: dict[str, Schema] = {
             "last_job_id": _null(STRING),
             "created_at": DATETIME,
             "updated_at": DATETIME,
+            # Computed by the server in the entry's timezone; empty while disabled.
+            "next_runs": {"type": "array", "items": DATETIME, "maxItems": 5},
         }
     ),
     "QueueConfig": _object(
