@@ -210,9 +210,10 @@ flask_app = Flask("wheelcheck")
 flask_app.config["DISPATCH_URL"] = "sqlite:///flask-admin.db"
 dispatch.init_app(flask_app)
 dispatch.mount_admin(flask_app, tokens=[token])
-reply = flask_app.test_client().get("/dispatch/v1/health/live")
-assert reply.status_code == 200, reply.status_code
-assert flask_app.test_client().get("/dispatch/v1/jobs").status_code == 401
+with flask_app.test_client().get("/dispatch/v1/health/live") as reply:
+    assert reply.status_code == 200, reply.status_code
+with flask_app.test_client().get("/dispatch/v1/jobs") as reply:
+    assert reply.status_code == 401, reply.status_code
 dispatch.get_engine(flask_app).close()
 print("wheel check ok: dispatch-admin (API, dashboard files, serve) and dispatch-flask[admin]")
 PY

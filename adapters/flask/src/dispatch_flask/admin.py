@@ -9,7 +9,7 @@ never see those requests: the admin app authenticates them itself.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask
@@ -79,4 +79,30 @@ class _Lazy:
             with self._lock:
                 if self._app is None:
                     self._app = self._make()
-        return self._app(environ, start_response)
+        return _Drained(self._app(environ, start_response))
+
+
+class _Drained:
+    """A response body that is read to its end when closed.
+
+    a2wsgi's task for a request finishes only once the body iterator is advanced past its
+    last chunk; a caller that stops at the Content-Length (Werkzeug's test client does) would
+    leave the task pending until the garbage collector destroys it with a warning. The admin
+    app's bodies are finite, so reading the rest is cheap.
+    """
+
+    def __init__(self, body: Iterable[bytes]) -> None:
+        self._body = body
+        self._chunks = iter(body)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        try:
+            for _ in self._chunks:
+                pass
+        finally:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
