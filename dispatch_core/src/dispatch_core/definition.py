@@ -135,11 +135,14 @@ class JobDefinition(Generic[P]):
             delay: Do not run before this many seconds (or this timedelta) from now.
             max_retries: Retries after the first attempt.
             timeout: Seconds an attempt may run.
-            unique_key: Idempotency key; a second enqueue with it returns the first job.
-            tenant: Tenant scope (defaults to the running job's).
+            unique_key: Idempotency key, unique within the job's tenant: a second enqueue
+                with it returns the first job while that job is stored.
+            tenant: The job's tenant (default: the :func:`~dispatch_core.tenant_scope` in force,
+                else the running job's).
             headers: String metadata carried with the job (trace context...).
-            job_id: The job's id, chosen by the caller (default: a new ``job_…`` TypeID).
-                Enqueueing the same id again returns the job that has it.
+            job_id: The job's id, chosen by the caller (default: a new ``job_…`` TypeID);
+                enqueueing it again returns the job, and an id another tenant's job holds
+                raises :class:`~dispatch_core.errors.JobIdTakenError`.
             conn: The caller's open database connection: the job is written in the caller's
                 transaction, so a rollback leaves no job (SQL stores only).
 

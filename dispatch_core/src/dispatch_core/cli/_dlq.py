@@ -143,8 +143,10 @@ async def _unreplayed_ids(ops: Operations, queue: str | None) -> list[str]:
     ids: list[str] = []
     after: str | None = None
     while True:
-        page = await ops.alist_dlq(queue=queue, limit=_PAGE, after=after, order=SortOrder.ASC)
-        ids.extend(x.id for x in page if x.replayed_at is None)
+        page = await ops.alist_dlq(
+            queue=queue, replayed=False, limit=_PAGE, after=after, order=SortOrder.ASC
+        )
+        ids.extend(x.id for x in page)
         if len(page) < _PAGE:
             return ids
         after = page[-1].id
