@@ -147,6 +147,8 @@ async def main() -> int:
     print(f"  .venv/bin/dispatch cron ls --url sqlite:///{DB}")
     print(f"  .venv/bin/dispatch queues --url sqlite:///{DB}")
     print(f"  .venv/bin/dispatch workflows show {flow.id} --url sqlite:///{DB}")
+    print(f"  .venv/bin/dispatch serve --url sqlite:///{DB} --dev-token   # the web dashboard")
+    print("  make serve   # the dashboard on a live demo app, with a worker")
     await engine.aclose()
     ok = (
         charged.state is JobState.COMPLETED
