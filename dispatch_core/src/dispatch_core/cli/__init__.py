@@ -31,7 +31,7 @@ from dispatch_core.cli._cron import cron
 from dispatch_core.cli._dlq import dlq
 from dispatch_core.cli._jobs import jobs
 from dispatch_core.cli._queues import queues
-from dispatch_core.cli._worker import LOG_LEVELS, logging_to_stderr, worker
+from dispatch_core.cli._worker import LOG_LEVELS, log_level_option, logging_to_stderr, worker
 from dispatch_core.cli._workers import workers
 from dispatch_core.cli._workflows import workflows
 from dispatch_core.errors import DispatchError
@@ -47,6 +47,7 @@ __all__ = [
     "APP_REF",
     "CLIError",
     "LOG_LEVELS",
+    "log_level_option",
     "load_app",
     "logging_to_stderr",
     "resolve_engine",

@@ -17,9 +17,19 @@ import click
 from dispatch_core.cli._common import APP_ENV, APP_REF, load_app, plural, redact_url
 from dispatch_core.worker import Worker, WorkerStats
 
-__all__ = ["LOG_LEVELS", "logging_to_stderr", "worker"]
+__all__ = ["LOG_LEVELS", "log_level_option", "logging_to_stderr", "worker"]
 
 LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
+
+#: The ``--log-level`` option of the long-running commands (``worker``, and ``serve`` from
+#: dispatch-admin), so they name and check levels alike.
+log_level_option = click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Logging level (logs go to stderr).",
+)
 _LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _BANNER_JOBS = 6  # job names listed in the banner before "+N more"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -207,13 +217,7 @@ def _split_queues(queues: tuple[str, ...]) -> list[str] | None:
     help="Never become the leader (which rescues jobs, fires cron entries and prunes).",
 )
 @click.option("--burst", is_flag=True, help="Run until no job is runnable, then exit.")
-@click.option(
-    "--log-level",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="info",
-    show_default=True,
-    help="Logging level (logs go to stderr).",
-)
+@log_level_option
 @click.option("--worker-id", metavar="ID", help="Stable worker id (default: a new wkr_... id).")
 def worker(
     app: str,

@@ -29,8 +29,8 @@ from dispatch_core import Engine, Worker
 from dispatch_core.cli import (
     APP_ENV,
     APP_REF,
-    LOG_LEVELS,
     CLIError,
+    log_level_option,
     logging_to_stderr,
     resolve_engine,
 )
@@ -287,13 +287,7 @@ def _open_store(engine: Engine) -> None:
     help="Make a one-off admin token for this run and print the dashboard's login URL "
     "(loopback --host only).",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="info",
-    show_default=True,
-    help="Logging level (logs go to stderr).",
-)
+@log_level_option
 def serve(
     app: str | None,
     url: str | None,
