@@ -399,7 +399,8 @@ async def test_expired_lease_is_rescued_as_a_counted_attempt() -> None:
         stats = await run
     assert stats.rescued == 1
     assert ran == [2]  # the lost attempt counted
-    assert "job_retrying" in events.names()
+    assert events.names().count("job_rescued") == 1
+    assert events.names().index("job_rescued") < events.names().index("job_retrying")
 
 
 async def test_rescue_of_last_attempt_dead_letters() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
@@ -147,6 +149,8 @@ class Engine(ClusterAPI, WorkflowAPI):
         self._wakers: list[Callable[[], None]] = []
         self._init_cluster(retention)
         self._init_workflows()
+        self._producer_hooks = bool(self.pm.hook.dispatch_job_enqueuing.get_hookimpls())
+        self.pm.hook.dispatch_register_jobs(engine=self)
 
     @property
     def safe_url(self) -> str:
@@ -174,6 +178,7 @@ class Engine(ClusterAPI, WorkflowAPI):
         """Register a plugin object after construction (lifecycle hooks only)."""
         self.pm.register(plugin, name=name)
         self.hooks.refresh()
+        self._producer_hooks = bool(self.pm.hook.dispatch_job_enqueuing.get_hookimpls())
 
     # -- definitions -----------------------------------------------------------------------------
 
@@ -413,6 +418,13 @@ class Engine(ClusterAPI, WorkflowAPI):
             headers=dict(headers) if headers else {},
         )
 
+    def _producing(self, jobs: Sequence[NewJob]) -> AbstractContextManager[object]:
+        """Run the ``dispatch_job_enqueuing`` hook for ``jobs`` about to be written; the
+        context managers it returns are held open around the write (``with`` this)."""
+        if not self._producer_hooks or not jobs:
+            return _NO_PRODUCERS
+        return _ProducerScope(self, jobs)
+
     def _definition_of(self, job: JobDefinition[Any] | str) -> JobDefinition[Any]:
         if isinstance(job, JobDefinition):
             if self._jobs.get(job.name) is not job:
@@ -470,16 +482,17 @@ class Engine(ClusterAPI, WorkflowAPI):
         """
         new = self._prepare(job, payload, options)
         await self.aopen()
-        if conn is not None:
-            try:
-                jobs = await self.store.enqueue_in(conn, [new])
-            except NotImplementedError:
-                raise ConfigurationError(
-                    f"store {self.safe_url} does not support enqueueing in a caller's transaction "
-                    "(conn=...)"
-                ) from None
-        else:
-            jobs = await self.store.enqueue([new])
+        with self._producing((new,)):
+            if conn is not None:
+                try:
+                    jobs = await self.store.enqueue_in(conn, [new])
+                except NotImplementedError:
+                    raise ConfigurationError(
+                        f"store {self.safe_url} does not support enqueueing in a caller's "
+                        "transaction (conn=...)"
+                    ) from None
+            else:
+                jobs = await self.store.enqueue([new])
         self._after_enqueue(jobs, [new], committed=conn is None)
         return jobs[0]
 
@@ -494,7 +507,8 @@ class Engine(ClusterAPI, WorkflowAPI):
         if not new:
             return []
         await self.aopen()
-        jobs = await self.store.enqueue(new)
+        with self._producing(new):
+            jobs = await self.store.enqueue(new)
         self._after_enqueue(jobs, new)
         return jobs
 
@@ -509,6 +523,7 @@ class Engine(ClusterAPI, WorkflowAPI):
         """Blocking twin of :meth:`aenqueue`, for code without an event loop."""
         self._no_running_loop("enqueue", "aenqueue")
         new = self._prepare(job, payload, options)
+        jobs: list[Job]
         if conn is not None:
             # Optional SyncStore method: write through the caller's connection/transaction.
             enqueue_in = getattr(self._get_sync(), "enqueue_in", None)
@@ -517,9 +532,11 @@ class Engine(ClusterAPI, WorkflowAPI):
                     f"store {self.safe_url} does not support enqueueing in a caller's transaction "
                     "(conn=...)"
                 )
-            jobs: list[Job] = enqueue_in(conn, [new])
+            with self._producing((new,)):
+                jobs = enqueue_in(conn, [new])
         else:
-            jobs = self._sync_call("enqueue", [new])
+            with self._producing((new,)):
+                jobs = self._sync_call("enqueue", [new])
         self._after_enqueue(jobs, [new], committed=conn is None)
         return jobs[0]
 
@@ -534,7 +551,8 @@ class Engine(ClusterAPI, WorkflowAPI):
         new = [self._prepare(job, p, {**options, "now": now}) for p in payloads]
         if not new:
             return []
-        jobs: list[Job] = self._sync_call("enqueue", new)
+        with self._producing(new):
+            jobs: list[Job] = self._sync_call("enqueue", new)
         self._after_enqueue(jobs, new)
         return jobs
 
@@ -856,3 +874,42 @@ class _Portal:
             self.thread.join(timeout=5)
             if not self.loop.is_running():
                 self.loop.close()
+
+
+_NO_PRODUCERS: AbstractContextManager[object] = contextlib.nullcontext()
+
+
+class _ProducerScope:
+    """The ``dispatch_job_enqueuing`` implementations' context managers, entered around a
+    write. A plugin that fails here is logged and skipped: it never stops an enqueue."""
+
+    def __init__(self, engine: Engine, jobs: Sequence[NewJob]) -> None:
+        self._engine = engine
+        self._jobs = jobs
+        self._entered: list[AbstractContextManager[Any]] = []
+
+    def __enter__(self) -> None:
+        kwargs = {"jobs": self._jobs, "engine": self._engine}
+        # Each implementation on its own (pluggy would stop at the first that raises).
+        for impl in reversed(self._engine.pm.hook.dispatch_job_enqueuing.get_hookimpls()):
+            try:
+                cm = cast(
+                    "AbstractContextManager[Any] | None",
+                    impl.function(*(kwargs[name] for name in impl.argnames)),
+                )
+                if cm is not None:
+                    cm.__enter__()
+                    self._entered.append(cm)
+            except Exception:
+                log.exception(
+                    "dispatch_job_enqueuing of plugin %s failed; enqueueing without it",
+                    impl.plugin_name,
+                )
+
+    def __exit__(self, *exc: Any) -> None:
+        for cm in reversed(self._entered):
+            try:
+                cm.__exit__(*exc)
+            except Exception:
+                log.exception("a dispatch_job_enqueuing context manager failed to exit")
+        self._entered.clear()

@@ -5,6 +5,9 @@ Plugins implement hooks with :data:`dispatch_core.hookimpl` and register through
 
 * **Registration hooks** (``dispatch_register_*``, ``dispatch_configure_converter``) are called
   synchronously while an engine or the CLI is built. They must be plain functions.
+* **The producer hook** (``dispatch_job_enqueuing``) is called synchronously, in the caller's
+  thread and context, just before new jobs are written: the place to stamp headers (trace
+  context) on them. It must be a plain function and must be quick.
 * **Lifecycle hooks** (``dispatch_job_*``, ``dispatch_workflow_*``, ``dispatch_cron_fired``,
   ``dispatch_engine_*``) are notifications. They may be ``async def``. The engine calls them
   out of band, after the state change is stored: each implementation is awaited on its own,
@@ -19,6 +22,8 @@ names, so implementations list just what they need.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +35,7 @@ if TYPE_CHECKING:
 
     from dispatch_core.engine import Engine
     from dispatch_core.middleware import MiddlewareRegistry
-    from dispatch_core.models import Job
+    from dispatch_core.models import Job, NewJob
     from dispatch_core.registry import StoreRegistry
 
 __all__ = ["hookspec", "hookimpl", "PROJECT_NAME", "LIFECYCLE_HOOKS"]
@@ -101,6 +106,21 @@ def dispatch_register_commands(cli: click.Group) -> None:
 
 
 @hookspec
+def dispatch_register_jobs(engine: Engine) -> None:
+    """Define jobs a plugin needs (a webhook delivery job...) on a new engine.
+
+    Called once per engine, at the end of its construction, so the jobs exist in every
+    process that builds the engine: producers and workers alike. Call ``engine.job(...)``.
+    Name such jobs under the plugin's own prefix (``relay.deliver``). Must not be ``async``.
+
+    Args:
+        engine: The engine being built.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
 def dispatch_register_routes(routes: list[Any], engine: Engine) -> None:
     """Add HTTP routes to the admin application (used by dispatch-admin).
 
@@ -128,6 +148,40 @@ def dispatch_remote_operations(url: str, token: str | None) -> Any:
 
     Returns:
         The client, or ``None`` when this plugin does not handle ``url``.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Producer (sync, in band)
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def dispatch_job_enqueuing(
+    jobs: Sequence[NewJob], engine: Engine
+) -> AbstractContextManager[None] | None:
+    """Prepare jobs about to be written: stamp headers on them, and optionally wrap the write.
+
+    Called synchronously, in the caller's thread and context (so ``contextvars`` such as the
+    current trace span are the caller's), just before the engine writes new jobs: on
+    ``enqueue``/``enqueue_many`` (one call for the batch), on a cron fire or trigger (the job's
+    headers hold ``dispatch-cron``), and for a workflow's driver jobs (named
+    ``dispatch.workflow``) when a run starts, parks or is woken.
+
+    An implementation may add entries to each job's ``headers`` dict; they are stored with the
+    job and given back to the worker as ``ctx.job.headers``. It may also return a context
+    manager: the engine enters it before the write and exits it after, with the exception if
+    the write failed. An exception raised here is logged and ignored; it never stops an
+    enqueue. Implementations must be plain, quick functions: they run on every enqueue.
+
+    Args:
+        jobs: The jobs about to be written (one, or a batch).
+        engine: The engine.
+
+    Returns:
+        ``None``, or a context manager to hold open around the write.
 
     .. versionadded:: 0.1
     """
@@ -227,6 +281,18 @@ def dispatch_job_dead_lettered(job: Job, error: str, engine: Engine) -> None:
     """
 
 
+@hookspec
+def dispatch_job_rescued(job: Job, engine: Engine) -> None:
+    """Notify that the leader took back a job whose worker died or whose lease expired.
+
+    ``job`` is as stored after the rescue: ``retrying`` (it will run again; a
+    ``dispatch_job_retrying`` follows) or ``failed`` (no attempts left; ``dispatch_job_failed``
+    and ``dispatch_job_dead_lettered`` follow).
+
+    .. versionadded:: 0.1
+    """
+
+
 # ---------------------------------------------------------------------------------------------
 # Workflow lifecycle
 # ---------------------------------------------------------------------------------------------
@@ -297,6 +363,7 @@ LIFECYCLE_HOOKS: tuple[str, ...] = (
     "dispatch_job_failed",
     "dispatch_job_retrying",
     "dispatch_job_dead_lettered",
+    "dispatch_job_rescued",
     "dispatch_workflow_started",
     "dispatch_workflow_step_completed",
     "dispatch_workflow_step_failed",

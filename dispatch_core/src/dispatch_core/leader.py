@@ -190,9 +190,10 @@ class LeaderDuties:
                         late,
                     )
                     job = None
-            result = await store.fire_cron(
-                name=entry.name, tick=tick, next_run_at=following, job=job, now=now
-            )
+            with self.engine._producing((job,) if job is not None else ()):
+                result = await store.fire_cron(
+                    name=entry.name, tick=tick, next_run_at=following, job=job, now=now
+                )
             if result is None and job is not None:
                 stale = True  # someone changed the entry (or fired it): re-read
                 continue

@@ -4,18 +4,29 @@ A middleware is ``async def mw(ctx: JobContext, call_next) -> result``: it may a
 after ``await call_next(ctx)``, or short-circuit. The default chain, outermost first, is
 Recover -> Tracing -> Metrics -> Logging -> Scope -> Timeout -> user middleware -> handler
 (Tracing and Metrics come from dispatch-otel).
+
+Workflows have two more kinds, for plugins that follow a run (tracing): *run middleware* wraps
+each drive of a run (one worker taking it as far as it goes, until it completes, fails or
+parks) and *step middleware* wraps each attempt of a step. Both are
+``async def mw(call, call_next)`` too, with a :class:`RunCall` or :class:`StepCall`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from dispatch_core.context import JobContext, _current_ctx
 from dispatch_core.errors import JobTimeoutError
+
+if TYPE_CHECKING:
+    from dispatch_core.workflows.models import WorkflowRun
 
 __all__ = [
     "CallNext",
@@ -34,10 +45,64 @@ __all__ = [
     "scope_middleware",
     "timeout_middleware",
     "HandlerCrashedError",
+    "RunCall",
+    "StepCall",
+    "DriveOutcome",
+    "DriveResult",
+    "RunMiddleware",
+    "StepMiddleware",
 ]
 
 CallNext = Callable[[JobContext], Awaitable[Any]]
 Middleware = Callable[[JobContext, CallNext], Awaitable[Any]]
+
+
+class DriveOutcome(enum.StrEnum):
+    """How one drive of a workflow run ended."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    #: Parked: sleeping, waiting for an event or a child; another drive takes it on.
+    SUSPENDED = "suspended"
+    CANCELLED = "cancelled"
+
+
+@attrs.frozen(kw_only=True)
+class DriveResult:
+    """What run middleware's ``call_next`` returns (it never raises for the run's own
+    failure: that is ``outcome=FAILED`` with the exception)."""
+
+    outcome: DriveOutcome
+    #: The formatted error of a failed run.
+    error: str | None = None
+    exception: BaseException | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RunCall:
+    """One drive of a workflow run, as run middleware sees it."""
+
+    run: WorkflowRun
+    #: The driver job's context (``ctx.job.headers`` hold what the producer stamped).
+    ctx: JobContext
+
+
+@attrs.frozen(kw_only=True)
+class StepCall:
+    """One attempt of a workflow step, as step middleware sees it."""
+
+    run: WorkflowRun
+    #: The step's name, unique within the run.
+    name: str
+    #: 1 for the first attempt of the step (its ``retry`` policy may allow more).
+    attempt: int
+    ctx: JobContext
+
+
+RunMiddleware = Callable[
+    [RunCall, Callable[[RunCall], Awaitable[DriveResult]]], Awaitable[DriveResult]
+]
+StepMiddleware = Callable[[StepCall, Callable[[StepCall], Awaitable[Any]]], Awaitable[Any]]
 
 #: Positions in the chain; lower runs outside higher.
 RECOVER, TRACING, METRICS, LOGGING, SCOPE, TIMEOUT, USER = 100, 200, 300, 400, 500, 600, 700
@@ -54,6 +119,8 @@ class MiddlewareRegistry:
 
     def __init__(self) -> None:
         self._items: list[tuple[int, int, str, Middleware]] = []
+        self._run: list[tuple[int, int, str, RunMiddleware]] = []
+        self._step: list[tuple[int, int, str, StepMiddleware]] = []
 
     def add(self, name: str, middleware: Middleware, *, order: int = USER) -> None:
         """Add ``middleware`` at position ``order`` (see the module constants).
@@ -63,9 +130,29 @@ class MiddlewareRegistry:
         self._items = [i for i in self._items if i[2] != name]
         self._items.append((order, len(self._items), name, middleware))
 
+    def add_run(self, name: str, middleware: RunMiddleware, *, order: int = USER) -> None:
+        """Add run middleware (around each drive of a workflow run); a name already present
+        is replaced."""
+        self._run = [i for i in self._run if i[2] != name]
+        self._run.append((order, len(self._run), name, middleware))
+
+    def add_step(self, name: str, middleware: StepMiddleware, *, order: int = USER) -> None:
+        """Add step middleware (around each attempt of a workflow step); a name already
+        present is replaced."""
+        self._step = [i for i in self._step if i[2] != name]
+        self._step.append((order, len(self._step), name, middleware))
+
     def names(self) -> list[str]:
         """Middleware names, outermost first."""
         return [i[2] for i in sorted(self._items)]
+
+    def run_middleware(self) -> list[RunMiddleware]:
+        """Run middleware, outermost first."""
+        return [i[3] for i in sorted(self._run, key=lambda i: i[:2])]
+
+    def step_middleware(self) -> list[StepMiddleware]:
+        """Step middleware, outermost first."""
+        return [i[3] for i in sorted(self._step, key=lambda i: i[:2])]
 
     def ordered(self) -> list[Middleware]:
         """Middleware, outermost first."""
@@ -94,6 +181,24 @@ def build_chain(middleware: Sequence[Middleware], handler: CallNext) -> CallNext
 def _bind(mw: Middleware, nxt: CallNext) -> CallNext:
     # A plain function returning the middleware's coroutine: no extra frame per layer.
     return lambda ctx: mw(ctx, nxt)
+
+
+def wrap_call(
+    middleware: Sequence[Callable[[Any, Any], Awaitable[Any]]],
+    call: Any,
+    inner: Callable[[Any], Awaitable[Any]],
+) -> Awaitable[Any]:
+    """Run ``inner(call)`` inside run or step ``middleware`` (outermost first)."""
+    nxt = inner
+    for mw in reversed(middleware):
+        nxt = _bind_any(mw, nxt)
+    return nxt(call)
+
+
+def _bind_any(
+    mw: Callable[[Any, Any], Awaitable[Any]], nxt: Callable[[Any], Awaitable[Any]]
+) -> Callable[[Any], Awaitable[Any]]:
+    return lambda call: mw(call, nxt)
 
 
 async def recover_middleware(ctx: JobContext, call_next: CallNext) -> Any:

@@ -271,7 +271,8 @@ class ClusterAPI:
         entry = await engine.store.get_cron(name)
         now = utcnow()
         new = cron_new_job(engine, entry, tick=None, now=now)
-        [job] = await engine.store.enqueue([new])
+        with engine._producing((new,)):
+            [job] = await engine.store.enqueue([new])
         engine._after_enqueue([job], [new])
         if engine.hooks.wants("dispatch_cron_fired"):
             engine.hooks.emit("dispatch_cron_fired", entry_name=name, job_id=job.id, engine=engine)

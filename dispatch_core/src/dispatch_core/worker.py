@@ -762,6 +762,8 @@ class Worker:
                 job.name,
                 job.state.value,
             )
+            if hooks.wants("dispatch_job_rescued"):
+                hooks.emit("dispatch_job_rescued", job=job, engine=self.engine)
             if job.state is JobState.RETRYING:
                 if hooks.wants("dispatch_job_retrying"):
                     hooks.emit(

@@ -168,7 +168,9 @@ class WorkflowAPI:
             tenant=tenant,
             parent_run_id=parent_run_id,
         )
-        run = await engine.store.create_run(new, latest._driver_job(placeholder, 0, run_at=None))
+        driver = latest._driver_job(placeholder, 0, run_at=None)
+        with engine._producing((driver,)):
+            run = await engine.store.create_run(new, driver)
         engine._wake_workers()
         if engine.hooks.wants("dispatch_workflow_started"):
             engine.hooks.emit("dispatch_workflow_started", run=run, engine=engine)
@@ -273,17 +275,11 @@ class WorkflowAPI:
                 # event in its own tenant, as events never cross tenants.
                 tenant=tenant if tenant is not None else run.tenant,
             )
-            woken = await engine.store.send_event(
-                event,
-                driver=new_driver(
-                    run=run,
-                    generation=run.generation,
-                    queue=queue,
-                    priority=priority,
-                    run_at=None,
-                ),
-                now=utcnow(),
+            driver = new_driver(
+                run=run, generation=run.generation, queue=queue, priority=priority, run_at=None
             )
+            with engine._producing((driver,)):
+                woken = await engine.store.send_event(event, driver=driver, now=utcnow())
             reached.append(run.id)
             if woken:
                 engine._wake_workers()

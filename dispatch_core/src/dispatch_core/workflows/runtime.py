@@ -25,6 +25,7 @@ from dispatch_core._ids import new_id
 from dispatch_core._tracebacks import format_error
 from dispatch_core.context import JobContext
 from dispatch_core.errors import RunNotFoundError
+from dispatch_core.middleware import DriveOutcome, DriveResult, RunCall, StepCall, wrap_call
 from dispatch_core.models import NewJob, utcnow
 from dispatch_core.workflows.errors import (
     ChildWorkflowFailedError,
@@ -148,6 +149,7 @@ class Workflow:
         self._names: set[str] = set()
         #: Compensations of completed steps, in completion order: (step name, fn, output).
         self._compensations: list[tuple[str, Callable[..., Any], Any]] = []
+        self._step_mw = engine.middleware.step_middleware()
 
     @property
     def run_id(self) -> str:
@@ -200,16 +202,17 @@ class Workflow:
             if wake_at is not None
             else None
         )
-        parked = await self.engine.store.update_run(
-            self.run.id,
-            state=state,
-            now=utcnow(),
-            expect=frozenset({RunState.RUNNING}),
-            generation=self.run.generation,
-            wake_at=wake_at,
-            waiting_for=waiting_for,
-            driver=driver,
-        )
+        with self.engine._producing((driver,) if driver is not None else ()):
+            parked = await self.engine.store.update_run(
+                self.run.id,
+                state=state,
+                now=utcnow(),
+                expect=frozenset({RunState.RUNNING}),
+                generation=self.run.generation,
+                wake_at=wake_at,
+                waiting_for=waiting_for,
+                driver=driver,
+            )
         if parked is None:
             current = await self.engine.store.get_run(self.run.id)
             if current.state is RunState.RUNNING and current.generation == self.run.generation:
@@ -289,7 +292,14 @@ class Workflow:
         while True:
             attempt += 1
             try:
-                value = await _call(fn, args, timeout)
+                if self._step_mw:
+                    value = await wrap_call(
+                        self._step_mw,
+                        StepCall(run=self.run, name=name, attempt=attempt, ctx=self.ctx),
+                        lambda _call_: _call(fn, args, timeout),
+                    )
+                else:
+                    value = await _call(fn, args, timeout)
                 output = self.engine.converter.unstructure(value)
                 json.dumps(output)  # checkpoints are JSON: refuse anything else now
             except Exception as exc:
@@ -695,24 +705,22 @@ async def _notify_parent(engine: Engine, run: WorkflowRun) -> None:
         return
     queue, priority = engine._driver_options(parent)
     now = utcnow()
-    woken = await store.send_event(
-        NewEvent(
-            id=new_id("evt"),
-            run_id=parent.id,
-            name=child_event(run.id),
-            payload={"state": run.state.value},
-            created_at=now,
-            tenant=parent.tenant,
-        ),
-        driver=new_driver(
-            run=parent,
-            generation=parent.generation,
-            queue=queue,
-            priority=priority,
-            run_at=None,
-        ),
-        now=now,
+    driver = new_driver(
+        run=parent, generation=parent.generation, queue=queue, priority=priority, run_at=None
     )
+    with engine._producing((driver,)):
+        woken = await store.send_event(
+            NewEvent(
+                id=new_id("evt"),
+                run_id=parent.id,
+                name=child_event(run.id),
+                payload={"state": run.state.value},
+                created_at=now,
+                tenant=parent.tenant,
+            ),
+            driver=driver,
+            now=now,
+        )
     if woken:
         engine._wake_workers()
 
@@ -777,17 +785,33 @@ async def drive(engine: Engine, ctx: JobContext, run_id: str) -> None:
     history = await store.list_steps(run_id)
     wf = Workflow(engine, run, history, definition, ctx)
     t0 = time.perf_counter()
-    try:
-        value = await definition._invoke(wf, run.input)
-        output = engine.converter.unstructure(value)
-        json.dumps(output)
-    except _Suspend:
+    output: Any = None
+
+    async def invoke(_call: RunCall) -> DriveResult:
+        nonlocal output
+        try:
+            value = await definition._invoke(wf, run.input)
+            output = engine.converter.unstructure(value)
+            json.dumps(output)
+        except _Suspend:
+            return DriveResult(outcome=DriveOutcome.SUSPENDED)
+        except _Cancelled:
+            return DriveResult(outcome=DriveOutcome.CANCELLED)
+        except Exception as exc:
+            return DriveResult(outcome=DriveOutcome.FAILED, error=format_error(exc), exception=exc)
+        return DriveResult(outcome=DriveOutcome.COMPLETED)
+
+    run_mw = engine.middleware.run_middleware()
+    call = RunCall(run=run, ctx=ctx)
+    result = await (wrap_call(run_mw, call, invoke) if run_mw else invoke(call))
+    if result.outcome is DriveOutcome.SUSPENDED:
         return
-    except _Cancelled:
+    if result.outcome is DriveOutcome.CANCELLED:
         await wf._compensate()
         return
-    except Exception as exc:
-        error = format_error(exc)
+    if result.outcome is DriveOutcome.FAILED:
+        error = result.error or ""
+        exc = result.exception
         await wf._compensate()
         failed = await store.update_run(
             run_id,
@@ -800,7 +824,7 @@ async def drive(engine: Engine, ctx: JobContext, run_id: str) -> None:
             await _notify_parent(engine, failed)
         if failed is not None and engine.hooks.wants("dispatch_workflow_failed"):
             engine.hooks.emit("dispatch_workflow_failed", run=failed, error=error, engine=engine)
-        log.warning("workflow run %s (%s) failed: %s", run_id, run.name, exc)
+        log.warning("workflow run %s (%s) failed: %s", run_id, run.name, exc or error)
         return
     done = await store.update_run(
         run_id,
