@@ -102,12 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset of: memory, sqlite, huey (both Huey variants), "
         "huey-default, huey-normal, postgres, procrastinate, pg (postgres + procrastinate), "
         "celery, celery-prefork (not in the default run), workflows (wf-sqlite + "
-        "wf-postgres + dbos), wf-sqlite, wf-postgres, dbos",
+        "wf-postgres + dbos), wf-sqlite, wf-postgres, dbos; or otel alone (the cost of "
+        "dispatch-otel: no plugin / API only / SDK on, its own table)",
     )
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})"
     )
     args = parser.parse_args(argv)
+    if args.only is not None and args.only.strip() == "otel":
+        # dispatch-otel's overhead: its own three-column table (bench/otel.py).
+        from bench.otel import main as otel_main
+
+        return otel_main(quick=args.quick, out=None if args.out == DEFAULT_OUT else args.out)
 
     # SIGTERM unwinds like Ctrl-C, so every child process is reaped and the temp dir removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
