@@ -232,7 +232,11 @@ def test_url_without_scheme() -> None:
     assert "has no scheme" in one_error_line(result)
 
 
-def test_known_scheme_without_its_plugin_names_the_package() -> None:
+def test_known_scheme_without_its_plugin_names_the_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # dispatch-redis is installed in the dev environment: hide it, as if it were not.
+    monkeypatch.setenv("DISPATCH_DISABLE_PLUGINS", "redis")
     result = run("jobs", "ls", "--url", "redis://localhost/0")
     assert result.exit_code == 1
     assert "pip install dispatch-redis" in one_error_line(result)

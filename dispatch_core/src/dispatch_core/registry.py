@@ -20,6 +20,7 @@ KNOWN_SCHEMES: dict[str, str] = {
     "postgres": "dispatch-postgres",
     "redis": "dispatch-redis",
     "rediss": "dispatch-redis",
+    "unix": "dispatch-redis",
 }
 
 
