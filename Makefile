@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DISTS := dispatch_core dispatch_plugins/sqlite dispatch_plugins/postgres dispatch_plugins/admin adapters/flask adapters/starlette adapters/celery
+DISTS := dispatch_core dispatch_plugins/sqlite dispatch_plugins/postgres dispatch_plugins/redis dispatch_plugins/admin dispatch_plugins/otel dispatch_plugins/relay adapters/flask adapters/starlette adapters/celery
 
 .PHONY: setup demo serve test chaos lint typecheck bench wheels wheel-check clean
 
@@ -11,6 +11,8 @@ $(STAMP): requirements-dev.txt dispatch_core/pyproject.toml $(wildcard dispatch_
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	# arq (a benchmark peer) pins redis<6, which Celery's kombu cannot share: it runs on ours.
+	$(BIN)/python -m pip install --quiet --no-deps 'arq==0.28.0'
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv with every distribution installed editable
@@ -30,7 +32,7 @@ chaos: $(STAMP)  ## the chaos suite alone (SQLite and a private PostgreSQL); DIS
 lint: $(STAMP)  ## ruff and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy dispatch_core/src dispatch_plugins/sqlite/src dispatch_plugins/postgres/src dispatch_plugins/admin/src adapters/flask/src adapters/starlette/src adapters/celery/src bench tests/typing tests/adapters
+	$(BIN)/mypy dispatch_core/src dispatch_plugins/sqlite/src dispatch_plugins/postgres/src dispatch_plugins/redis/src dispatch_plugins/admin/src dispatch_plugins/otel/src dispatch_plugins/relay/src adapters/flask/src adapters/starlette/src adapters/celery/src bench tests/typing tests/adapters
 
 bench: $(STAMP)  ## Dispatch (memory, SQLite) against Huey, same machine, same run
 	$(BIN)/python -m bench

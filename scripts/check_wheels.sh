@@ -217,3 +217,131 @@ with flask_app.test_client().get("/dispatch/v1/jobs") as reply:
 dispatch.get_engine(flask_app).close()
 print("wheel check ok: dispatch-admin (API, dashboard files, serve) and dispatch-flask[admin]")
 PY
+
+# dispatch-core + dispatch-sqlite + dispatch-otel + dispatch-relay: both found by entry point;
+# the relay, configured by file, delivers a signed webhook to a real local receiver; the OTel
+# default runs on the API alone (no SDK in this venv, as its wheel declares).
+python3 -m venv "$tmp/observe"
+"$tmp/observe/bin/python" -m pip install --quiet --upgrade pip
+"$tmp/observe/bin/python" -m pip install --quiet "$root"/dist/dispatch_core-*.whl \
+  "$root"/dist/dispatch_sqlite-*.whl "$root"/dist/dispatch_otel-*.whl \
+  "$root"/dist/dispatch_relay-*.whl
+"$tmp/observe/bin/python" - <<'PY'
+import asyncio
+import http.server
+import importlib.util
+import json
+import os
+import threading
+from importlib.metadata import entry_points
+
+got: list[tuple[dict[str, str], bytes]] = []
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        got.append((dict(self.headers.items()), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+secret = "wheel-check-webhook-secret"
+with open("relay.json", "w") as f:
+    json.dump(
+        {
+            "endpoints": [
+                {
+                    "name": "local",
+                    "url": f"http://127.0.0.1:{server.server_port}/hooks",
+                    "secret": secret,
+                    "events": ["dispatch.job.completed"],
+                    "allow_private": True,
+                }
+            ]
+        },
+        f,
+    )
+os.environ["DISPATCH_RELAY_CONFIG"] = "relay.json"
+
+from dispatch_core import Engine
+from dispatch_plugins.relay import verify_signature
+
+eps = {ep.name for ep in entry_points(group="dispatch_core.plugins")}
+assert eps == {"sqlite", "otel", "relay"}, eps
+assert importlib.util.find_spec("opentelemetry.sdk") is None, "the SDK must not be required"
+engine = Engine("sqlite:///observe.db")
+names = {name for name, _ in engine.pm.list_name_plugin()}
+assert {"otel", "relay"} <= names, names
+
+
+@engine.job(name="observe.smoke")
+async def smoke(n: int) -> int:
+    return n + 1
+
+
+async def main() -> None:
+    job = await smoke.aenqueue(41)
+    await engine.drain()  # runs the job
+    await engine.hooks.flush()  # the completed event queues its delivery job
+    await engine.drain()  # delivers it
+    assert (await engine.aget_job(job.id)).result == 42
+    await engine.aclose()
+
+
+asyncio.run(main())
+server.shutdown()
+assert len(got) == 1, got
+headers, body = got[0]
+verify_signature(secret=secret, body=body, headers=headers)
+event = json.loads(body)
+assert event["type"] == "dispatch.job.completed" and event["data"]["job_name"] == "observe.smoke"
+print("wheel check ok: dispatch-otel and dispatch-relay (entry points, signed delivery)")
+PY
+
+# dispatch-core + dispatch-redis: the Redis store from its wheel.
+fresh_venv redis dispatch_redis
+"$tmp/redis/bin/python" - <<'PY'
+import asyncio
+import importlib.metadata as md
+import os
+import uuid
+
+from dispatch_core import Engine
+
+eps = {ep.name for ep in md.entry_points(group="dispatch_core.plugins")}
+assert eps == {"redis"}, eps
+url = os.environ.get("DISPATCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+prefix = f"wheelcheck{uuid.uuid4().hex[:8]}"
+engine = Engine(f"{url}?prefix={prefix}")
+
+
+@engine.job(name="smoke")
+async def smoke(n: int) -> int:
+    return n + 1
+
+
+async def main() -> None:
+    try:
+        job = await smoke.aenqueue(41)
+        await engine.drain()
+        assert (await engine.aget_job(job.id)).result == 42
+    finally:
+        await engine.aclose()
+        import redis
+
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+asyncio.run(main())
+print("wheel check ok: dispatch-core + dispatch-redis")
+PY

@@ -133,7 +133,8 @@ class OTel:
     def dispatch_engine_started(self, engine: Engine) -> None:
         """Start reading the queue depths."""
         assert self.metrics is not None
-        if self.queue_depth_interval is not None:
+        # With the API alone (no SDK) nothing would collect the gauge: no task at all.
+        if self.queue_depth_interval is not None and self.metrics.live():
             self.metrics.start_polling(engine, self.queue_depth_interval)
 
     @hookimpl
