@@ -26,7 +26,7 @@ serve: $(STAMP)  ## the dashboard and admin API on the demo app, with a worker a
 test: $(STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest
 
-chaos: $(STAMP)  ## the chaos suite alone (SQLite and a private PostgreSQL); DISPATCH_CHAOS_SEED=N replays a run
+chaos: $(STAMP)  ## the chaos suite alone (SQLite, a private PostgreSQL and a private Redis); DISPATCH_CHAOS_SEED=N replays a run
 	DISPATCH_TEST_CHAOS_SEED=$${DISPATCH_CHAOS_SEED:-$$DISPATCH_TEST_CHAOS_SEED} $(BIN)/python -m pytest tests/chaos -p no:cacheprovider -v
 
 lint: $(STAMP)  ## ruff and mypy --strict

@@ -1,7 +1,9 @@
-"""The chaos suite's machinery: the seeded plan, the worker processes, and the verdict.
+"""The chaos suite's machinery: the seeded plan, the worker processes, the servers the suite
+crashes, and the verdict.
 
 The verdict (:func:`analyse`) is a pure function of what the run left behind (the job table,
-the ledger of executions, the kills and the database outages), so it is tested on its own.
+the ledger of executions, the kills and the database outages) and of what a crash of the
+store's server may undo (its :class:`Durability`), so it is tested on its own.
 """
 
 from __future__ import annotations
@@ -19,19 +21,27 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar, Protocol
 
 import attrs
+import redis
 
 from dispatch_core import Job, JobState
 
 from ..plugins.postgres._cluster import PrivateCluster
+from ..plugins.redis._server import PrivateRedis
 from .chaos_app import TICK, WORK, Execution
 
 __all__ = [
+    "AOF_ALWAYS",
     "ChaosCluster",
+    "ChaosRedis",
     "COMMIT_LOSS",
+    "Durability",
     "HELD_UP_AFTER",
+    "IN_FLIGHT",
     "PG_SLACK",
+    "POSTGRES_ASYNC_COMMIT",
     "RESCUE_LIMIT",
     "RESCUE_TARGET",
     "Findings",
@@ -39,6 +49,7 @@ __all__ = [
     "Outage",
     "Plan",
     "Rescue",
+    "Restartable",
     "WorkerPool",
     "WorkerProcess",
     "analyse",
@@ -60,12 +71,69 @@ HELD_UP_AFTER = 7.0
 #: unflushed WAL (the store's workers commit with synchronous_commit=off): a claim (the same
 #: attempt then runs again) or a completion (the job runs again).
 COMMIT_LOSS = 2.0
+#: Seconds from the ledger's ``finished_at`` stamp to the store's acknowledgement of that
+#: outcome (the worker's finisher writes it at once, one round trip): a server that keeps
+#: every acknowledged write may still crash with an outcome this recent unwritten.
+IN_FLIGHT = 0.5
+#: Seconds of slop after a Redis restart: ``up_at`` is when the restarted server first
+#: answered ``PING``.
+REDIS_SLACK = 0.5
 
 _STARTED = re.compile(r"worker (wkr_[0-9a-z]+) started")
 
 
+@attrs.frozen(kw_only=True)
+class Durability:
+    """What a crash of the store's server may undo: the verdict's allowances around an
+    :class:`Outage`."""
+
+    name: str
+    #: An execution that ended this many seconds before the crash (or later) may have had its
+    #: outcome lost, so its job runs again.
+    outcome_loss: float
+    #: A claim made this many seconds before the crash may have been lost, so its attempt runs
+    #: again under the same number; ``None``: an acknowledged claim is never lost (a second
+    #: execution of one attempt is then a fault, crash or not).
+    claim_loss: float | None
+    #: Seconds after ``up_at`` still counted as part of the outage.
+    slack: float
+
+
+#: PostgreSQL whose workers commit with ``synchronous_commit=off``: an immediate stop may lose
+#: the last :data:`COMMIT_LOSS` seconds of commits, claims and outcomes alike.
+POSTGRES_ASYNC_COMMIT = Durability(
+    name="postgres, synchronous_commit=off",
+    outcome_loss=COMMIT_LOSS,
+    claim_loss=COMMIT_LOSS,
+    slack=PG_SLACK,
+)
+#: Redis with ``appendonly yes`` and ``appendfsync always``: every acknowledged write is on
+#: disk before its reply, so a ``kill -9`` loses nothing acknowledged. Only an outcome still
+#: in flight (:data:`IN_FLIGHT`) or not yet sent may be lost; no claim ever is.
+AOF_ALWAYS = Durability(
+    name="redis, appendfsync always", outcome_loss=IN_FLIGHT, claim_loss=None, slack=REDIS_SLACK
+)
+
+
+class Restartable(Protocol):
+    """A store's server that the suite crashes and starts again under load."""
+
+    durability: ClassVar[Durability]
+    #: What summaries call it.
+    label: ClassVar[str]
+
+    def crash(self) -> None:
+        """Stop the server as a crash would (no clean shutdown)."""
+
+    def start(self) -> None:
+        """Start it again on the same files; return once it accepts connections."""
+
+
 class ChaosCluster(PrivateCluster):
     """A private cluster that can also be stopped and started as two steps."""
+
+    durability: ClassVar[Durability] = POSTGRES_ASYNC_COMMIT
+    label: ClassVar[str] = "PostgreSQL"
 
     def _options(self) -> str:
         # Four workers' pools and ledger connections, plus the test's own, need headroom.
@@ -75,6 +143,29 @@ class ChaosCluster(PrivateCluster):
         """Stop the server: ``immediate`` is a crash (no checkpoint, unflushed WAL lost)."""
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
         self.started = False
+
+    def crash(self) -> None:
+        self.stop("immediate")
+
+
+class ChaosRedis(PrivateRedis):
+    """A private ``redis-server`` (append-only file, ``appendfsync always``), crashed with
+    ``kill -9`` and started again on the same files."""
+
+    durability: ClassVar[Durability] = AOF_ALWAYS
+    label: ClassVar[str] = "Redis"
+
+    def crash(self) -> None:
+        self.kill()
+
+    def settings(self) -> dict[str, str]:
+        """The server's persistence settings, which :data:`AOF_ALWAYS` assumes."""
+        client = redis.Redis(port=self.port, socket_connect_timeout=5, decode_responses=True)
+        try:
+            names = ("appendonly", "appendfsync", "maxmemory-policy")
+            return {name: str(client.config_get(name)[name]) for name in names}
+        finally:
+            client.close()
 
 
 @attrs.frozen(kw_only=True)
@@ -88,15 +179,15 @@ class Plan:
     leader_kill: int
     #: Per kill, the worker slot to kill when it is not the leader kill.
     victim_slots: tuple[int, ...]
-    #: Seconds after the start at which PostgreSQL is stopped, and for how long.
-    pg_restart_at: float
-    pg_down_for: float
+    #: Seconds after the start at which the store's server is crashed, and for how long.
+    restart_at: float
+    down_for: float
 
     @classmethod
     def draw(cls, seed: int, *, workers: int) -> Plan:
         """A plan: a kill every 2.5-4 s from about 3 s to 20 s (at least five), the second or
-        the third aimed at the leader, and one PostgreSQL restart between the fourth and the
-        fifth, once leadership has settled again."""
+        the third aimed at the leader, and one crash and restart of the store's server (when it
+        has one) between the fourth and the fifth, once leadership has settled again."""
         rng = random.Random(seed)
         offsets = [rng.uniform(2.5, 3.5)]
         while offsets[-1] < 17.0:
@@ -106,8 +197,8 @@ class Plan:
             kill_offsets=tuple(round(o, 2) for o in offsets),
             leader_kill=rng.choice((1, 2)),
             victim_slots=tuple(rng.randrange(workers) for _ in offsets),
-            pg_restart_at=round(rng.uniform(offsets[3] + 0.3, offsets[4] - 0.3), 2),
-            pg_down_for=round(rng.uniform(2.0, 3.5), 2),
+            restart_at=round(rng.uniform(offsets[3] + 0.3, offsets[4] - 0.3), 2),
+            down_for=round(rng.uniform(2.0, 3.5), 2),
         )
 
 
@@ -124,7 +215,7 @@ class Kill:
 
 @attrs.frozen(kw_only=True)
 class Outage:
-    """A PostgreSQL restart: stopped at ``down_at``, accepting again at ``up_at``."""
+    """A crash of the store's server: down at ``down_at``, accepting again at ``up_at``."""
 
     down_at: float
     up_at: float
@@ -293,25 +384,32 @@ class Findings:
         return [t for r in self.rescues if (r.outage is not None) is across for t in r.times]
 
 
-def _why_extra(e: Execution, kills: Sequence[Kill], outages: Sequence[Outage]) -> str | None:
+def _why_extra(
+    e: Execution, kills: Sequence[Kill], outages: Sequence[Outage], durability: Durability
+) -> str | None:
     """Why an execution that did not complete its job may legitimately have run: its worker
     was killed after it started, or it was running (or had just finished, and its outcome
-    was lost with the crash) when the database went down."""
+    was not yet durable) when the store's server went down."""
     for k in kills:
         if k.pid == e.pid and e.started_at <= k.at:
             return "killed"
     for o in outages:
         # An execution that never ended was killed (above): the handlers outlast an outage.
-        ended_late = e.finished_at is not None and e.finished_at >= o.down_at - COMMIT_LOSS
-        if e.started_at <= o.up_at + PG_SLACK and ended_late:
-            return "pg restart"
+        ended_late = (
+            e.finished_at is not None and e.finished_at >= o.down_at - durability.outcome_loss
+        )
+        if e.started_at <= o.up_at + durability.slack and ended_late:
+            return "server restart"
     return None
 
 
-def _lost_claim(e: Execution, outages: Sequence[Outage]) -> bool:
-    """Whether ``e`` may have started on a claim the database lost in its crash (its attempt
-    then runs again under the same number)."""
-    return any(o.down_at - COMMIT_LOSS <= e.started_at <= o.up_at + PG_SLACK for o in outages)
+def _lost_claim(e: Execution, outages: Sequence[Outage], durability: Durability) -> bool:
+    """Whether ``e`` may have started on a claim the server lost in its crash (its attempt
+    then runs again under the same number): never when acknowledged claims are durable."""
+    loss = durability.claim_loss
+    if loss is None:
+        return False
+    return any(o.down_at - loss <= e.started_at <= o.up_at + durability.slack for o in outages)
 
 
 def _describe(e: Execution) -> str:
@@ -330,9 +428,11 @@ def analyse(
     kills: Sequence[Kill],
     outages: Sequence[Outage],
     dead_letters: int,
+    durability: Durability = POSTGRES_ASYNC_COMMIT,
 ) -> Findings:
     """Check the run: every job completed exactly once, every extra execution explained by a
-    kill or the database restart, each cron tick fired once; measure the rescues.
+    kill or the database restart (as far as the server's ``durability`` allows), each cron
+    tick fired once; measure the rescues.
 
     Args:
         expected: Ids of the ``chaos.work`` jobs the suite enqueued.
@@ -341,6 +441,8 @@ def analyse(
         kills: The suite's kills.
         outages: The database restarts.
         dead_letters: Entries in the dead-letter queue.
+        durability: What a crash of the store's server may undo (it matters only with
+            ``outages``).
     """
     f = Findings(jobs=len(expected), executions=len(executions))
     table = {j.id: j for j in jobs}
@@ -387,8 +489,8 @@ def analyse(
             attempts[e.attempt].append(e)
         for same in attempts.values():
             for e in same[:-1]:
-                if _lost_claim(e, outages):
-                    f.extras["pg lost the claim"] += 1
+                if _lost_claim(e, outages, durability):
+                    f.extras["crash lost the claim"] += 1
                 else:
                     twice.append(e)
                     f.extras["unexplained"] += 1
@@ -401,7 +503,7 @@ def analyse(
         for attempt, same in attempts.items():
             if job.state is JobState.COMPLETED and attempt == job.attempt:
                 continue
-            cause = _why_extra(same[-1], kills, outages)
+            cause = _why_extra(same[-1], kills, outages, durability)
             if cause is None:
                 unexplained.append(same[-1])
                 f.extras["unexplained"] += 1
@@ -411,7 +513,7 @@ def analyse(
         shown = "\n  ".join(_describe(e) for e in twice[:10])
         f.problems.append(
             f"{len(twice)} attempts ran twice (same job, same attempt number), not across a "
-            f"database crash:\n  {shown}"
+            f"crash that may lose claims ({durability.name}):\n  {shown}"
         )
     if unexplained:
         shown = "\n  ".join(_describe(e) for e in unexplained[:10])
@@ -530,7 +632,7 @@ def summary(
         f"  workers      {workers} at a time, {started} started, {len(kills)} killed "
         f"({sum(k.leader for k in kills)} leader)"
         + (f", {refused} refused to start while the database was down" if refused else ""),
-        f"  pg restarts  {len(outages)}" + (f" ({downs})" if outages else ""),
+        f"  restarts     {len(outages)}" + (f" ({downs})" if outages else ""),
         f"  executions   {f.executions} = {f.executions - extras} that completed "
         f"({f.ticks_fired} cron) + {extras} extra ({causes})",
         f"  cron ticks   {f.ticks_fired} fired over {f.ticks_span}s, "

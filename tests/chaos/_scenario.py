@@ -1,5 +1,6 @@
-"""One chaos run: worker processes drain jobs while the suite kills them and restarts the
-database; then the workers are stopped and the run is judged by :func:`_harness.analyse`.
+"""One chaos run: worker processes drain jobs while the suite kills them and crashes and
+restarts the store's server (PostgreSQL, Redis); then the workers are stopped and the run is
+judged by :func:`_harness.analyse`.
 
 Jobs are enqueued as the workers take them (a backlog of about three jobs per slot), not all
 up front: a rescued job becomes runnable "now", behind every job enqueued before it, so with
@@ -23,11 +24,12 @@ from dispatch_core import DLQFilter, Engine, Job, JobFilter, JobState
 from dispatch_core.models import utcnow
 
 from ._harness import (
-    ChaosCluster,
+    POSTGRES_ASYNC_COMMIT,
     Findings,
     Kill,
     Outage,
     Plan,
+    Restartable,
     WorkerPool,
     WorkerProcess,
     analyse,
@@ -51,14 +53,15 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 #: Seconds the last cron jobs (and the last rescues) get to finish once the work is done.
 SETTLE_TIMEOUT = 20.0
-#: Seconds after PostgreSQL is back during which a worker may still fail to start.
+#: Seconds after the server is back during which a worker may still fail to start.
 REFUSAL_GRACE = 10.0
 _TICK = 0.25
 
 
 @attrs.frozen(kw_only=True)
 class Run:
-    """What one run needs: the store, the ledger, the seed and where to put logs."""
+    """What one run needs: the store, the ledger, the seed and where to put logs; with a
+    ``server``, the run crashes it and starts it again once, mid-run."""
 
     store: str
     url: str
@@ -66,7 +69,7 @@ class Run:
     seed: int
     app_dir: Path
     tmp: Path
-    cluster: ChaosCluster | None = None
+    server: Restartable | None = None
 
 
 async def _try(call: Callable[[], Awaitable[T]], timeout: float = 5.0) -> T | None:
@@ -93,7 +96,7 @@ class _Chaos:
         self.expected: set[str] = set()
         self.args = ("--concurrency", str(CONCURRENCY), "--grace", "5")
         self.t0 = 0.0
-        self.pg_busy = False
+        self.server_busy = False
         #: Replacements that exited at start because the database was down.
         self.refused = 0
 
@@ -156,18 +159,18 @@ class _Chaos:
             self.pool.spawn(victim.slot, *self.args)
 
     async def restart_database(self) -> None:
-        cluster = self.run.cluster
-        assert cluster is not None
-        await _sleep_until(self.t0 + self.plan.pg_restart_at)
-        self.pg_busy = True
+        server = self.run.server
+        assert server is not None
+        await _sleep_until(self.t0 + self.plan.restart_at)
+        self.server_busy = True
         try:
             down = time.time()
-            await asyncio.to_thread(cluster.stop, "immediate")
-            await asyncio.sleep(self.plan.pg_down_for)
-            await asyncio.to_thread(cluster.start)
+            await asyncio.to_thread(server.crash)
+            await asyncio.sleep(self.plan.down_for)
+            await asyncio.to_thread(server.start)
             self.outages.append(Outage(down_at=down, up_at=time.time()))
         finally:
-            self.pg_busy = False
+            self.server_busy = False
 
     async def enqueue(self, n: int, deadline: float) -> None:
         # The unique key makes a retried enqueue (did the first try commit?) harmless.
@@ -195,9 +198,9 @@ class _Chaos:
             await asyncio.sleep(0.1)
 
     def database_troubled(self) -> bool:
-        """Whether PostgreSQL is down, or came back less than :data:`REFUSAL_GRACE` ago."""
+        """Whether the server is down, or came back less than :data:`REFUSAL_GRACE` ago."""
         recent = any(time.time() - o.up_at < REFUSAL_GRACE for o in self.outages)
-        return self.pg_busy or recent
+        return self.server_busy or recent
 
     def replace_crashed(self) -> None:
         """Restart workers that exited by themselves, as a supervisor would; a worker that
@@ -257,7 +260,7 @@ async def run(spec: Run) -> tuple[Findings, str]:
         producing = asyncio.create_task(chaos.produce(deadline))
         tasks = [producing, asyncio.create_task(chaos.kill_on_schedule())]
         restarting = None
-        if spec.cluster is not None:
+        if spec.server is not None:
             restarting = asyncio.create_task(chaos.restart_database())
             tasks.append(restarting)
         while True:
@@ -276,21 +279,22 @@ async def run(spec: Run) -> tuple[Findings, str]:
                     drained = time.monotonic() - chaos.t0
                     break
             await asyncio.sleep(_TICK)
-        if restarting is not None and chaos.pg_busy:
+        if restarting is not None and chaos.server_busy:
             await restarting  # never leave the database down
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if restarting is not None:
+        if spec.server is not None and restarting is not None:
+            label = spec.server.label
             if not restarting.cancelled() and restarting.exception() is not None:
-                raise AssertionError("restarting PostgreSQL failed") from restarting.exception()
+                raise AssertionError(f"restarting {label} failed") from restarting.exception()
             if not chaos.outages:
-                chaos.problems.append("the run ended before PostgreSQL was restarted")
+                chaos.problems.append(f"the run ended before {label} was restarted")
         await chaos.settle()
         chaos.problems += await asyncio.to_thread(pool.stop_all, timeout=STOP_TIMEOUT)
 
         executions = await asyncio.to_thread(ledger.executions)
-        # Kept for a post-mortem: the private PostgreSQL cluster goes away with the test.
+        # Kept for a post-mortem: the private server goes away with the test.
         (spec.tmp / "ledger.json").write_text(json.dumps([e._asdict() for e in executions]))
         jobs: list[Job] = await engine.store.list_jobs(JobFilter(limit=1_000_000))
         dead = await engine.store.list_dlq(DLQFilter(limit=1_000_000))
@@ -301,6 +305,8 @@ async def run(spec: Run) -> tuple[Findings, str]:
             kills=chaos.kills,
             outages=chaos.outages,
             dead_letters=len(dead),
+            # Without a server there is no outage: the durability does not matter.
+            durability=POSTGRES_ASYNC_COMMIT if spec.server is None else spec.server.durability,
         )
         findings.problems[:0] = chaos.problems
     finally:

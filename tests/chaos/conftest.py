@@ -1,6 +1,6 @@
 """Fixtures of the chaos suite: the ``chaos`` marker, the seed, a private PostgreSQL cluster
-that may be restarted at will, and a "chaos" section in pytest's terminal summary that shows
-each run's figures whether or not output is captured.
+and a private Redis server that may be crashed and restarted at will, and a "chaos" section
+in pytest's terminal summary that shows each run's figures whether or not output is captured.
 
 The seed comes from ``DISPATCH_TEST_CHAOS_SEED`` (``make chaos`` also accepts
 ``DISPATCH_CHAOS_SEED``; the root conftest removes other ``DISPATCH_*`` variables).
@@ -9,13 +9,14 @@ The seed comes from ``DISPATCH_TEST_CHAOS_SEED`` (``make chaos`` also accepts
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from ..plugins.postgres._cluster import find_bindir
-from ._harness import ChaosCluster
+from ._harness import ChaosCluster, ChaosRedis
 
 DEFAULT_SEED = 20240604
 SEED_ENV = "DISPATCH_TEST_CHAOS_SEED"
@@ -25,7 +26,7 @@ _summaries = pytest.StashKey[list[str]]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "chaos: worker processes killed and a database restarted under load"
+        "markers", "chaos: worker processes killed and a database server restarted under load"
     )
     config.stash[_summaries] = []
 
@@ -72,6 +73,30 @@ def cluster(require_service: Callable[[str], None]) -> Iterator[ChaosCluster]:
         yield made
     finally:
         made.destroy()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path, require_service: Callable[[str], None]) -> Iterator[ChaosRedis]:
+    """A private ``redis-server`` (loopback, another port, ``appendonly yes`` with
+    ``appendfsync always``, its files in the test's ``tmp_path``): killing it disturbs nothing
+    else, and it loses nothing it acknowledged. Skips locally, fails in CI, without the
+    binary."""
+    if shutil.which("redis-server") is None:
+        require_service("the redis-server binary")
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    made = ChaosRedis(folder)
+    try:
+        made.start()
+        # The verdict allows no lost acknowledged write: hold the server to that.
+        assert made.settings() == {
+            "appendonly": "yes",
+            "appendfsync": "always",
+            "maxmemory-policy": "noeviction",
+        }
+        yield made
+    finally:
+        made.stop()
 
 
 @pytest.fixture

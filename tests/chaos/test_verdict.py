@@ -9,7 +9,19 @@ import pytest
 
 from dispatch_core import Job, JobState
 
-from ._harness import RESCUE_LIMIT, Findings, Kill, Outage, Plan, analyse, tick_time
+from ._harness import (
+    AOF_ALWAYS,
+    IN_FLIGHT,
+    POSTGRES_ASYNC_COMMIT,
+    RESCUE_LIMIT,
+    Durability,
+    Findings,
+    Kill,
+    Outage,
+    Plan,
+    analyse,
+    tick_time,
+)
 from .chaos_app import TICK, WORK, Execution
 
 pytestmark = pytest.mark.chaos
@@ -73,6 +85,7 @@ def verdict(
     kills: list[Kill] | None = None,
     outages: list[Outage] | None = None,
     dead_letters: int = 0,
+    durability: Durability = POSTGRES_ASYNC_COMMIT,
 ) -> Findings:
     ticks = [job(f"t{s}", name=TICK, key=tick_key(s)) for s in (0, 1, 2)]
     tick_runs = [run(f"t{s}", 1, start=s, kind="tick", tick=tick_key(s)) for s in (0, 1, 2)]
@@ -83,6 +96,7 @@ def verdict(
         kills=kills or [],
         outages=outages or [],
         dead_letters=dead_letters,
+        durability=durability,
     )
 
 
@@ -135,7 +149,7 @@ def test_an_execution_cut_short_by_the_database_restart_is_explained() -> None:
         outages=[outage],
     )
     assert f.problems == [], f.problems
-    assert f.extras == {"pg restart": 2}
+    assert f.extras == {"server restart": 2}
 
 
 def test_an_attempt_whose_claim_the_crash_lost_runs_again_under_its_number() -> None:
@@ -143,7 +157,38 @@ def test_an_attempt_whose_claim_the_crash_lost_runs_again_under_its_number() -> 
     runs = [run("a", 1, start=4.9, end=8.5), run("a", 1, pid=101, start=8.3, end=8.45)]
     f = verdict([job("a")], runs, outages=[outage])
     assert f.problems == [], f.problems
-    assert f.extras == {"pg lost the claim": 1}
+    assert f.extras == {"crash lost the claim": 1}
+
+
+def test_a_server_that_keeps_acknowledged_writes_never_loses_a_claim() -> None:
+    # The same attempt twice across the crash: PostgreSQL (async commit) may have lost the
+    # claim; Redis with appendfsync always acknowledged it durably, so it is a fault.
+    outage = Outage(down_at=T0 + 5.0, up_at=T0 + 8.0)
+    runs = [run("a", 1, start=4.9, end=8.5), run("a", 1, pid=101, start=8.3, end=8.45)]
+    f = verdict([job("a")], runs, outages=[outage], durability=AOF_ALWAYS)
+    assert f.extras == {"unexplained": 1}
+    assert any("attempts ran twice" in p and "appendfsync always" in p for p in f.problems)
+
+
+def test_a_server_that_keeps_acknowledged_writes_allows_only_outcomes_in_flight() -> None:
+    outage = Outage(down_at=T0 + 5.0, up_at=T0 + 8.0)
+    jobs = [job("a", attempt=2), job("b", attempt=2)]
+    runs = [
+        run("a", 1, start=4.5, end=6.0),  # ended while the server was down
+        run("a", 2, pid=101, start=20),
+        run("b", 1, start=4.5, end=5.0 - IN_FLIGHT / 2),  # its outcome still on its way
+        run("b", 2, pid=101, start=20),
+    ]
+    f = verdict(jobs, runs, outages=[outage], durability=AOF_ALWAYS)
+    assert f.problems == [], f.problems
+    assert f.extras == {"server restart": 2}
+    # Finished 1.5 s before the crash: PostgreSQL may have lost that commit, Redis may not.
+    acknowledged = [run("a", 1, start=3.0, end=3.5), run("a", 2, pid=101, start=20)]
+    f = verdict([job("a", attempt=2)], acknowledged, outages=[outage])
+    assert f.extras == {"server restart": 1}
+    f = verdict([job("a", attempt=2)], acknowledged, outages=[outage], durability=AOF_ALWAYS)
+    assert f.extras == {"unexplained": 1}
+    assert any("neither killed nor cut short" in p for p in f.problems)
 
 
 def test_a_live_worker_s_jobs_rescued_after_the_restart_fail_the_run() -> None:
@@ -241,5 +286,5 @@ def test_the_plan_is_a_function_of_the_seed() -> None:
         assert 4 <= len(p.kill_offsets) <= 8
         assert 5 <= len(p.kill_offsets) <= 8
         assert p.leader_kill in (1, 2)
-        assert p.kill_offsets[3] < p.pg_restart_at < p.kill_offsets[4]
+        assert p.kill_offsets[3] < p.restart_at < p.kill_offsets[4]
         assert all(0 <= s < 4 for s in p.victim_slots)

@@ -29,7 +29,7 @@ import pytest
 from dispatch_core import Engine, RunState, StepKind, StepRecord, StepState, WorkflowRun
 from dispatch_core.models import utcnow
 
-from ._harness import ChaosCluster, Kill, WorkerPool, WorkerProcess
+from ._harness import ChaosCluster, ChaosRedis, Kill, WorkerPool, WorkerProcess
 from .chaos_workflow_app import (
     EVENT,
     QUEUE,
@@ -541,6 +541,26 @@ async def test_workflow_chaos_on_postgres(
         store="postgresql",
         url=f"{cluster.dsn}?schema=dispatch&pool_timeout=5&max_size=10",
         ledger=cluster.dsn,
+        seed=seed,
+        root=root,
+        tmp=tmp_path,
+    )
+    verdict, text = await scenario(spec)
+    report_summary(text)
+    assert verdict.problems == [], text
+
+
+async def test_workflow_chaos_on_redis(
+    tmp_path: Path,
+    seed: int,
+    root: Path,
+    redis_server: ChaosRedis,
+    report_summary: Callable[[str], None],
+) -> None:
+    spec = Spec(
+        store="redis",
+        url=f"{redis_server.url}?prefix=chaos-wf&socket_timeout=5",
+        ledger=f"sqlite:///{tmp_path}/ledger.db",
         seed=seed,
         root=root,
         tmp=tmp_path,
