@@ -17,7 +17,8 @@ from bench.report import SYSTEM_LABELS, compare, finish_meta, machine_meta, rend
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "latest.json"
 
 #: ``--only`` names -> the systems they select (``huey`` runs both Huey variants, ``pg`` the
-#: two PostgreSQL systems).
+#: two PostgreSQL systems, ``redis`` the three Redis ones: Dispatch's Redis store, Celery with
+#: the Redis broker and arq).
 SELECTORS = {
     "memory": ["memory"],
     "sqlite": ["sqlite"],
@@ -27,8 +28,11 @@ SELECTORS = {
     "postgres": ["postgres"],
     "procrastinate": ["procrastinate"],
     "pg": ["postgres", "procrastinate"],
+    "redis": ["redis", "celery", "arq"],
+    "dispatch-redis": ["redis"],
     "celery": ["celery"],
     "celery-prefork": ["celery-prefork"],
+    "arq": ["arq"],
     "workflows": ["wf-sqlite", "wf-postgres", "dbos"],
     "wf-sqlite": ["wf-sqlite"],
     "wf-postgres": ["wf-postgres"],
@@ -41,8 +45,10 @@ ORDER = [
     "huey-normal",
     "postgres",
     "procrastinate",
+    "redis",
     "celery",
     "celery-prefork",
+    "arq",
     "wf-sqlite",
     "wf-postgres",
     "dbos",
@@ -71,7 +77,7 @@ def _run_system(system: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
         from bench.workflows import run_workflows
 
         return run_workflows(system, sizes, workdir)
-    if system in ("memory", "sqlite", "postgres"):
+    if system in ("memory", "sqlite", "postgres", "redis"):
         from bench.dispatch_side import run_dispatch
 
         return run_dispatch(system, sizes, workdir)
@@ -83,6 +89,10 @@ def _run_system(system: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
         from bench.celery_side import run_celery
 
         return run_celery(system, sizes, workdir)
+    if system == "arq":
+        from bench.arq_side import run_arq
+
+        return run_arq(sizes, workdir)
     from bench.huey_side import run_huey
 
     return run_huey(system, sizes, workdir)
@@ -91,9 +101,9 @@ def _run_system(system: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark Dispatch (memory, SQLite and PostgreSQL stores) against Huey "
-        "(SqliteHuey), Procrastinate (PostgreSQL) and Celery (Redis); Dispatch workflows (SQLite, "
-        "PostgreSQL) against DBOS Transact (PostgreSQL).",
+        description="Benchmark Dispatch (memory, SQLite, PostgreSQL and Redis stores) against "
+        "Huey (SqliteHuey), Procrastinate (PostgreSQL), Celery (Redis broker) and arq (Redis); "
+        "Dispatch workflows (SQLite, PostgreSQL) against DBOS Transact (PostgreSQL).",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument(
@@ -101,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SYSTEMS",
         help="comma-separated subset of: memory, sqlite, huey (both Huey variants), "
         "huey-default, huey-normal, postgres, procrastinate, pg (postgres + procrastinate), "
-        "celery, celery-prefork (not in the default run), workflows (wf-sqlite + "
+        "redis (dispatch-redis + celery + arq), dispatch-redis, celery, celery-prefork (not "
+        "in the default run), arq, workflows (wf-sqlite + "
         "wf-postgres + dbos), wf-sqlite, wf-postgres, dbos; or otel alone (the cost of "
         "dispatch-otel: no plugin / API only / SDK on, its own table)",
     )

@@ -1,7 +1,9 @@
-"""Dispatch measurements, for the memory, SQLite and PostgreSQL stores.
+"""Dispatch measurements, for the memory, SQLite, PostgreSQL and Redis stores.
 
-Every measurement gets a fresh store: a new SQLite file, or for PostgreSQL a new schema
-(``?schema=bench_<random>_<name>``, every one dropped at the end of the run).
+Every measurement gets a fresh store: a new SQLite file, for PostgreSQL a new schema
+(``?schema=bench_<random>_<name>``, every one dropped at the end of the run), for Redis a new
+key prefix in ``BENCH_REDIS_URL``'s database (``?prefix=bench_<random>_<name>``, its keys
+deleted before the next measurement and at the end).
 
 Also the entry point of the worker child process used for the cross-process pickup latency::
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import threading
 import time
@@ -34,10 +37,10 @@ from bench.common import (
     wait_for_path,
 )
 from bench.latency import Recorder, produce
-from bench.services import PgSchemas
+from bench.services import PgSchemas, RedisPrefixes
 from dispatch_core import Engine, JobDefinition
 
-__all__ = ["Ping", "Stamp", "BenchJobs", "make_engine", "run_dispatch"]
+__all__ = ["Ping", "Stamp", "BenchJobs", "bench_engine", "make_engine", "run_dispatch"]
 
 #: ``url_for(name)``: the URL of a fresh, empty store for the measurement called ``name``.
 UrlFor = Callable[[str], str]
@@ -70,9 +73,35 @@ class BenchJobs:
     stamp: JobDefinition[Stamp]
 
 
+#: URL scheme -> the module of the store plugin that serves it (``memory://`` is built in).
+_STORE_PLUGINS = {
+    "sqlite": "dispatch_plugins.sqlite.plugin",
+    "postgresql": "dispatch_plugins.postgres.plugin",
+    "postgres": "dispatch_plugins.postgres.plugin",
+    "redis": "dispatch_plugins.redis.plugin",
+    "rediss": "dispatch_plugins.redis.plugin",
+    "unix": "dispatch_plugins.redis.plugin",
+}
+
+
+def bench_engine(url: str) -> Engine:
+    """``Engine(url)`` with the store's plugin only: no entry points are loaded.
+
+    Whatever else is installed in the virtualenv (``dispatch-otel``, ``dispatch-relay``...)
+    would otherwise register its hooks on every engine and be measured with it: with
+    ``dispatch-otel`` installed (and no OpenTelemetry SDK configured) each enqueued job is
+    handed to a hook thread, which halved the Redis store's bulk enqueue here. The cost of
+    that plugin has a table of its own (``--only otel``).
+    """
+    scheme = url.split(":", 1)[0]
+    module = _STORE_PLUGINS.get(scheme)
+    plugins = [importlib.import_module(module)] if module else []
+    return Engine(url, load_entrypoints=False, plugins=plugins)
+
+
 def make_engine(url: str, recorder: Recorder | None = None) -> tuple[Engine, BenchJobs]:
     """An engine on ``url`` with the benchmark's jobs (stable names, so processes agree)."""
-    engine = Engine(url)
+    engine = bench_engine(url)
 
     @engine.job(name="bench.noop", max_retries=0)
     async def noop(payload: Ping) -> None:
@@ -101,6 +130,9 @@ def _stores(store: str, workdir: Path) -> Iterator[UrlFor]:
     elif store == "postgres":
         with PgSchemas() as schemas:
             yield schemas.url
+    elif store == "redis":
+        with RedisPrefixes() as prefixes:
+            yield prefixes.url
     else:
         raise ValueError(f"unknown store {store!r}")
 
@@ -294,7 +326,8 @@ def _latency_in_process(sizes: Sizes) -> Metric:
 
 
 def _latency_cross_process(url: str, sizes: Sizes, workdir: Path, wake: str) -> Metric:
-    """SQLite/PostgreSQL: the worker is a child process; this process produces (sync enqueue).
+    """SQLite/PostgreSQL/Redis: the worker is a child process; this process produces (sync
+    enqueue).
 
     ``wake`` says how the store tells the idle worker about a new job (for the report).
     """
@@ -341,11 +374,16 @@ def _latency_cross_process(url: str, sizes: Sizes, workdir: Path, wake: str) -> 
 
 
 #: How each store wakes an idle worker in another process.
-_WAKE = {"sqlite": "PRAGMA data_version watcher", "postgres": "LISTEN/NOTIFY"}
+_WAKE = {
+    "sqlite": "PRAGMA data_version watcher",
+    "postgres": "LISTEN/NOTIFY",
+    "redis": "pub/sub (PUBLISH <prefix>:wake)",
+}
 
 
 def run_dispatch(store: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
-    """Every measurement for one Dispatch store (``"memory"``, ``"sqlite"``, ``"postgres"``)."""
+    """Every measurement for one Dispatch store (``"memory"``, ``"sqlite"``, ``"postgres"``,
+    ``"redis"``)."""
     results: dict[str, Metric] = {}
     with _stores(store, workdir) as url_for:
         results.update(_enqueue_single(url_for, sizes))

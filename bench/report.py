@@ -24,18 +24,20 @@ SYSTEM_LABELS = {
     "huey-normal": "huey-normal",
     "postgres": "dispatch-postgres",
     "procrastinate": "procrastinate",
+    "redis": "dispatch-redis",
     "celery": "celery",
     "celery-prefork": "celery-prefork",
+    "arq": "arq",
     "wf-sqlite": "dispatch-wf-sqlite",
     "wf-postgres": "dispatch-wf-postgres",
     "dbos": "dbos",
 }
 
 #: Systems without a bulk enqueue API: their bulk cell is a loop of single enqueues (``*``).
-NO_BULK_API = ("huey", "huey-normal", "celery", "celery-prefork")
+NO_BULK_API = ("huey", "huey-normal", "celery", "celery-prefork", "arq")
 
 _PG_SYSTEMS = ("postgres", "procrastinate")
-_REDIS_SYSTEMS = ("celery", "celery-prefork")
+_REDIS_SYSTEMS = ("redis", "celery", "celery-prefork", "arq")
 #: The workflow benchmark's systems (``bench.workflows``): a table of their own.
 WORKFLOW_SYSTEMS = ("wf-sqlite", "wf-postgres", "dbos")
 _WF_PG_SYSTEMS = ("wf-postgres", "dbos")
@@ -92,9 +94,14 @@ def machine_meta(sizes: Sizes, *, quick: bool, systems: list[str]) -> dict[str, 
     if "dbos" in systems:
         versions["dbos"] = _version("dbos")
         versions["sqlalchemy"] = _version("sqlalchemy")
-    if any(s in _REDIS_SYSTEMS for s in systems):
+    if "redis" in systems:
+        versions["dispatch-redis"] = _version("dispatch-redis")
+    if any(s.startswith("celery") for s in systems):
         versions["celery"] = _version("celery")
         versions["kombu"] = _version("kombu")
+    if "arq" in systems:
+        versions["arq"] = _version("arq")
+    if any(s in _REDIS_SYSTEMS for s in systems):
         versions["redis-py"] = _version("redis")
     return {
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -329,6 +336,68 @@ def compare(report: Report) -> list[dict[str, Any]]:
             "x",
         )
 
+    # Redis: Dispatch's Redis store against Celery (Redis broker) and arq, same server.
+    add(
+        "redis_drain_vs_celery",
+        "drain: Dispatch Redis / celery",
+        _ratio(rate("redis", "drain"), rate("celery", "drain")),
+        "x",
+        5.0,
+        lambda v: v >= 5.0,
+    )
+    add(
+        "redis_drain_vs_arq",
+        "drain: Dispatch Redis / arq",
+        _ratio(rate("redis", "drain"), rate("arq", "drain")),
+        "x",
+    )
+    add(
+        "redis_drain_vs_celery_prefork",
+        "drain: Dispatch Redis / celery-prefork",
+        _ratio(rate("redis", "drain"), rate("celery-prefork", "drain")),
+        "x",
+    )
+    add("redis_drain", "drain: Dispatch Redis", rate("redis", "drain"), "jobs/s")
+    add(
+        "redis_pickup_p50",
+        "pickup p50: Dispatch Redis (other process)",
+        p50("redis"),
+        "ms",
+        2.0,
+        lambda v: v <= 2.0,
+        celery_p50_ms=p50("celery"),
+        arq_p50_ms=p50("arq"),
+    )
+    add(
+        "redis_pickup_p99",
+        "pickup p99: Dispatch Redis (other process)",
+        p99("redis"),
+        "ms",
+        None,
+        None,
+        celery_p99_ms=p99("celery"),
+        arq_p99_ms=p99("arq"),
+    )
+    for peer in ("celery", "arq"):
+        key, label = peer, SYSTEM_LABELS[peer]
+        for metric, mlabel in (
+            ("enqueue_single_sync", "enqueue single sync"),
+            ("enqueue_single_async", "enqueue single async"),
+            ("enqueue_bulk", "enqueue bulk"),
+        ):
+            add(
+                f"redis_{metric}_vs_{key}",
+                f"{mlabel}: Dispatch Redis / {label}",
+                _ratio(rate("redis", metric), rate(peer, metric)),
+                "x",
+            )
+        add(
+            f"{key}_vs_redis_pickup_p50",
+            f"pickup p50: {label} / Dispatch Redis",
+            _ratio(p50(peer), p50("redis")),
+            "x",
+        )
+
     # Workflows: 10 no-op steps per run, Dispatch (SQLite, PostgreSQL) against DBOS Transact.
     add(
         "wf_sqlite_runs", "workflows: Dispatch SQLite", rate("wf-sqlite", "workflow_runs"), "runs/s"
@@ -465,7 +534,7 @@ _HUEY_NOTES = [
 _DISPATCH_NOTES = [
     "Dispatch: async def no-op handler unless noted; drain = await engine.drain(concurrency=10)",
     "  in this process; memory pickup: worker in this process, producer thread (sync enqueue);",
-    "  SQLite/PostgreSQL pickup: worker in another process, producer here (sync enqueue).",
+    "  SQLite/PostgreSQL/Redis pickup: worker in another process, producer here (sync enqueue).",
 ]
 _PG_NOTES = [
     "PostgreSQL: one server for both, its settings as on the services line, unchanged.",
@@ -476,6 +545,12 @@ _PG_NOTES = [
     "  app.run_worker_async(concurrency=10, wait=False) in this process, async def no-op task;",
     "  pickup: Worker in another process (LISTEN/NOTIFY), producer here (sync task.defer).",
 ]
+_REDIS_NOTES = [
+    "dispatch-redis = Dispatch's Redis store on the same server as Celery and arq, a fresh key",
+    "  prefix per measurement (?prefix=bench_<random>_<name>); every state change is one Lua",
+    "  script; remote workers are woken by pub/sub (PUBLISH <prefix>:wake). Redis durability",
+    "  is the server's (services line): without appendonly, nothing is written to disk.",
+]
 _CELERY_NOTES = [
     "* Celery has no bulk enqueue: group(...).apply_async() publishes one message per task.",
     "celery = Redis broker (persistence as on the services line), results off, worker process",
@@ -483,6 +558,33 @@ _CELERY_NOTES = [
     "  worker_ready to the last task; the task counts itself with a Redis INCR. Celery has no",
     "  async enqueue API.",
 ]
+
+
+def _arq_notes(report: Report) -> list[str]:
+    metrics = report["systems"].get("arq", {}).get("metrics", {})
+    slow_drain = metrics.get("drain_default_poll", {})
+    slow_pickup = metrics.get("pickup_latency_default_poll", {})
+    lines = [
+        "* arq has no bulk enqueue: asyncio.gather of enqueue_job() calls (50 in flight), and no",
+        "  sync API: the sync row drives loop.run_until_complete(pool.enqueue_job(...)).",
+        "arq = worker process (max_jobs=10, keep_result=0) polling its queue every",
+        "  poll_delay=0.01 s (arq's default is 0.5 s); drain timed from on_startup to the last",
+        "  job; the job counts itself with a Redis INCR, as Celery's does.",
+    ]
+    if slow_drain or slow_pickup:
+        drain = (
+            f"drain {slow_drain['n']:,} jobs {_fmt_rate(slow_drain.get('rate'))} jobs/s"
+            if slow_drain
+            else "drain -"
+        )
+        pickup = (
+            f"pickup p50 {_fmt_ms(slow_pickup.get('p50_ms'))} ms, "
+            f"p99 {_fmt_ms(slow_pickup.get('p99_ms'))} ms"
+            if slow_pickup
+            else "pickup -"
+        )
+        lines += [f"  At arq's default poll_delay=0.5 s: {drain};", f"  {pickup}."]
+    return lines
 
 
 #: Extra fields of a comparison row printed beside it: field -> peer label.
@@ -493,6 +595,8 @@ _PEER_FIELDS = {
     "celery_p50_ms": "celery",
     "procrastinate_p99_ms": "procrastinate",
     "celery_p99_ms": "celery",
+    "arq_p50_ms": "arq",
+    "arq_p99_ms": "arq",
 }
 
 
@@ -561,12 +665,16 @@ def render(report: Report) -> str:
         lines += [*_table(report, wf_systems, _workflow_rows(sizes)), ""]
     if any(s.startswith("huey") for s in systems):
         lines += [*_HUEY_NOTES, ""]
-    if any(s in ("memory", "sqlite", "postgres") for s in systems):
+    if any(s in ("memory", "sqlite", "postgres", "redis") for s in systems):
         lines += [*_DISPATCH_NOTES, ""]
     if any(s in _PG_SYSTEMS for s in systems):
         lines += [*_PG_NOTES, ""]
-    if any(s in _REDIS_SYSTEMS for s in systems):
+    if "redis" in systems:
+        lines += [*_REDIS_NOTES, ""]
+    if any(s.startswith("celery") for s in systems):
         lines += [*_CELERY_NOTES, ""]
+    if "arq" in systems:
+        lines += [*_arq_notes(report), ""]
     if wf_systems:
         lines += [*_WORKFLOW_NOTES, ""]
     # Informational rows without a value (a system was not run) are left out.

@@ -5,6 +5,10 @@ database it uses is flushed before and after. A service that is down raises
 :class:`~bench.common.BenchError` with the reason, which turns that system's column into
 ``ERROR`` instead of stopping the run.
 
+The Dispatch Redis store does not flush anything: each of its measurements gets a key prefix of
+its own (``?prefix=bench_<random>_<name>``) in the same database, and those keys are deleted
+(:class:`RedisPrefixes`).
+
 The addresses can be changed with ``BENCH_POSTGRES_URL`` (a superuser connection to an
 existing database; the default is the local trust-auth ``postgres`` user) and
 ``BENCH_REDIS_URL`` (must name a database other than 0, which is flushed).
@@ -16,12 +20,16 @@ import contextlib
 import os
 import secrets
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
 from bench.common import BenchError
+
+if TYPE_CHECKING:
+    import redis
 
 __all__ = [
     "POSTGRES_URL",
@@ -34,6 +42,7 @@ __all__ = [
     "with_database",
     "check_redis_url",
     "redis_version",
+    "RedisPrefixes",
 ]
 
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -179,3 +188,71 @@ def redis_version(url: str = REDIS_URL) -> str:
     except Exception as exc:
         return f"unavailable ({type(exc).__name__})"
     return f"{version} (appendonly={aof}, save={save})"
+
+
+class RedisPrefixes:
+    """Fresh, randomly named key prefixes for Dispatch Redis stores; their keys deleted.
+
+    ``url(name)`` returns ``BENCH_REDIS_URL`` with ``?prefix=bench_<token>_<name>``, so each
+    measurement gets an empty store (nothing else in the database is touched: the keys are
+    found with ``SCAN MATCH bench_<token>_*``). Before handing out a new prefix the keys of
+    the earlier ones are deleted (untimed), so the server never holds more than one
+    measurement's jobs; on exit every key the run created is gone.
+    """
+
+    def __init__(self, url: str = REDIS_URL) -> None:
+        check_redis_url(url)
+        self.base_url = url
+        self.prefix = f"bench_{token()}"
+        self.created: list[str] = []
+        self._client: redis.Redis | None = None
+
+    def __enter__(self) -> RedisPrefixes:
+        import redis
+
+        client = redis.Redis.from_url(self.base_url, socket_connect_timeout=CONNECT_TIMEOUT)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            client.close()
+            raise BenchError(f"Redis unavailable at {_redact(self.base_url)}: {exc}") from exc
+        self._client = client
+        self._delete(f"{self.prefix}_*")  # a random prefix: nothing to find, but be sure
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._client is None:
+            return
+        try:
+            self._delete(f"{self.prefix}_*")
+        finally:
+            self._client.close()
+            self._client = None
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            raise RuntimeError("RedisPrefixes used outside its with block")
+        return self._client
+
+    def url(self, name: str) -> str:
+        """Delete the earlier measurements' keys; return a store URL with a new prefix."""
+        self._delete(f"{self.prefix}_*")
+        prefix = f"{self.prefix}_{name}"
+        self.created.append(prefix)
+        return _with_query(self.base_url, prefix=prefix)
+
+    def count(self) -> int:
+        """How many keys of this run exist right now (for checks)."""
+        return sum(1 for _ in self.client.scan_iter(match=f"{self.prefix}_*", count=1000))
+
+    def _delete(self, pattern: str) -> None:
+        client = self.client
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=pattern, count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                client.unlink(*batch)
+                batch.clear()
+        if batch:
+            client.unlink(*batch)

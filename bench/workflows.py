@@ -45,6 +45,7 @@ from bench.common import (
     log_tail,
     rate_metric,
 )
+from bench.dispatch_side import bench_engine
 from bench.services import PgSchemas, check_postgres, fresh_database
 from dispatch_core import Engine, RunState, StepState, Workflow, WorkflowDefinition
 
@@ -73,7 +74,7 @@ async def _noop_step(i: int) -> int:
 
 
 def _make_engine(url: str) -> tuple[Engine, WorkflowDefinition[int, int]]:
-    engine = Engine(url)
+    engine = bench_engine(url)  # the store's plugin only (see bench.dispatch_side)
 
     @engine.workflow(name=WF_NAME)
     async def ten_steps(wf: Workflow, n: int) -> int:
