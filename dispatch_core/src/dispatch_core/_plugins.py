@@ -83,6 +83,10 @@ def list_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
     return sorted(out, key=lambda p: p.name)
 
 
+#: Seconds the private hook loop waits, once woken by sync code, for more calls to batch.
+_THREAD_PASS_DELAY = 0.005
+
+
 class Hooks:
     """Emits lifecycle hooks out of band.
 
@@ -104,6 +108,9 @@ class Hooks:
         self._idle: asyncio.Event | None = None
         self._thread_lock = threading.Lock()
         self._thread_loop: asyncio.AbstractEventLoop | None = None
+        #: Calls emitted from threads without a loop, for the private loop's next pass.
+        self._thread_queue: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
+        self._thread_pass_due = False
         self.refresh()
 
     def refresh(self) -> None:
@@ -141,7 +148,18 @@ class Hooks:
             loop = None
         if loop is None:
             # Called from plain sync code (a Flask view): hand over to a private loop thread.
-            asyncio.run_coroutine_threadsafe(self._call_all(name, kwargs), self._background_loop())
+            # It wakes once per burst, a few milliseconds after the first call, rather than
+            # once per call: waking a thread per enqueue would cost the caller more than the
+            # enqueue itself.
+            with self._thread_lock:
+                self._thread_queue.append((name, kwargs))
+                if self._thread_pass_due:
+                    return
+                self._thread_pass_due = True
+            background = self._background_loop()
+            background.call_soon_threadsafe(
+                background.call_later, _THREAD_PASS_DELAY, self._start_thread_pass, background
+            )
             return
         if self._loop is not loop or self._task is None or self._task.done():
             self._start(loop)
@@ -201,6 +219,19 @@ class Hooks:
                 )
             except Exception:
                 log.exception("plugin %s: hook %s raised; ignored", impl.plugin_name, name)
+
+    def _start_thread_pass(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.create_task(self._thread_pass(), name="dispatch-hooks-thread-pass")
+
+    async def _thread_pass(self) -> None:
+        """Run the calls queued from threads, oldest first, until none is left."""
+        while True:
+            with self._thread_lock:
+                if not self._thread_queue:
+                    self._thread_pass_due = False
+                    return
+                name, kwargs = self._thread_queue.popleft()
+            await self._call_all(name, kwargs)
 
     def _background_loop(self) -> asyncio.AbstractEventLoop:
         with self._thread_lock:

@@ -48,7 +48,9 @@ def test_views_enqueue_without_an_event_loop_per_request(
     client = app.test_client()
     assert client.post("/record", json={"n": 0}).status_code == 200  # opens and migrates
     loops_before, threads_before = len(loops_made), threading.active_count()
-    assert loops_before == 1  # the counter works: the one-time migration ran in a loop
+    # The counter works: the one-time migration ran in a loop (and, when an installed plugin
+    # implements lifecycle hooks, the engine's one background loop for them started).
+    assert loops_before in (1, 2)
 
     # Requests from several threads at once, as a threaded WSGI server makes them.
     def post(n: int) -> str:

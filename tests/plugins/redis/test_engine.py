@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from datetime import timedelta
+from typing import Any
 
 from dispatch_core import Engine
 from dispatch_core.backoff import Constant
@@ -107,7 +108,14 @@ def test_sync_producer_and_async_worker(redis_url: str) -> None:
         t = threading.Thread(target=lambda: out.append(add.enqueue(11).id))
         t.start()
         t.join()
-        result = asyncio.run(engine.drain(timeout=30))
+
+        async def drain_and_close() -> Any:
+            # Close the async store inside the loop that opened it: its connections belong
+            # to that loop and cannot be closed once asyncio.run() has ended it.
+            async with engine:
+                return await engine.drain(timeout=30)
+
+        result = asyncio.run(drain_and_close())
         assert result.completed == 12
         assert sorted(done) == [*range(10), 11, 99]
         assert engine.get_job(jobs[3].id).result == 4
