@@ -8,6 +8,8 @@ store's server may undo (its :class:`Durability`), so it is tested on its own.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import itertools
 import os
 import random
@@ -18,10 +20,10 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
 import attrs
 import redis
@@ -31,6 +33,8 @@ from dispatch_core import Job, JobState
 from ..plugins.postgres._cluster import PrivateCluster
 from ..plugins.redis._server import PrivateRedis
 from .chaos_app import TICK, WORK, Execution
+
+T = TypeVar("T")
 
 __all__ = [
     "AOF_ALWAYS",
@@ -646,3 +650,21 @@ def summary(
         lines.append(f"  problems     {len(f.problems)}:")
         lines += [f"    - {p}" for p in f.problems]
     return "\n".join(lines)
+
+
+async def within(coro: Awaitable[T], seconds: float, what: str) -> T:
+    """Await ``coro``, but fail after ``seconds`` with every task's stack instead of hanging
+    (a stuck await would otherwise hold CI until its own time limit)."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if task in done:
+        return task.result()
+    stacks = io.StringIO()
+    for other in asyncio.all_tasks():
+        if other is not asyncio.current_task():
+            other.print_stack(limit=12, file=stacks)
+    task.cancel()
+    await asyncio.wait({task}, timeout=10)
+    raise AssertionError(
+        f"{what} still running after {seconds:g}s; its tasks:\n{stacks.getvalue()}"
+    )

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ._harness import ChaosCluster, ChaosRedis
-from ._scenario import Run, run
+from ._harness import ChaosCluster, ChaosRedis, within
+from ._scenario import DEADLINE, Run, run
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -33,7 +33,7 @@ async def test_chaos_on_sqlite(
         app_dir=here,
         tmp=tmp_path,
     )
-    findings, text = await run(spec)
+    findings, text = await within(run(spec), DEADLINE + 120, f"chaos on {spec.store}")
     report_summary(text)
     assert findings.problems == [], text
 
@@ -55,7 +55,7 @@ async def test_chaos_on_postgres(
         tmp=tmp_path,
         server=cluster,
     )
-    findings, text = await run(spec)
+    findings, text = await within(run(spec), DEADLINE + 120, f"chaos on {spec.store}")
     report_summary(text)
     assert findings.problems == [], text
 
@@ -79,6 +79,6 @@ async def test_chaos_on_redis(
         tmp=tmp_path,
         server=redis_server,
     )
-    findings, text = await run(spec)
+    findings, text = await within(run(spec), DEADLINE + 120, f"chaos on {spec.store}")
     report_summary(text)
     assert findings.problems == [], text

@@ -29,7 +29,7 @@ import pytest
 from dispatch_core import Engine, RunState, StepKind, StepRecord, StepState, WorkflowRun
 from dispatch_core.models import utcnow
 
-from ._harness import ChaosCluster, ChaosRedis, Kill, WorkerPool, WorkerProcess
+from ._harness import ChaosCluster, ChaosRedis, Kill, WorkerPool, WorkerProcess, within
 from .chaos_workflow_app import (
     EVENT,
     QUEUE,
@@ -525,7 +525,9 @@ async def test_workflow_chaos_on_sqlite(
         root=root,
         tmp=tmp_path,
     )
-    verdict, text = await scenario(spec)
+    verdict, text = await within(
+        scenario(spec), DEADLINE + STOP_TIMEOUT + 90, f"workflow chaos on {spec.store}"
+    )
     report_summary(text)
     assert verdict.problems == [], text
 
@@ -545,7 +547,9 @@ async def test_workflow_chaos_on_postgres(
         root=root,
         tmp=tmp_path,
     )
-    verdict, text = await scenario(spec)
+    verdict, text = await within(
+        scenario(spec), DEADLINE + STOP_TIMEOUT + 90, f"workflow chaos on {spec.store}"
+    )
     report_summary(text)
     assert verdict.problems == [], text
 
@@ -565,7 +569,9 @@ async def test_workflow_chaos_on_redis(
         root=root,
         tmp=tmp_path,
     )
-    verdict, text = await scenario(spec)
+    verdict, text = await within(
+        scenario(spec), DEADLINE + STOP_TIMEOUT + 90, f"workflow chaos on {spec.store}"
+    )
     report_summary(text)
     assert verdict.problems == [], text
 

@@ -176,8 +176,11 @@ class Hooks:
         await self._idle.wait()
 
     async def aclose(self) -> None:
-        """Flush, then stop the background task."""
-        await self.flush()
+        """Flush (for at most a few hook timeouts), then stop the background task."""
+        try:
+            await asyncio.wait_for(self.flush(), 3 * self._timeout)
+        except TimeoutError:
+            log.warning("lifecycle hooks still running after %ss; stopping them", 3 * self._timeout)
         if self._task is not None and self._loop is asyncio.get_running_loop():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
