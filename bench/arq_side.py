@@ -65,7 +65,7 @@ from bench.common import (
     wait_until,
 )
 from bench.latency import produce
-from bench.services import CONNECT_TIMEOUT, REDIS_URL, check_redis_url
+from bench.services import REDIS_URL, flushed_redis_db
 
 __all__ = ["POLL_DELAY", "BULK_INFLIGHT", "run_arq"]
 
@@ -81,24 +81,6 @@ DEFAULT_POLL_DRAIN = 2_000
 NOTE = "hello"
 
 _T = TypeVar("_T")
-
-
-@contextlib.contextmanager
-def _redis_db(url: str) -> Iterator[redis.Redis]:
-    """A client on the benchmark's Redis database, flushed on entry and on exit."""
-    check_redis_url(url)
-    client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
-    try:
-        try:
-            client.ping()
-        except redis.RedisError as exc:
-            raise BenchError(f"Redis unavailable at {url}: {exc}") from exc
-        client.flushdb()
-        yield client
-    finally:
-        with contextlib.suppress(redis.RedisError):
-            client.flushdb()
-        client.close()
 
 
 class _Producer:
@@ -317,7 +299,7 @@ def run_arq(sizes: Sizes, workdir: Path) -> dict[str, Metric]:
     """
     url = REDIS_URL
     results: dict[str, Metric] = {}
-    with _redis_db(url) as r:
+    with flushed_redis_db(url) as r:
         prod = _Producer(url)
         try:
             results["enqueue_single_sync"] = best_of(

@@ -37,7 +37,7 @@ from bench.common import (
     wait_until,
 )
 from bench.latency import produce
-from bench.services import CONNECT_TIMEOUT, REDIS_URL, check_redis_url, token
+from bench.services import REDIS_URL, flushed_redis_db, token
 
 __all__ = ["POOLS", "run_celery"]
 
@@ -45,24 +45,6 @@ __all__ = ["POOLS", "run_celery"]
 POOLS = {"celery": "threads", "celery-prefork": "prefork"}
 
 NOTE = "hello"
-
-
-@contextlib.contextmanager
-def _redis_db(url: str) -> Iterator[redis.Redis]:
-    """A client on the benchmark's Redis database, flushed on entry and on exit."""
-    check_redis_url(url)
-    client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
-    try:
-        try:
-            client.ping()
-        except redis.RedisError as exc:
-            raise BenchError(f"Redis unavailable at {url}: {exc}") from exc
-        client.flushdb()
-        yield client
-    finally:
-        with contextlib.suppress(redis.RedisError):
-            client.flushdb()
-        client.close()
 
 
 @contextlib.contextmanager
@@ -193,7 +175,7 @@ def run_celery(system: str, sizes: Sizes, workdir: Path) -> dict[str, Metric]:
     celery_app.configure(url)
     results: dict[str, Metric] = {}
     try:
-        with _redis_db(url) as r:
+        with flushed_redis_db(url) as r:
             results["enqueue_single_sync"] = best_of(
                 [_enqueue_single_once(r, sizes) for _ in range(sizes.peer_repeats)]
             )

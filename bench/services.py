@@ -42,6 +42,7 @@ __all__ = [
     "with_database",
     "check_redis_url",
     "redis_version",
+    "flushed_redis_db",
     "RedisPrefixes",
 ]
 
@@ -170,6 +171,27 @@ def check_redis_url(url: str) -> int:
     if db == 0:
         raise BenchError(f"BENCH_REDIS_URL must name a Redis database other than 0: {url}")
     return db
+
+
+@contextlib.contextmanager
+def flushed_redis_db(url: str) -> Iterator[redis.Redis]:
+    """A client on the benchmark's Redis database (a peer's broker), flushed on entry and on
+    exit."""
+    import redis
+
+    check_redis_url(url)
+    client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
+    try:
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise BenchError(f"Redis unavailable at {url}: {exc}") from exc
+        client.flushdb()
+        yield client
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            client.flushdb()
+        client.close()
 
 
 def redis_version(url: str = REDIS_URL) -> str:
