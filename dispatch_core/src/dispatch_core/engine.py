@@ -149,7 +149,7 @@ class Engine(ClusterAPI, WorkflowAPI):
         self._wakers: list[Callable[[], None]] = []
         self._init_cluster(retention)
         self._init_workflows()
-        self._producer_hooks = bool(self.pm.hook.dispatch_job_enqueuing.get_hookimpls())
+        self._find_producers()
         self.pm.hook.dispatch_register_jobs(engine=self)
 
     @property
@@ -178,7 +178,13 @@ class Engine(ClusterAPI, WorkflowAPI):
         """Register a plugin object after construction (lifecycle hooks only)."""
         self.pm.register(plugin, name=name)
         self.hooks.refresh()
-        self._producer_hooks = bool(self.pm.hook.dispatch_job_enqueuing.get_hookimpls())
+        self._find_producers()
+
+    def _find_producers(self) -> None:
+        # Looked up once, not per enqueue: pluggy's order (last registered first).
+        impls = self.pm.hook.dispatch_job_enqueuing.get_hookimpls()
+        self._producers: tuple[pluggy.HookImpl, ...] = tuple(reversed(impls))
+        self._producer_hooks = bool(impls)
 
     # -- definitions -----------------------------------------------------------------------------
 
@@ -891,7 +897,7 @@ class _ProducerScope:
     def __enter__(self) -> None:
         kwargs = {"jobs": self._jobs, "engine": self._engine}
         # Each implementation on its own (pluggy would stop at the first that raises).
-        for impl in reversed(self._engine.pm.hook.dispatch_job_enqueuing.get_hookimpls()):
+        for impl in self._engine._producers:
             try:
                 cm = cast(
                     "AbstractContextManager[Any] | None",

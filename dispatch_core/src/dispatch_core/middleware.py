@@ -18,7 +18,7 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
@@ -104,6 +104,8 @@ RunMiddleware = Callable[
 ]
 StepMiddleware = Callable[[StepCall, Callable[[StepCall], Awaitable[Any]]], Awaitable[Any]]
 
+M = TypeVar("M")
+
 #: Positions in the chain; lower runs outside higher.
 RECOVER, TRACING, METRICS, LOGGING, SCOPE, TIMEOUT, USER = 100, 200, 300, 400, 500, 600, 700
 
@@ -114,54 +116,74 @@ class HandlerCrashedError(Exception):
     """A handler raised a ``BaseException`` that is not an ``Exception`` (``SystemExit``...)."""
 
 
+class _Ordered(Generic[M]):
+    """Named entries kept in order of position, then of addition; a name added again is
+    replaced (and goes after the others at its position). The order is worked out once per
+    change, not per use."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[int, int, M]] = {}
+        self._added = 0
+        self._sorted: list[tuple[str, M]] | None = None
+
+    def add(self, name: str, item: M, order: int) -> None:
+        self._entries.pop(name, None)
+        self._entries[name] = (order, self._added, item)
+        self._added += 1
+        self._sorted = None
+
+    def items(self) -> list[tuple[str, M]]:
+        if self._sorted is None:
+            ranked = sorted(self._entries.items(), key=lambda e: e[1][:2])
+            self._sorted = [(name, entry[2]) for name, entry in ranked]
+        return self._sorted
+
+
 class MiddlewareRegistry:
     """Collects middleware from plugins and the user, then orders it."""
 
     def __init__(self) -> None:
-        self._items: list[tuple[int, int, str, Middleware]] = []
-        self._run: list[tuple[int, int, str, RunMiddleware]] = []
-        self._step: list[tuple[int, int, str, StepMiddleware]] = []
+        self._jobs: _Ordered[Middleware] = _Ordered()
+        self._run: _Ordered[RunMiddleware] = _Ordered()
+        self._step: _Ordered[StepMiddleware] = _Ordered()
 
     def add(self, name: str, middleware: Middleware, *, order: int = USER) -> None:
         """Add ``middleware`` at position ``order`` (see the module constants).
 
         A name already present is replaced, so a plugin can swap a built-in.
         """
-        self._items = [i for i in self._items if i[2] != name]
-        self._items.append((order, len(self._items), name, middleware))
+        self._jobs.add(name, middleware, order)
 
     def add_run(self, name: str, middleware: RunMiddleware, *, order: int = USER) -> None:
         """Add run middleware (around each drive of a workflow run); a name already present
         is replaced."""
-        self._run = [i for i in self._run if i[2] != name]
-        self._run.append((order, len(self._run), name, middleware))
+        self._run.add(name, middleware, order)
 
     def add_step(self, name: str, middleware: StepMiddleware, *, order: int = USER) -> None:
         """Add step middleware (around each attempt of a workflow step); a name already
         present is replaced."""
-        self._step = [i for i in self._step if i[2] != name]
-        self._step.append((order, len(self._step), name, middleware))
+        self._step.add(name, middleware, order)
 
     def names(self) -> list[str]:
         """Middleware names, outermost first."""
-        return [i[2] for i in sorted(self._items)]
+        return [name for name, _ in self._jobs.items()]
 
     def run_middleware(self) -> list[RunMiddleware]:
         """Run middleware, outermost first."""
-        return [i[3] for i in sorted(self._run, key=lambda i: i[:2])]
+        return [mw for _, mw in self._run.items()]
 
     def step_middleware(self) -> list[StepMiddleware]:
         """Step middleware, outermost first."""
-        return [i[3] for i in sorted(self._step, key=lambda i: i[:2])]
+        return [mw for _, mw in self._step.items()]
 
     def ordered(self) -> list[Middleware]:
         """Middleware, outermost first."""
-        return [i[3] for i in sorted(self._items)]
+        return [mw for _, mw in self._jobs.items()]
 
     def for_chain(self) -> list[Middleware]:
         """:meth:`ordered`, with the four built-ins fused into one frame when they sit
         together unchanged (no plugin between them): same behaviour, a third of the cost."""
-        items = [(i[2], i[3]) for i in sorted(self._items)]
+        items = self._jobs.items()
         for start in range(len(items) - len(_BUILTINS) + 1):
             if items[start : start + len(_BUILTINS)] == _BUILTINS:
                 middleware = [mw for _, mw in items]
@@ -178,9 +200,11 @@ def build_chain(middleware: Sequence[Middleware], handler: CallNext) -> CallNext
     return call
 
 
-def _bind(mw: Middleware, nxt: CallNext) -> CallNext:
+def _bind(
+    mw: Callable[[Any, Any], Awaitable[Any]], nxt: Callable[[Any], Awaitable[Any]]
+) -> Callable[[Any], Awaitable[Any]]:
     # A plain function returning the middleware's coroutine: no extra frame per layer.
-    return lambda ctx: mw(ctx, nxt)
+    return lambda call: mw(call, nxt)
 
 
 def wrap_call(
@@ -191,14 +215,8 @@ def wrap_call(
     """Run ``inner(call)`` inside run or step ``middleware`` (outermost first)."""
     nxt = inner
     for mw in reversed(middleware):
-        nxt = _bind_any(mw, nxt)
+        nxt = _bind(mw, nxt)
     return nxt(call)
-
-
-def _bind_any(
-    mw: Callable[[Any, Any], Awaitable[Any]], nxt: Callable[[Any], Awaitable[Any]]
-) -> Callable[[Any], Awaitable[Any]]:
-    return lambda call: mw(call, nxt)
 
 
 async def recover_middleware(ctx: JobContext, call_next: CallNext) -> Any:
