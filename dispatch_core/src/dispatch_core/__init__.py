@@ -44,6 +44,7 @@ from dispatch_core.models import (
     NewJob,
     Outcome,
     OutcomeKind,
+    RunnableCount,
     SortOrder,
     ThroughputBucket,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "DLQFilter",
     "SortOrder",
     "ThroughputBucket",
+    "RunnableCount",
     "Worker",
     "WorkerStats",
     "DrainResult",

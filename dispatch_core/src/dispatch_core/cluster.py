@@ -45,3 +45,6 @@ class WorkerInfo:
     state: WorkerState = WorkerState.RUNNING
     #: Whether it held the leader lease when the row was read (filled in by ``list_workers``).
     leader: bool = False
+    #: The job names it runs (those it claims), sorted; ``None``: not reported (a worker of an
+    #: older version). Operators compare it with the names of waiting jobs.
+    names: tuple[str, ...] | None = None

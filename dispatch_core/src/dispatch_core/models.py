@@ -21,6 +21,7 @@ __all__ = [
     "DLQFilter",
     "SortOrder",
     "ThroughputBucket",
+    "RunnableCount",
     "utcnow",
 ]
 
@@ -213,3 +214,22 @@ class ThroughputBucket:
     start: datetime
     completed: int = 0
     failed: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class RunnableCount:
+    """How many runnable jobs of one name wait in one queue.
+
+    Runnable means state ``pending`` or ``retrying`` with ``run_at`` due. The engine reports
+    the rows no live worker can run (:meth:`~dispatch_core.Engine.aunhandled_jobs`): jobs
+    enqueued under a name that no worker registered wait forever otherwise.
+
+    Attributes:
+        queue: The queue the jobs are in.
+        name: The job name they were enqueued under.
+        count: How many of them are runnable now.
+    """
+
+    queue: str
+    name: str
+    count: int

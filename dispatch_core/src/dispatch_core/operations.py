@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from dispatch_core.cluster import WorkerInfo
 from dispatch_core.cron import CronEntry
-from dispatch_core.models import DLQEntry, Job, SortOrder
+from dispatch_core.models import DLQEntry, Job, RunnableCount, SortOrder
 from dispatch_core.queues import QueueStats
 from dispatch_core.states import JobState
 from dispatch_core.workflows.models import RunState, StepRecord, WorkflowRun
@@ -175,6 +175,11 @@ class Operations(Protocol):
 
     async def aleader(self) -> str | None:
         """The id of the leader, or ``None``."""
+        ...
+
+    async def aunhandled_jobs(self, *, tenant: str | None = None) -> list[RunnableCount]:
+        """Runnable jobs that no running worker takes (its queue and its name), counted by
+        queue and name; empty when every waiting job has a worker."""
         ...
 
     # -- workflows ---------------------------------------------------------------------------------

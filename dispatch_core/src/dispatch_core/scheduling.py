@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from dispatch_core.cluster import WorkerInfo
+from dispatch_core.cluster import WorkerInfo, WorkerState
 from dispatch_core.cron import CronEntry, CronSchedule, MisfirePolicy
 from dispatch_core.errors import ConfigurationError
 from dispatch_core.leader import cron_new_job
-from dispatch_core.models import Job, utcnow
+from dispatch_core.models import Job, RunnableCount, utcnow
 from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.retention import Retention
 from dispatch_core.serde import to_json_payload
@@ -322,6 +322,32 @@ class ClusterAPI:
         await engine.aopen()
         return await engine.store.list_workers()
 
+    async def aunhandled_jobs(self, *, tenant: str | None = None) -> list[RunnableCount]:
+        """Runnable jobs that no running worker will take, counted by queue and name.
+
+        A job is unhandled when no worker in state ``running`` both takes its queue and has
+        its name registered: typically a job enqueued under a name the workers never import
+        (a job defined in a script run as ``__main__``, a renamed handler, a worker deployed
+        without the module). Such jobs would otherwise wait forever without a word. With no
+        running worker at all, every runnable job is listed. Workers that did not report
+        their names (older versions) count as taking every name of their queues.
+
+        Args:
+            tenant: Only this tenant's jobs.
+
+        Returns:
+            Rows ordered by queue then name; empty when every waiting job has a worker.
+        """
+        engine = self._engine()
+        await engine.aopen()
+        live = [w for w in await engine.store.list_workers() if w.state is WorkerState.RUNNING]
+        # Names taken from every queue can be left out by the store itself.
+        everywhere = {n for w in live if w.queues is None and w.names is not None for n in w.names}
+        rows = await engine.store.count_runnable(
+            now=utcnow(), tenant=tenant, exclude_names=everywhere
+        )
+        return [row for row in rows if not any(_takes(w, row) for w in live)]
+
     async def aleader(self) -> str | None:
         """The id of the current leader, or ``None`` when the cluster has none."""
         engine = self._engine()
@@ -342,3 +368,10 @@ class ClusterAPI:
             total += deleted
             if deleted < policy.batch:
                 return total
+
+
+def _takes(worker: WorkerInfo, row: RunnableCount) -> bool:
+    """Whether ``worker`` would claim the jobs of ``row``."""
+    if worker.queues is not None and row.queue not in worker.queues:
+        return False
+    return worker.names is None or row.name in worker.names

@@ -26,6 +26,7 @@ from dispatch_core.models import (
     JobFilter,
     NewJob,
     Outcome,
+    RunnableCount,
     ThroughputBucket,
 )
 from dispatch_core.queues import QueueConfig, QueueStats
@@ -273,6 +274,23 @@ class Store(abc.ABC):
     ) -> dict[JobState, int]:
         """The number of jobs in each state (states with none may be omitted), optionally of one
         queue and one tenant."""
+
+    @abc.abstractmethod
+    async def count_runnable(
+        self,
+        *,
+        now: datetime,
+        tenant: str | None = None,
+        exclude_names: Collection[str] = (),
+    ) -> list[RunnableCount]:
+        """Runnable jobs counted by queue and name, for operators: which names wait.
+
+        Runnable means state ``pending`` or ``retrying`` with ``run_at <= now`` (paused queues
+        included). Jobs whose name is in ``exclude_names`` are left out, and so are other
+        tenants' jobs when ``tenant`` is given. Rows are ordered by queue, then name; a pair
+        with no runnable job has no row. Not on the hot path (workers call it about once a
+        minute), but it must not lock or block claims.
+        """
 
     @abc.abstractmethod
     async def throughput(

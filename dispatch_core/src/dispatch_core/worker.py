@@ -332,6 +332,7 @@ class Worker:
             queues=tuple(self.queues) if self.queues else None,
             concurrency=self.concurrency,
             version=_version(),
+            names=tuple(sorted(self._names)),
             started_at=now,
             last_seen=now,
         )

@@ -33,6 +33,7 @@ from dispatch_core.models import (
     NewJob,
     Outcome,
     OutcomeKind,
+    RunnableCount,
     SortOrder,
     ThroughputBucket,
     utcnow,
@@ -633,6 +634,27 @@ class MemoryStore(Store):
                 if (queue is None or r.queue == queue) and (tenant is None or r.tenant == tenant):
                     counts[r.state] = counts.get(r.state, 0) + 1
         return counts
+
+    async def count_runnable(
+        self,
+        *,
+        now: datetime,
+        tenant: str | None = None,
+        exclude_names: Collection[str] = (),
+    ) -> list[RunnableCount]:
+        excluded = frozenset(exclude_names)
+        counts: dict[tuple[str, str], int] = {}
+        with self._lock:
+            for r in self._jobs.values():
+                if r.state not in RUNNABLE_STATES or r.run_at > now or r.name in excluded:
+                    continue
+                if tenant is not None and r.tenant != tenant:
+                    continue
+                counts[r.queue, r.name] = counts.get((r.queue, r.name), 0) + 1
+        return [
+            RunnableCount(queue=queue, name=name, count=n)
+            for (queue, name), n in sorted(counts.items())
+        ]
 
     async def throughput(
         self,

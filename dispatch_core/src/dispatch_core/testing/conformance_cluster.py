@@ -53,8 +53,10 @@ def _worker(
     hostname: str = "host-a",
     pid: int = 4242,
     concurrency: int = 10,
+    names: tuple[str, ...] | None = ("conformance.job",),
 ) -> WorkerInfo:
     return WorkerInfo(
+        names=names,
         id=new_id("wkr"),
         hostname=hostname,
         pid=pid,
@@ -76,6 +78,7 @@ def _assert_worker(got: WorkerInfo, want: WorkerInfo) -> None:
         want.version,
     )
     assert got.queues == want.queues
+    assert got.names == want.names
     assert got.state is want.state
     assert got.leader is want.leader
     assert _near(got.started_at, want.started_at), (got.started_at, want.started_at)
@@ -157,7 +160,9 @@ class ClusterConformance:
                 pid=2,
                 concurrency=3,
             )
-            old = _worker(now=t0 + _s(1), started_at=t0, queues=None, pid=1, concurrency=50)
+            old = _worker(
+                now=t0 + _s(1), started_at=t0, queues=None, pid=1, concurrency=50, names=None
+            )
             gone = _worker(now=t0 + _s(9), started_at=t0 + _s(8), state=WorkerState.STOPPED)
             assert await store.list_workers() == []
             for w in (young, gone, old):
@@ -168,7 +173,12 @@ class ClusterConformance:
                 _assert_worker(g, want)
             # registering again replaces the row
             moved = attrs.evolve(
-                young, hostname="host-c", pid=3, queues=("x",), last_seen=t0 + _s(20)
+                young,
+                hostname="host-c",
+                pid=3,
+                queues=("x",),
+                names=("a.b", "mail.send", "__main__.x" * 30),
+                last_seen=t0 + _s(20),
             )
             await store.register_worker(moved)
             _assert_worker((await _workers(store))[young.id], moved)

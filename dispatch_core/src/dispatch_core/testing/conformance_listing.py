@@ -18,6 +18,7 @@ from dispatch_core.models import (
     JobFilter,
     NewJob,
     OutcomeKind,
+    RunnableCount,
     SortOrder,
     ThroughputBucket,
     utcnow,
@@ -273,6 +274,55 @@ class ListingConformance:
             assert (await store.count_jobs(tenant="a", queue="q1")).get(JobState.PENDING) == 3
             assert (await store.count_jobs(tenant="b", queue="q2")).get(JobState.PENDING, 0) == 0
             assert (await store.count_jobs(queue="q1")).get(JobState.PENDING) == 6
+
+        _run(store_factory, body)
+
+    def test_count_runnable_by_queue_and_name(self, store_factory: StoreFactory) -> None:
+        async def body(store: Store) -> None:
+            now = utcnow()
+            await store.enqueue(
+                [make_new_job("mail.send", queue="mail", tenant="a") for _ in range(3)]
+                + [make_new_job("mail.send", queue="bulk", tenant="b")]
+                + [make_new_job("__main__.welcome", queue="mail")]
+                + [make_new_job("bill", queue="money", tenant="a")]
+                # not runnable: due later, or running, or finished
+                + [make_new_job("later", queue="mail", run_at=now + timedelta(hours=1))]
+                + [make_new_job("ran", queue="done") for _ in range(2)]
+            )
+            now = utcnow()  # after the enqueue: its jobs are due
+            running, finished = await _claim(store, limit=2, names=["ran"], now=now)
+            assert await _finish(store, finished, now=now)
+            # a retrying job is runnable again once due
+            await store.enqueue([make_new_job("flaky", queue="mail", run_at=now)])
+            (flaky,) = await _claim(store, limit=1, names=["flaky"], now=now)
+            assert await _finish(store, flaky, OutcomeKind.RETRY, now=now, run_at=now)
+            await store.pause_queue("money", paused=True)  # paused jobs still wait
+
+            def table(rows: list[RunnableCount]) -> list[tuple[str, str, int]]:
+                return [(r.queue, r.name, r.count) for r in rows]
+
+            at = now + timedelta(seconds=1)
+            assert table(await store.count_runnable(now=at)) == [
+                ("bulk", "mail.send", 1),
+                ("mail", "__main__.welcome", 1),
+                ("mail", "flaky", 1),
+                ("mail", "mail.send", 3),
+                ("money", "bill", 1),
+            ]
+            assert table(
+                await store.count_runnable(now=at, exclude_names=["mail.send", "flaky", "x"])
+            ) == [("mail", "__main__.welcome", 1), ("money", "bill", 1)]
+            assert table(await store.count_runnable(now=at, tenant="a")) == [
+                ("mail", "mail.send", 3),
+                ("money", "bill", 1),
+            ]
+            assert (
+                table(await store.count_runnable(now=at, tenant="b", exclude_names={"mail.send"}))
+                == []
+            )
+            later = table(await store.count_runnable(now=now + timedelta(hours=2)))
+            assert ("mail", "later", 1) in later
+            assert running.state is JobState.RUNNING
 
         _run(store_factory, body)
 
