@@ -11,6 +11,7 @@ import redis.asyncio as aredis
 from dispatch_core.errors import StoreUnavailableError
 from dispatch_plugins.redis.scripts import SCRIPTS, SHAS
 from dispatch_plugins.redis.url import RedisURL
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
@@ -33,17 +34,20 @@ MIN_SERVER = (7, 0)
 
 
 def _kwargs(config: RedisURL) -> dict[str, Any]:
-    # No retries inside the driver: a write whose reply was lost may have been applied, and
-    # the store decides what may run again (see RedisStore._call).
-    return {**config.kwargs, "decode_responses": True, "retry": Retry(NoBackoff(), 0)}
+    return {**config.kwargs, "decode_responses": True}
+
+
+# No retries inside the driver: a write whose reply was lost may have been applied, and the
+# store decides what may run again (see RedisStore._call). Each client takes the Retry of its
+# own kind: redis-py 8.2 warns when an asyncio client is given the blocking one.
 
 
 def make_async_client(config: RedisURL) -> aredis.Redis:
-    return aredis.Redis(**_kwargs(config))
+    return aredis.Redis(**_kwargs(config), retry=AsyncRetry(NoBackoff(), 0))
 
 
 def make_sync_client(config: RedisURL) -> redis.Redis:
-    return redis.Redis(**_kwargs(config))
+    return redis.Redis(**_kwargs(config), retry=Retry(NoBackoff(), 0))
 
 
 async def aeval(client: aredis.Redis, name: str, args: list[Any]) -> Any:

@@ -88,7 +88,7 @@ class Listener:
             await pubsub.subscribe(self.config.channel)
         except (redis.RedisError, OSError) as exc:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
                 await client.aclose()
             raise unavailable(self.config, exc) from exc
         self._client, self._pubsub = client, pubsub
