@@ -16,7 +16,8 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-DB = pathlib.Path(os.environ.get("DEMO_DIR", HERE.parent / ".demo")) / "demo.db"
+#: The same file as ``examples.demo_app.DEMO_DB`` (imported only once DISPATCH_URL is set).
+DB = pathlib.Path(os.environ.get("DEMO_DIR") or HERE.parent / ".demo") / "demo.db"
 
 
 def fresh_db() -> None:

@@ -6,14 +6,21 @@ Run a worker for it with ``dispatch worker examples.demo_app:engine``.
 from __future__ import annotations
 
 import os
+import pathlib
 import time
 
 import attrs
 
 from dispatch_core import Constant, Engine, JobContext, Workflow
 
-#: The store: $DISPATCH_URL, else a SQLite file beside the current directory.
-engine = Engine(os.environ.get("DISPATCH_URL", "sqlite:///demo.db"))
+#: The demo's database, written by ``make demo`` and shown by ``make serve``: .demo/demo.db at
+#: the repository's root (or in $DEMO_DIR), wherever the command runs from.
+DEMO_DB = pathlib.Path(
+    os.environ.get("DEMO_DIR") or pathlib.Path(__file__).resolve().parent.parent / ".demo"
+).joinpath("demo.db")
+
+#: The store: $DISPATCH_URL, else the demo's database.
+engine = Engine(os.environ.get("DISPATCH_URL") or f"sqlite:///{DEMO_DB}")
 
 # At most 4 thumbnails at once in the whole cluster, however many workers run.
 engine.queue("images", concurrency=4)
