@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata
 
+from dispatch_core._naming import default_name
 from dispatch_core.backoff import Backoff, Constant, Exponential, ExponentialJitter, Linear
 from dispatch_core.cluster import WorkerInfo, WorkerState
 from dispatch_core.context import JobContext, current_job, current_tenant, tenant_scope
@@ -77,6 +78,7 @@ __all__ = [
     "Engine",
     "Operations",
     "JobDefinition",
+    "default_name",
     "JobContext",
     "current_job",
     "current_tenant",

@@ -17,6 +17,7 @@ import cattrs
 import pluggy
 
 from dispatch_core._ids import new_id
+from dispatch_core._naming import default_name
 from dispatch_core._plugins import Hooks, make_plugin_manager
 from dispatch_core._urls import redact_url
 from dispatch_core.backoff import DEFAULT_BACKOFF, Backoff
@@ -235,7 +236,8 @@ class Engine(ClusterAPI, WorkflowAPI):
         typed payload and, optionally, a parameter annotated :class:`JobContext`.
 
         Args:
-            name: The stable name stored with each job (default: ``module.qualname``).
+            name: The stable name stored with each job (default: ``module.qualname``, the
+                module named as a worker imports it, also for a script run as ``__main__``).
             queue: Default queue.
             max_retries: Retries after the first attempt (default 3: four attempts).
             timeout: Seconds an attempt may run (default 300); ``None`` for no limit.
@@ -245,7 +247,7 @@ class Engine(ClusterAPI, WorkflowAPI):
         """
 
         def register(f: Callable[..., Any]) -> JobDefinition[Any]:
-            job_name = name or f"{f.__module__}.{f.__qualname__}"
+            job_name = name or default_name(f)
             definition: JobDefinition[Any] = JobDefinition(
                 engine=self,
                 fn=f,

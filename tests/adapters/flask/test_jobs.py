@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import Any, assert_type
 
@@ -254,3 +255,29 @@ def test_a_job_enqueues_another_through_the_same_engine(
     [child_job] = on_engine(engine, lambda e: e.alist_jobs(name="t.child"))
     assert child_job.state is JobState.COMPLETED
     assert child_job.result == 42
+
+
+def test_a_job_of_a_script_run_as_main_is_named_after_its_module(
+    dispatch: Dispatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``python -m shop.tasks`` declares its jobs in ``__main__``: they get the name a worker
+    importing ``shop.tasks`` registers, as core jobs do."""
+
+    class Spec:
+        name = "shop.tasks"
+
+    class Main:
+        __spec__ = Spec()
+
+    monkeypatch.setitem(sys.modules, "__main__", Main())
+
+    def charge() -> None: ...
+
+    def nightly() -> None: ...
+
+    charge.__module__ = nightly.__module__ = "__main__"
+    assert (
+        dispatch.job(charge).name
+        == "shop.tasks.test_a_job_of_a_script_run_as_main_is_named_after_its_module.<locals>.charge"
+    )
+    assert dispatch.cron("@daily")(nightly).name.startswith("shop.tasks.")

@@ -21,6 +21,7 @@ from dispatch_core import (
     MisfirePolicy,
     QueueConfig,
     Worker,
+    default_name,
 )
 from dispatch_core.definition import inspect_handler
 from dispatch_core.engine import DEFAULT_QUEUE
@@ -316,7 +317,7 @@ class Dispatch:
 
         def register(f: Callable[..., Any]) -> FlaskJob[Any]:
             inspect_handler(f)  # refuse a bad signature at import, not at init_app
-            job: FlaskJob[Any] = FlaskJob(self, f, name or f"{f.__module__}.{f.__qualname__}")
+            job: FlaskJob[Any] = FlaskJob(self, f, name or default_name(f))
 
             def declare(state: _AppState) -> None:
                 state.definitions[job] = state.engine.job(
@@ -358,7 +359,7 @@ class Dispatch:
 
         def register(fn: Callable[..., Any]) -> FlaskJob[None]:
             _, takes_payload, _ = inspect_handler(fn)
-            job_name = name or f"{fn.__module__}.{fn.__qualname__}"
+            job_name = name or default_name(fn)
             if takes_payload:
                 raise ConfigurationError(
                     f"cron job {job_name!r} takes a payload; use dispatch.schedule(...) to "

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from dispatch_core._ids import new_id
+from dispatch_core._naming import default_name
 from dispatch_core.context import JobContext, current_tenant
 from dispatch_core.errors import ConfigurationError
 from dispatch_core.models import SortOrder, utcnow
@@ -59,7 +60,8 @@ class WorkflowAPI:
         """Register ``async def handler(wf, input) -> result`` as a durable workflow.
 
         Args:
-            name: Stable name (default ``module.qualname``).
+            name: Stable name (default ``module.qualname``, the module named as a worker
+                imports it, also for a script run as ``__main__``).
             version: New runs start on the highest registered version; a run keeps the
                 version it started on, so keep old versions registered while runs use them.
             queue: Queue of the jobs that drive its runs.
@@ -68,7 +70,7 @@ class WorkflowAPI:
 
         def register(fn: Callable[..., Any]) -> WorkflowDefinition[Any, Any]:
             engine = self._wf_engine()
-            wf_name = name or f"{fn.__module__}.{fn.__qualname__}"
+            wf_name = name or default_name(fn)
             definition: WorkflowDefinition[Any, Any] = WorkflowDefinition(
                 engine=engine,
                 fn=fn,
