@@ -231,21 +231,16 @@ async def recover_middleware(ctx: JobContext, call_next: CallNext) -> Any:
 
 
 async def logging_middleware(ctx: JobContext, call_next: CallNext) -> Any:
-    """Log the start and end of each attempt with the job's fields."""
+    """Log the start and end of each attempt at DEBUG, with the job's fields.
+
+    Failures are logged by the worker, which decides what follows them: a retry at INFO,
+    a dead letter at WARNING with the traceback.
+    """
     if not log.isEnabledFor(logging.DEBUG):
-        try:
-            return await call_next(ctx)
-        except Exception as exc:
-            if log.isEnabledFor(logging.INFO):
-                ctx.log.info("job %s attempt %d failed: %r", ctx.name, ctx.attempt, exc)
-            raise
+        return await call_next(ctx)
     t0 = time.perf_counter()
     ctx.log.debug("job %s attempt %d started", ctx.name, ctx.attempt)
-    try:
-        result = await call_next(ctx)
-    except Exception as exc:
-        ctx.log.info("job %s attempt %d failed: %r", ctx.name, ctx.attempt, exc)
-        raise
+    result = await call_next(ctx)
     ctx.log.debug("job %s completed in %.1f ms", ctx.name, (time.perf_counter() - t0) * 1e3)
     return result
 
@@ -301,21 +296,11 @@ async def builtin_middleware(ctx: JobContext, call_next: CallNext) -> Any:
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
-        timed_out = JobTimeoutError(f"job {ctx.name} timed out after {limit:g}s")
-        if log.isEnabledFor(logging.INFO):
-            ctx.log.info("job %s attempt %d failed: %r", ctx.name, ctx.attempt, timed_out)
-        raise timed_out from None
-    except Exception as exc:
-        if log.isEnabledFor(logging.INFO):
-            ctx.log.info("job %s attempt %d failed: %r", ctx.name, ctx.attempt, exc)
-        raise
-    except KeyboardInterrupt:
-        raise
+        raise JobTimeoutError(f"job {ctx.name} timed out after {limit:g}s") from None
+    except (Exception, KeyboardInterrupt):
+        raise  # failures are logged by the worker, which decides between retry and DLQ
     except BaseException as exc:
-        crashed = HandlerCrashedError(f"job {ctx.name} raised {exc!r}")
-        if log.isEnabledFor(logging.INFO):
-            ctx.log.info("job %s attempt %d failed: %r", ctx.name, ctx.attempt, crashed)
-        raise crashed from exc
+        raise HandlerCrashedError(f"job {ctx.name} raised {exc!r}") from exc
     finally:
         ctx._deadline = None
         _current_ctx.reset(token)

@@ -35,7 +35,7 @@ from dispatch_core.context import JobContext
 from dispatch_core.errors import ConfigurationError, FailJob, RetryJob
 from dispatch_core.leader import LeaderDuties
 from dispatch_core.middleware import build_chain
-from dispatch_core.models import Job, Outcome, OutcomeKind, utcnow
+from dispatch_core.models import Job, Outcome, OutcomeKind, RunnableCount, utcnow
 from dispatch_core.serde import from_json_payload
 from dispatch_core.states import JobState
 
@@ -49,6 +49,10 @@ log = logging.getLogger("dispatch_core.worker")
 _IDLE_BASE = 0.05  # first idle wait (s); doubles up to poll_interval
 _STORE_RETRY_MAX = 5.0  # cap of the wait between retries when the store is unreachable
 _WATCHDOG_TICK = 0.05  # resolution of job timeouts (s)
+#: Seconds after start of the first check for unhandled jobs: time for the workers started
+#: with this one to register their names.
+_UNHANDLED_FIRST_CHECK = 5.0
+_NAMES_SHOWN = 20  # known job names listed in the unhandled-job warning
 
 
 @attrs.define
@@ -124,6 +128,10 @@ class Worker:
             leased like running ones and given back (not consuming an attempt) when they wait
             longer than a heartbeat interval or the worker stops, so an idle worker can take
             them.
+        unhandled_check_interval: Seconds between checks for jobs waiting in this worker's
+            queues under a name no running worker registers (default 60; the first check
+            comes a few seconds after the start). Each such name is logged once, at WARNING,
+            with what to do. A drain does not check (it warns when it ends instead).
     """
 
     def __init__(
@@ -142,6 +150,7 @@ class Worker:
         grace_period: float = 30.0,
         worker_id: str | None = None,
         prefetch: int = 0,
+        unhandled_check_interval: float = 60.0,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
@@ -149,6 +158,10 @@ class Worker:
             raise ConfigurationError(f"prefetch must be >= 0, got {prefetch}")
         if lease_seconds <= 0:
             raise ConfigurationError(f"lease_seconds must be > 0, got {lease_seconds}")
+        if unhandled_check_interval <= 0:
+            raise ConfigurationError(
+                f"unhandled_check_interval must be > 0 seconds, got {unhandled_check_interval}"
+            )
         self.engine = engine
         self.queues: list[str] | None = list(queues) if queues else None
         self.concurrency = concurrency
@@ -172,6 +185,7 @@ class Worker:
         self.lead = lead
         self.poll_interval = poll_interval
         self.grace_period = grace_period
+        self.unhandled_check_interval = unhandled_check_interval
         self.id = worker_id or new_id("wkr")
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
@@ -202,6 +216,8 @@ class Worker:
         self._idle = _IDLE_BASE
         #: Since when a drain has seen due jobs that its claims did not return.
         self._held_since: float | None = None
+        #: Job names already reported as unhandled (once per name for the worker's life).
+        self._warned_unhandled: set[str] = set()
 
     # -- control -------------------------------------------------------------------------------
 
@@ -269,7 +285,9 @@ class Worker:
             self.stop(grace=0)
             await task
             raise TimeoutError(f"drain did not finish within {timeout}s")
-        return task.result()
+        stats = task.result()
+        await self._warn_left_behind()
+        return stats
 
     async def _start(self) -> None:
         await self.engine.aopen()
@@ -314,6 +332,9 @@ class Worker:
                 self._background.append(
                     asyncio.create_task(self.leader.run(), name="dispatch-leader")
                 )
+            self._background.append(
+                asyncio.create_task(self._unhandled_loop(), name="dispatch-unhandled-jobs")
+            )
         log.info(
             "worker %s started on %s (queues=%s, concurrency=%d)",
             self.id,
@@ -521,9 +542,27 @@ class Worker:
                     error=error,
                     run_at=run_at,
                 )
+                if ctx.log.isEnabledFor(logging.INFO):
+                    shown = cause if isinstance(cause, Exception) else exc
+                    ctx.log.info(
+                        "job %s (%s) attempt %d/%d failed: %r; retrying in %.1fs (at %s)",
+                        job.id,
+                        job.name,
+                        job.attempt,
+                        job.max_attempts,
+                        shown,
+                        requested,
+                        run_at.isoformat(timespec="seconds"),
+                    )
             else:
                 outcome = Outcome(
                     job_id=job.id, attempt_token=token, kind=OutcomeKind.FAIL, error=error
+                )
+                _log_dead_letter(
+                    ctx.log,
+                    job,
+                    "it raised FailJob" if isinstance(exc, FailJob) else "no attempts left",
+                    error,
                 )
         else:
             try:
@@ -715,6 +754,63 @@ class Worker:
                 ctx._request_cancel()
                 task.cancel()
 
+    async def _unhandled_loop(self) -> None:
+        """Warn, once per name, about jobs waiting in this worker's queues under a name no
+        running worker registers: without a word they would wait forever."""
+        await asyncio.sleep(min(_UNHANDLED_FIRST_CHECK, self.unhandled_check_interval))
+        while True:
+            try:
+                rows = await self.engine.aunhandled_jobs()
+            except Exception as exc:  # the store is down: the next check tries again
+                log.debug("worker %s: checking for unhandled jobs failed (%s)", self.id, exc)
+            else:
+                self._warn_unhandled(rows)
+            await asyncio.sleep(self.unhandled_check_interval)
+
+    def _warn_unhandled(self, rows: Sequence[RunnableCount]) -> None:
+        by_name: dict[str, list[RunnableCount]] = {}
+        for row in rows:
+            # Its own names count as handled even if its row is missing (registration failed).
+            if row.name in self._names or row.name in self._warned_unhandled:
+                continue
+            if self.queues is not None and row.queue not in self.queues:
+                continue  # a worker of that queue reports it
+            by_name.setdefault(row.name, []).append(row)
+        for name, found in by_name.items():
+            self._warned_unhandled.add(name)
+            count = sum(r.count for r in found)
+            log.warning(
+                "worker %s: %s named %r %s in %s, and no running worker registers that name. "
+                "This worker runs: %s. %s",
+                self.id,
+                _jobs(count),
+                name,
+                "waits" if count == 1 else "wait",
+                _where(found),
+                _name_list(self._names),
+                _unhandled_hint(name, self._names),
+            )
+
+    async def _warn_left_behind(self) -> None:
+        """After a drain, name the runnable jobs it left because it has no handler for them."""
+        try:
+            rows = await self.engine.store.count_runnable(now=utcnow(), exclude_names=self._names)
+        except Exception as exc:
+            log.debug("drain: counting the jobs it left failed (%s)", exc)
+            return
+        if self.queues is not None:
+            rows = [r for r in rows if r.queue in self.queues]
+        if not rows:
+            return
+        log.warning(
+            "drain finished, leaving %s this engine has no handler for: %s. It runs: %s. "
+            "They were enqueued under names no handler here registers (another app's jobs, "
+            "a renamed handler, or code run as __main__ in a REPL or with python -c).",
+            _jobs(sum(r.count for r in rows)),
+            ", ".join(f"{r.name!r} in {r.queue!r} ({r.count})" for r in rows),
+            _name_list(self._names),
+        )
+
     def _release_stale_prefetch(self, *, everything: bool = False) -> None:
         """Give back buffered jobs that waited longer than a heartbeat interval (or all of
         them), without consuming their attempt, so an idle worker can take them."""
@@ -756,13 +852,22 @@ class Worker:
         hooks = self.engine.hooks
         self.stats.rescued += len(rescued)
         for job in rescued:
-            log.warning(
-                "worker %s: rescued job %s (%s) from a dead worker or an expired lease -> %s",
-                self.id,
-                job.id,
-                job.name,
-                job.state.value,
-            )
+            if job.state is JobState.FAILED:
+                _log_dead_letter(
+                    JobContext(job, self.engine, self.id).log,  # the job's logger and fields
+                    job,
+                    f"worker {self.id} rescued it from a dead worker or an expired lease, "
+                    "with no attempts left",
+                    job.last_error or "",
+                )
+            else:
+                log.warning(
+                    "worker %s: rescued job %s (%s) from a dead worker or an expired lease -> %s",
+                    self.id,
+                    job.id,
+                    job.name,
+                    job.state.value,
+                )
             if hooks.wants("dispatch_job_rescued"):
                 hooks.emit("dispatch_job_rescued", job=job, engine=self.engine)
             if job.state is JobState.RETRYING:
@@ -838,6 +943,65 @@ class Worker:
             self._executor.shutdown(wait=False, cancel_futures=True)
         await self.engine.hooks.flush()
         log.info("worker %s stopped: %s", self.id, self.stats)
+
+
+def _jobs(count: int) -> str:
+    return f"{count} runnable job" + ("" if count == 1 else "s")
+
+
+def _where(rows: Sequence[RunnableCount]) -> str:
+    """``queue 'emails'`` or ``queues 'a' (2), 'b' (1)``."""
+    if len(rows) == 1:
+        return f"queue {rows[0].queue!r}"
+    return "queues " + ", ".join(f"{r.queue!r} ({r.count})" for r in rows)
+
+
+def _name_list(names: Collection[str]) -> str:
+    """The sorted names, the first few of them: ``a, b, c … and 4 more``."""
+    ordered = sorted(names)
+    if not ordered:
+        return "no jobs"
+    shown = ", ".join(ordered[:_NAMES_SHOWN])
+    if len(ordered) > _NAMES_SHOWN:
+        shown += f" … and {len(ordered) - _NAMES_SHOWN} more"
+    return shown
+
+
+def _unhandled_hint(name: str, known: Collection[str]) -> str:
+    """What to do about jobs named ``name`` that no worker runs."""
+    module, _, qualname = name.partition(".")
+    if module == "__main__" and qualname:
+        twins = sorted(n for n in known if n.endswith("." + qualname))
+        job = twins[0] if twins else "the job that should run them"
+        return (
+            "They were enqueued from code run as __main__ (python -c, a REPL, or a script "
+            "under an older Dispatch); a script's jobs are now named after its module, as a "
+            f"worker imports it. To run these, add aliases=[{name!r}] to {job}, or cancel "
+            "them and enqueue again."
+        )
+    return (
+        "They were enqueued under a name no worker imports: run a worker whose app imports "
+        "the module that defines it, or, if the handler was renamed, keep the old name in "
+        "aliases=[...]. `dispatch jobs counts` lists such jobs."
+    )
+
+
+def _log_dead_letter(
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    job: Job,
+    reason: str,
+    error: str,
+) -> None:
+    """Log a job that failed for good, with its stored error (type, message, traceback)."""
+    logger.warning(
+        "job %s (%s) failed for good on attempt %d/%d (%s) and was dead-lettered: %s",
+        job.id,
+        job.name,
+        job.attempt,
+        job.max_attempts,
+        reason,
+        error or "(no error recorded)",
+    )
 
 
 def _version() -> str:

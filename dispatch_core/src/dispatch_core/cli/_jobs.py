@@ -17,7 +17,7 @@ from dispatch_core.cli._format import (
     to_jsonable,
 )
 from dispatch_core.cli._paging import echo_next_page, page_options
-from dispatch_core.models import Job, SortOrder, utcnow
+from dispatch_core.models import Job, RunnableCount, SortOrder, utcnow
 from dispatch_core.operations import Operations
 from dispatch_core.states import JobState
 
@@ -144,17 +144,50 @@ def jobs_retry(job_id: str, app: str | None, url: str | None) -> None:
     click.echo(f"Job {job.id} ({job.name}) is {job.state.value} again, with {tries}.")
 
 
+_UNHANDLED_COLUMNS = (
+    Column("queue", max_width=20, shrink=2, min_width=7),
+    Column("name", shrink=1, min_width=12, elide="left"),
+    Column("count", align="right"),
+)
+_UNHANDLED_HINT = (
+    "A worker claims only the job names its app registers: run one whose app imports the\n"
+    "module defining each job, or, for an old or __main__.* name, list it in the job's\n"
+    "aliases=[...] (or cancel those jobs and enqueue them again)."
+)
+
+
 @jobs.command("counts")
 @click.option("-q", "--queue", help="Only count jobs of this queue.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object of counts.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print a JSON object: the count of each state, and "unhandled": a list of '
+    "{queue, name, count}.",
+)
 @store_options
 def jobs_counts(queue: str | None, as_json: bool, app: str | None, url: str | None) -> None:
-    """Count jobs in each state."""
-    counts = run_with(resolve_operations(app, url), lambda e: e.acount_jobs(queue=queue))
+    """Count jobs in each state, then list runnable jobs that no running worker takes.
+
+    A job is unhandled when no running worker both takes its queue and registers its name
+    (e.g. a job enqueued under a name no worker imports); it would wait forever.
+    """
+
+    async def fetch(ops: Operations) -> tuple[dict[JobState, int], list[RunnableCount]]:
+        counts = await ops.acount_jobs(queue=queue)
+        unhandled = await ops.aunhandled_jobs()
+        return counts, [r for r in unhandled if queue is None or r.queue == queue]
+
+    counts, unhandled = run_with(resolve_operations(app, url), fetch)
     by_state = {s.value: counts.get(s, 0) for s in JobState}
     if as_json:
-        echo_json(by_state)
+        echo_json({**by_state, "unhandled": [to_jsonable(r) for r in unhandled]})
         return
     rows = [[state, str(n)] for state, n in by_state.items()]
     rows.append(["total", str(sum(by_state.values()))])
     echo_table((Column("state"), Column("count", align="right")), rows)
+    if unhandled:
+        click.echo()
+        click.echo("Runnable, but no running worker takes them:")
+        echo_table(_UNHANDLED_COLUMNS, [[r.queue, r.name, str(r.count)] for r in unhandled])
+        click.echo(_UNHANDLED_HINT)
