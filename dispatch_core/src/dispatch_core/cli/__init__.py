@@ -29,6 +29,7 @@ from dispatch_core.cli._common import (
 )
 from dispatch_core.cli._cron import cron
 from dispatch_core.cli._dlq import dlq
+from dispatch_core.cli._format import color_enabled, no_color
 from dispatch_core.cli._jobs import jobs
 from dispatch_core.cli._queues import queues
 from dispatch_core.cli._worker import LOG_LEVELS, log_level_option, logging_to_stderr, worker
@@ -47,6 +48,7 @@ __all__ = [
     "APP_REF",
     "CLIError",
     "LOG_LEVELS",
+    "color_enabled",
     "log_level_option",
     "load_app",
     "logging_to_stderr",
@@ -74,6 +76,9 @@ A remote server:
                       --url https://ops.example.com/dispatch, with the bearer token in
                       $DISPATCH_TOKEN. (migrate, cron rm, queues set and workflows migrate
                       need the store itself.)
+
+Tables fit the terminal; piped or redirected, they print every cell whole (--json gives
+every field). Setting NO_COLOR (to any non-empty value) turns off bold and colour.
 
 Errors print one line, "Error: ...", and exit with status 1 (2 for usage mistakes).
 """
@@ -119,6 +124,19 @@ class DispatchGroup(click.Group):
         """The command called ``cmd_name``, plugin commands included."""
         self._load_plugin_commands()
         return super().get_command(ctx, cmd_name)
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """The root context; with ``$NO_COLOR`` set (https://no-color.org) its ``color`` is
+        off, so no ``click.echo`` of any command, plugin commands included, emits styles."""
+        if parent is None and no_color():
+            extra.setdefault("color", False)
+        return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the subcommand; report Dispatch errors as ``Error: …`` (exit 1) unless

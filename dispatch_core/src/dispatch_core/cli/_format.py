@@ -1,14 +1,18 @@
-"""Output helpers: tables, records, JSON, times, and the DURATION / ISO8601 parameter types."""
+"""Output helpers: tables, records, JSON, times, colour, output that survives a reader
+going away, and the DURATION / ISO8601 parameter types."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
+import os
 import re
 import shutil
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import attrs
 import click
@@ -17,20 +21,103 @@ __all__ = [
     "Column",
     "DURATION",
     "DATETIME",
+    "NO_COLOR_ENV",
+    "color_enabled",
     "echo_json",
     "echo_record",
+    "echo_safely",
     "echo_table",
     "first_line",
+    "is_terminal",
+    "no_color",
+    "settle_output",
+    "silence_stream",
     "format_duration",
     "format_time",
     "relative_time",
     "to_jsonable",
 ]
 
+NO_COLOR_ENV = "NO_COLOR"
+
 _ELLIPSIS = "..."
 _GAP = "  "
 _MIN_WIDTH = 60
 _FALLBACK_COLUMNS = 100
+
+
+# -- terminals, colour and broken streams --------------------------------------------------------
+
+
+def is_terminal(stream: IO[Any] | None = None) -> bool:
+    """Whether ``stream`` (default: the current stdout) is a terminal."""
+    stream = sys.stdout if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def no_color() -> bool:
+    """Whether ``$NO_COLOR`` asks for no colour: any non-empty value does
+    (https://no-color.org)."""
+    return bool(os.environ.get(NO_COLOR_ENV))
+
+
+def color_enabled(stream: IO[Any] | None = None) -> bool:
+    """Whether output to ``stream`` (default: stdout) may be styled: only on a terminal, and
+    never when ``$NO_COLOR`` is set. For plugin commands that style text themselves (or
+    configure a server's log colours); ``click.echo`` in ``dispatch`` commands already obeys
+    both rules."""
+    return not no_color() and is_terminal(stream)
+
+
+def silence_stream(stream: IO[Any]) -> None:
+    """Point ``stream``'s file descriptor at ``os.devnull``: its reader is gone.
+
+    What the stream still buffers then drains into the void, so neither later writes (a log
+    line, the exit summary) nor the interpreter's flush at exit fail again; Python's docs
+    recommend this for ``BrokenPipeError``. A stream without a descriptor is left alone.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    with contextlib.suppress(OSError, ValueError):
+        stream.flush()
+
+
+def echo_safely(message: str, *, err: bool = False) -> bool:
+    """``click.echo`` for a long-running process: if the stream's reader is gone (a closed
+    pipe, a vanished terminal), drop the message and silence the stream instead of raising.
+
+    Returns:
+        Whether the message was written.
+    """
+    try:
+        click.echo(message, err=err)
+    except (OSError, ValueError):  # BrokenPipeError, EIO, "I/O operation on closed file"
+        silence_stream(sys.stderr if err else sys.stdout)
+        return False
+    return True
+
+
+def settle_output() -> None:
+    """Flush stdout and stderr, silencing a stream whose reader is gone, so that the
+    interpreter's own flush at exit cannot fail (it would print a traceback to a dead stream
+    and turn the exit status into 120)."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            silence_stream(stream)
 
 
 # -- values ---------------------------------------------------------------------------------------
@@ -179,16 +266,30 @@ def _render_row(columns: Sequence[Column], widths: Sequence[int], cells: Sequenc
 def render_table(
     columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int | None = None
 ) -> list[str]:
-    """The lines of a table: a header then one line per row, at most ``width`` wide."""
-    widths = layout(columns, rows, width or terminal_width())
+    """The lines of a table: a header then one line per row.
+
+    Args:
+        columns: The columns' layouts.
+        rows: The cells, one list per row.
+        width: Fit the table in this many characters (shrinking columns, eliding cells, and
+            capping columns at their ``max_width``); ``None`` prints every cell whole.
+    """
+    if width is None:
+        widths = [max([len(c.header), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    else:
+        widths = layout(columns, rows, width)
     header = _render_row(columns, widths, [c.header.upper() for c in columns])
     return [header, *(_render_row(columns, widths, row) for row in rows)]
 
 
 def echo_table(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> None:
-    """Print a table on stdout (see :func:`render_table`)."""
-    lines = render_table(columns, rows)
-    click.echo(click.style(lines[0], bold=True))
+    """Print a table on stdout: fitted to the terminal's width on a terminal, and with every
+    cell whole otherwise (piped into ``grep``, ``less`` or a file, nothing may be cut)."""
+    lines = render_table(columns, rows, terminal_width() if is_terminal() else None)
+    # click.echo strips the bold off a non-terminal, and under $NO_COLOR when the root group
+    # is ours (DispatchGroup.make_context); the commands also run under other roots
+    # (dispatch-flask mounts them on `flask dispatch`), so $NO_COLOR is checked here too.
+    click.echo(lines[0] if no_color() else click.style(lines[0], bold=True))
     for line in lines[1:]:
         click.echo(line)
 

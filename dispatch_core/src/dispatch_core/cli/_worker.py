@@ -9,12 +9,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TextIO
 
 import attrs
 import click
 
 from dispatch_core.cli._common import APP_ENV, APP_REF, load_app, plural, redact_url
+from dispatch_core.cli._format import echo_safely, settle_output, silence_stream
 from dispatch_core.worker import Worker, WorkerStats
 
 __all__ = ["LOG_LEVELS", "log_level_option", "logging_to_stderr", "worker"]
@@ -35,15 +36,34 @@ _BANNER_JOBS = 6  # job names listed in the banner before "+N more"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes records to stderr. When the stream's reader is gone (a closed pipe), the stream
+    is silenced, rather than logging's "--- Logging error ---" traceback being attempted on
+    that same dead stream for every record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record)
+        except Exception:  # a bad format string: logging's own report
+            self.handleError(record)
+            return
+        try:
+            self.stream.write(msg + self.terminator)
+            self.stream.flush()
+        except (OSError, ValueError):  # BrokenPipeError, EIO, a closed file
+            silence_stream(self.stream)
+
+
 @contextlib.contextmanager
 def logging_to_stderr(level: str) -> Iterator[None]:
     """Log at ``level`` to stderr for the duration of the block, unless the application
-    configured logging itself (then only the level is set)."""
+    configured logging itself (then only the level is set). A stderr whose reader is gone
+    is silenced, not fatal."""
     root = logging.getLogger()
     previous_level = root.level
     handler: logging.Handler | None = None
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(_LOG_FORMAT))
         root.addHandler(handler)
     root.setLevel(level.upper())
@@ -81,7 +101,12 @@ def stats_line(w: Worker, stats: WorkerStats) -> str:
 
 
 class _StopOnSignal:
-    """SIGINT/SIGTERM handling: the first signal stops gracefully, the second at once."""
+    """SIGINT/SIGTERM handling: the first signal stops gracefully, the second at once.
+
+    It stops the worker before it says so, and the saying cannot fail: a stderr whose reader
+    is gone (a closed pipe) once made the message raise before ``stop()``, and the worker
+    ignored every signal until SIGKILL.
+    """
 
     def __init__(self, w: Worker) -> None:
         self.worker = w
@@ -89,15 +114,15 @@ class _StopOnSignal:
 
     def __call__(self, name: str) -> None:
         self.received += 1
+        self.worker.stop()
         if self.received == 1:
-            click.echo(
+            message = (
                 f"{name}: stopping; running jobs get up to {self.worker.grace_period:g}s to "
-                "finish (send again to stop now)",
-                err=True,
+                "finish (send again to stop now)"
             )
         else:
-            click.echo(f"{name}: stopping now; running jobs go back to the queue", err=True)
-        self.worker.stop()
+            message = f"{name}: stopping now; running jobs go back to the queue"
+        echo_safely(message, err=True)
 
 
 def _install_signal_handlers(
@@ -212,6 +237,15 @@ def _split_queues(queues: tuple[str, ...]) -> list[str] | None:
     "rescues its jobs [default: 7, at least 3.5 heartbeats].",
 )
 @click.option(
+    "--unhandled-check-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between checks for jobs waiting under a name no running worker registers "
+    "(each such name is logged once, at WARNING).",
+)
+@click.option(
     "--no-lead",
     is_flag=True,
     help="Never become the leader (which rescues jobs, fires cron entries and prunes).",
@@ -229,6 +263,7 @@ def worker(
     prefetch: int,
     heartbeat: float | None,
     worker_timeout: float | None,
+    unhandled_check_interval: float,
     no_lead: bool,
     burst: bool,
     log_level: str,
@@ -242,7 +277,8 @@ def worker(
     SIGINT or SIGTERM stops the worker gracefully: it claims no more jobs and lets running
     ones finish within --grace; a second signal stops it at once (unfinished jobs go back
     to the queue without using an attempt). Prints a banner at start and the job counts
-    at exit.
+    at exit; if nobody reads stdout or stderr any more (a closed pipe), the worker goes on
+    without them, and exits 0 after a clean stop all the same.
     """
     engine = load_app(app)
     w = engine.worker(
@@ -255,12 +291,16 @@ def worker(
         prefetch=prefetch,
         heartbeat_interval=heartbeat,
         worker_timeout=worker_timeout,
+        unhandled_check_interval=unhandled_check_interval,
         lead=not no_lead,
     )
+    # Output is the worker's report, not its work: a reader that goes away (a closed pipe,
+    # a log collector restarting) silences it, and neither keeps the worker up nor changes
+    # its exit status, which tells a supervisor whether the worker itself stopped cleanly.
     with logging_to_stderr(log_level):
-        click.echo(banner(w, burst))
+        echo_safely(banner(w, burst))
         stats = asyncio.run(_run(w, burst))
-    click.echo(stats_line(w, stats))
+    echo_safely(stats_line(w, stats))
     _exit_despite_stuck_threads(w)
 
 
@@ -272,11 +312,10 @@ def _exit_despite_stuck_threads(w: Worker) -> None:
     """
     stuck = w.busy_threads()
     if stuck:
-        click.echo(
+        echo_safely(
             f"{plural(stuck, 'sync handler thread')} still running after shutdown; "
             "exiting without waiting for them (their jobs were put back).",
             err=True,
         )
-        sys.stdout.flush()
-        sys.stderr.flush()
+        settle_output()
         os._exit(0)

@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from dispatch_core.cli import (
     APP_ENV,
     APP_REF,
     CLIError,
+    color_enabled,
     log_level_option,
     logging_to_stderr,
     resolve_engine,
@@ -333,6 +335,7 @@ def serve(
         host=host,
         port=port,
         log_level=log_level.lower(),
+        use_colors=color_enabled(sys.stderr),  # NO_COLOR, and never on a pipe
         lifespan="on",
         timeout_graceful_shutdown=_CONNECTIONS_GRACE,
     )
