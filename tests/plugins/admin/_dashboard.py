@@ -164,6 +164,15 @@ class LiveDispatch:
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result(timeout)
 
+    def stop_worker(self) -> None:
+        """Stop the worker (its row says ``stopped``); the server goes on serving."""
+
+        async def stop() -> None:
+            assert self._worker is not None
+            self._worker.stop(grace=1.0)
+
+        self.call(stop())
+
     def stop(self) -> None:
         """Stop the server; the worker then stops and the engine closes (see ``_main``)."""
         if self._server is not None and not self._loop.is_closed():

@@ -14,7 +14,7 @@ from dispatch_plugins.admin.routes import health
 
 async def test_stats_for_an_operator(api: Any, world: Any) -> None:
     stats = await api.ok("GET", "/stats", params={"window": 600, "bucket": 60})
-    assert set(stats) == {"jobs", "dlq", "throughput", "queues", "workers"}
+    assert set(stats) == {"jobs", "dlq", "throughput", "unhandled", "queues", "workers"}
     # Per tenant: two pending jobs (one delayed, the waiting run's timeout), one failed.
     assert stats["jobs"]["pending"] == 4
     assert stats["jobs"]["failed"] == 2
@@ -28,6 +28,8 @@ async def test_stats_for_an_operator(api: Any, world: Any) -> None:
     assert sum(b["completed"] for b in buckets) >= 2
     assert [q["name"] for q in stats["queues"]] == ["default"]
     assert stats["workers"] == {"running": 0, "leader": None}
+    # Nothing runnable waits (the pending jobs are due in an hour).
+    assert stats["unhandled"] == []
 
 
 async def test_stats_for_a_tenant_leave_out_the_cluster(api: Any, world: Any) -> None:

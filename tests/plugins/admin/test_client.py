@@ -20,9 +20,12 @@ from dispatch_core import (
     JobState,
     RunNotFoundError,
     StoreUnavailableError,
+    WorkerInfo,
     WorkflowError,
+    tenant_scope,
 )
-from dispatch_core.models import utcnow
+from dispatch_core._ids import new_id
+from dispatch_core.models import RunnableCount, utcnow
 from dispatch_core.operations import Operations
 from dispatch_plugins.admin import plugin
 from dispatch_plugins.admin.client import (
@@ -199,6 +202,69 @@ async def test_unknown_objects_raise_the_core_errors(
     with pytest.raises(error, match="not found") as caught:
         await call(client)  # type: ignore[misc]
     assert getattr(caught.value, attribute).endswith("nope")
+
+
+async def test_unhandled_jobs() -> None:
+    """Jobs enqueued under names the server's workers lack, on a store the server shares with
+    another deployment (the memory store, shared by object: this test needs no SQLite)."""
+    served = live_server.build_engine("memory://")
+    other = Engine(served.store, load_entrypoints=False)
+
+    @other.job(name="__main__.welcome", queue="mail")
+    def welcome(n: int) -> None:
+        return None
+
+    now = utcnow()
+    await served.store.register_worker(
+        WorkerInfo(
+            id=new_id("wkr"),
+            hostname="web-1",
+            pid=1,
+            queues=None,
+            concurrency=4,
+            version="0.test",
+            started_at=now,
+            last_seen=now,
+            names=tuple(sorted(served.jobs)),
+        )
+    )
+    await other.aenqueue("__main__.welcome", 1)
+    with tenant_scope("acme"):
+        await other.aenqueue("__main__.welcome", 2)
+        await other.aenqueue("__main__.welcome", 3)
+    with tenant_scope("globex"):
+        await other.aenqueue("__main__.welcome", 4)
+    server = live_server.LiveServer(served)
+    server.start()
+    try:
+        async with AdminClient(server.url, live_server.OPS) as client:
+            everything = await client.aunhandled_jobs()
+            assert everything == [RunnableCount(queue="mail", name="__main__.welcome", count=4)]
+            assert everything == await other.aunhandled_jobs()
+            assert await client.aunhandled_jobs(tenant="globex") == [
+                RunnableCount(queue="mail", name="__main__.welcome", count=1)
+            ]
+            assert await client.aunhandled_jobs(tenant="initech") == []
+        async with AdminClient(server.url, live_server.ACME) as client:
+            assert await client.aunhandled_jobs() == [
+                RunnableCount(queue="mail", name="__main__.welcome", count=2)
+            ]
+            with pytest.raises(AdminAuthError, match="operator token") as caught:
+                await client.aunhandled_jobs(tenant="globex")
+            assert caught.value.code == "operator_only"
+    finally:
+        server.stop()
+
+
+async def test_a_server_without_the_unhandled_route() -> None:
+    # An older server reads /jobs/unhandled as the job "unhandled".
+    body = {"error": {"code": "not_found", "message": "job 'unhandled' not found", "details": None}}
+    with pytest.raises(AdminAPIError, match=r"does not offer this yet .* upgrade dispatch-admin"):
+        await mocked(_answer(404, json=body)).aunhandled_jobs()
+    with pytest.raises(AdminAPIError, match="answered without items"):
+        await mocked(_answer(200, json=[])).aunhandled_jobs()
+    with pytest.raises(AdminAPIError, match=r"cannot read the answer .* compatible"):
+        await mocked(_answer(200, json={"items": [{"queue": "q"}]})).aunhandled_jobs()
 
 
 # -- changing things ------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from dispatch_core import JobState
+from dispatch_core import Engine, JobState, WorkerState, tenant_scope
 from dispatch_plugins.admin.auth import Token
+from dispatch_plugins.admin.routes import stats
 
 HERE = Path(__file__).parent
 CHROMIUM = os.environ.get("DISPATCH_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -323,6 +324,117 @@ def test_a_tenant_token_sees_only_its_tenant(page: Page, live: Any, artifacts: P
     page.click(".nav >> text=Overview")
     expect(page.locator(".panel", has_text="Queue depths")).to_contain_text("operator token")
     _shot(page, artifacts, "tenant-overview")
+
+
+def test_jobs_no_worker_knows_are_flagged_on_the_overview(
+    page: Page, browser: Browser, tmp_path: Path, artifacts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs enqueued under names the running worker lacks (by another deployment's engine on
+    the same store) show in a warning panel with their queue, name and count, for the caller's
+    tenant only; the panel goes once they are gone, and says so when no worker runs at all. On
+    the memory store, so that it needs no SQLite."""
+    # /v1/stats reuses these rows for UNHANDLED_TTL seconds (test_api_unhandled.py checks it);
+    # here the panel must follow the store within a poll.
+    monkeypatch.setattr(stats, "UNHANDLED_TTL", 0.0)
+    engine = Engine("memory://")
+
+    @engine.job(name="shop.send_receipt", queue="emails")
+    async def send_receipt(order: int) -> int:
+        return order
+
+    producer = Engine(engine.store, load_entrypoints=False)
+
+    @producer.job(name="__main__.send_welcome", queue="emails")
+    async def send_welcome(user: int) -> None:
+        return None
+
+    @producer.job(name="billing.invoice_v1")
+    async def invoice(amount: int) -> None:
+        return None
+
+    tokens = [
+        Token(name="ops", secret=dash.OPERATOR_SECRET, scopes=frozenset({"admin"})),
+        Token(name="acme", secret=dash.TENANT_SECRET, scopes=frozenset({"read"}), tenant="acme"),
+    ]
+    server = dash.LiveDispatch(engine, tokens)
+    server.start()
+    try:
+
+        def worker_running() -> bool:
+            workers = server.call(engine.aworkers())
+            return any(w.state is WorkerState.RUNNING and w.names for w in workers)
+
+        dash.wait_for(worker_running, "the worker to register its names")
+        _sign_in(page, server, dash.OPERATOR_SECRET)
+        # Loaded, with nothing waiting: no panel.
+        expect(page.locator("a.card", has_text="Workers")).to_contain_text("1")
+        expect(page.locator("#unhandled")).to_have_count(0)
+
+        async def enqueue() -> list[str]:
+            jobs = [await producer.aenqueue("__main__.send_welcome", n) for n in range(2)]
+            with tenant_scope("acme"):
+                jobs.append(await producer.aenqueue("__main__.send_welcome", 2))
+            with tenant_scope("globex"):
+                jobs.append(await producer.aenqueue("billing.invoice_v1", 10))
+            jobs.append(await engine.aenqueue("shop.send_receipt", 1))  # the worker runs it
+            return [j.id for j in jobs[:4]]
+
+        waiting = server.call(enqueue())
+        panel = page.locator("#unhandled")
+        expect(panel.locator("h2")).to_have_text("4 jobs wait for a name no running worker knows")
+        expect(panel).to_contain_text("a module the workers do not import")
+        welcome = panel.locator('tr[data-unhandled-name="__main__.send_welcome"]')
+        expect(welcome.locator("td").nth(0)).to_have_text("emails")
+        expect(welcome.locator("td.num")).to_have_text("3")
+        invoices = panel.locator('tr[data-unhandled-name="billing.invoice_v1"]')
+        expect(invoices.locator("td").nth(0)).to_have_text("default")
+        expect(invoices.locator("td.num")).to_have_text("1")
+        expect(panel.locator("tbody tr")).to_have_count(2)
+        _shot(page, artifacts, "overview-unhandled")
+
+        # The tenant sees its own job only: neither globex's name nor the others' counts.
+        context = browser.new_context(viewport={"width": 1400, "height": 900}, timezone_id="UTC")
+        try:
+            tenant = context.new_page()
+            _sign_in(tenant, server, dash.TENANT_SECRET)
+            tenant_panel = tenant.locator("#unhandled")
+            expect(tenant_panel.locator("h2")).to_have_text(
+                "1 job waits for a name no running worker knows"
+            )
+            expect(tenant_panel.locator("tbody tr")).to_have_count(1)
+            expect(tenant_panel.locator("td.num")).to_have_text("1")
+            expect(tenant_panel).not_to_contain_text("billing.invoice_v1")
+        finally:
+            context.close()
+
+        # Each name leads to the jobs of that name (and queue).
+        welcome.get_by_role("link", name="__main__.send_welcome").click()
+        expect(page.locator("#filter-name")).to_have_value("__main__.send_welcome")
+        expect(page.locator("#filter-queue")).to_have_value("emails")
+        expect(page.locator(".table-jobs tr[data-id]")).to_have_count(3)
+
+        # Once they are cancelled, the panel goes (the overview polls).
+        _go(page, server, "/overview")
+        expect(panel.locator("tbody tr")).to_have_count(2)
+
+        async def cancel() -> None:
+            for job_id in waiting:
+                await engine.acancel(job_id)
+
+        server.call(cancel())
+        expect(panel).to_have_count(0)
+        expect(page.locator("a.card", has_text="Cancelled")).to_contain_text("4")
+
+        # With no worker running at all, every waiting job is listed, and the panel says why.
+        server.stop_worker()
+        expect(page.locator("a.card", has_text="Workers")).to_contain_text("0")
+        server.call(engine.aenqueue("shop.send_receipt", 2))
+        expect(panel.locator("h2")).to_have_text("1 job waits, and no worker is running")
+        expect(panel.locator('tr[data-unhandled-name="shop.send_receipt"] td.num')).to_have_text(
+            "1"
+        )
+    finally:
+        server.stop()
 
 
 def test_a_wrong_token_shows_the_login_form(page: Page, live: Any, artifacts: Path) -> None:

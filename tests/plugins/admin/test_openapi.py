@@ -127,6 +127,12 @@ async def test_real_responses_match_the_schemas(api: Any, world: Any) -> None:
     await check("GET", "/openapi.json", 200)
     await check("GET", "/jobs", 200, params={"limit": 1})
     await check("GET", "/jobs/counts", 200)
+    # With no worker running, a runnable job waits for one: a row to validate.
+    await check("POST", "/jobs", 201, json={"name": "noop"})
+    unhandled = await check("GET", "/jobs/unhandled", 200)
+    assert unhandled["items"] == [{"queue": "default", "name": "noop", "count": 1}]
+    await check("GET", "/jobs/unhandled", 200, token=api.A, params={"tenant": "A"})
+    await check("GET", "/jobs/unhandled", 403, token=api.A, params={"tenant": "B"})
     await check("POST", "/jobs", 201, json={"name": "send", "payload": 1, "unique_key": "u"})
     await check("POST", "/jobs", 200, json={"name": "send", "payload": 1, "unique_key": "u"})
     await check("POST", "/jobs", 422, json={"name": "send", "payload": "x"})
@@ -179,7 +185,8 @@ async def test_real_responses_match_the_schemas(api: Any, world: Any) -> None:
     await check("POST", "/cron/{name}/disable", 200, ids={"name": "nightly"})
     await check("POST", "/cron/{name}/enable", 200, ids={"name": "nightly"})
     await check("POST", "/cron/{name}/trigger", 201, ids={"name": "nightly"})
-    await check("GET", "/stats", 200)
+    stats = await check("GET", "/stats", 200)
+    assert stats["unhandled"]
     await check("GET", "/stats", 200, token=api.A)
     await check("GET", "/stats", 400, params={"bucket": "1"})
     await check("GET", "/jobs", 401, token="nope")

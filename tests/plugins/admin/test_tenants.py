@@ -19,7 +19,7 @@ import pytest
 
 from dispatch_core import Engine, JobState, RunState, tenant_scope
 from dispatch_core.models import utcnow
-from dispatch_plugins.admin.codec import format_datetime
+from dispatch_plugins.admin.codec import format_datetime, to_json
 from dispatch_plugins.admin.routes import ENDPOINTS
 
 
@@ -137,8 +137,16 @@ async def _dlq_count(engine: Engine, tenant: str | None) -> int:
     return await engine.acount_dlq(tenant=tenant)
 
 
+async def _unhandled(engine: Engine, tenant: str | None) -> list[Any]:
+    return to_json(await engine.aunhandled_jobs(tenant=tenant))  # type: ignore[no-any-return]
+
+
 async def _stats(engine: Engine, tenant: str | None) -> tuple[Any, ...]:
-    return (await _job_counts(engine, tenant), await _dlq_count(engine, tenant))
+    return (
+        await _job_counts(engine, tenant),
+        await _dlq_count(engine, tenant),
+        await _unhandled(engine, tenant),
+    )
 
 
 def _ids(body: Any) -> set[str]:
@@ -148,10 +156,11 @@ def _ids(body: Any) -> set[str]:
 LISTS = [
     ListCase("/jobs", _ids, _job_ids),
     ListCase("/jobs/counts", lambda body: body, _job_counts),
+    ListCase("/jobs/unhandled", lambda body: body["items"], _unhandled),
     ListCase("/dlq", _ids, _dlq_ids),
     ListCase("/dlq/count", lambda body: body["count"], _dlq_count),
     ListCase("/runs", _ids, _run_ids),
-    ListCase("/stats", lambda body: (body["jobs"], body["dlq"]), _stats),
+    ListCase("/stats", lambda body: (body["jobs"], body["dlq"], body["unhandled"]), _stats),
 ]
 
 
@@ -164,6 +173,8 @@ async def test_lists_and_counts_hold_only_the_tenants_objects(
         await engine.aenqueue("boom")
         await engine.workflows["order"].astart(1)
     await engine.drain()
+    with tenant_scope("B"):  # runnable, and no worker runs: it waits (/jobs/unhandled)
+        await engine.aenqueue("send", 2)
     for tenant in ("A", "B"):
         body = await api.ok("GET", case.path, token=api.SECRETS[tenant])
         assert case.extract(body) == await case.truth(engine, tenant)

@@ -38,7 +38,7 @@ from dispatch_core.errors import (
     RunNotFoundError,
     StoreUnavailableError,
 )
-from dispatch_core.models import DLQEntry, Job, SortOrder, utcnow
+from dispatch_core.models import DLQEntry, Job, RunnableCount, SortOrder, utcnow
 from dispatch_core.queues import QueueStats
 from dispatch_core.states import JobState
 from dispatch_core.workflows.errors import WorkflowError
@@ -284,6 +284,17 @@ class AdminClient:
             )
         return AdminAPIError(message, status=status, code=code, details=details)
 
+    def _too_old(self, message: str, details: Any) -> DispatchError:
+        """A 404 for a route this client knows: a server older than it (where
+        ``/v1/jobs/unhandled`` reads as the job ``unhandled``)."""
+        return AdminAPIError(
+            f"the Dispatch admin API at {self.safe_url} does not offer this yet ({message}): "
+            "upgrade dispatch-admin on the server",
+            status=404,
+            code="not_found",
+            details=details,
+        )
+
     def _unauthorized(self, code: str, message: str) -> str:
         where = f"the Dispatch admin API at {self.safe_url}"
         if code == "no_tokens_configured":
@@ -386,6 +397,21 @@ class AdminClient:
             "/jobs/counts", dict[str, int], params={"queue": queue, "tenant": tenant}
         )
         return {state: int(data.get(state.value, 0)) for state in JobState}
+
+    async def aunhandled_jobs(self, *, tenant: str | None = None) -> list[RunnableCount]:
+        """Runnable jobs that no running worker takes, counted by queue and name; empty when
+        every waiting job has a worker (``GET /v1/jobs/unhandled``)."""
+        data = await self._call(
+            "GET", "/jobs/unhandled", params={"tenant": tenant}, not_found=self._too_old
+        )
+        try:
+            items = data["items"]
+        except (KeyError, TypeError):
+            raise self._not_the_api("GET", "/jobs/unhandled", "answered without items") from None
+        rows: list[RunnableCount] = self._decode(
+            items, list[RunnableCount], "GET", "/jobs/unhandled"
+        )
+        return rows
 
     async def aget_job(self, job_id: str) -> Job:
         """One job; :class:`~dispatch_core.JobNotFoundError` if this token cannot see it."""

@@ -212,6 +212,8 @@ SCHEMAS: dict[str, Schema] = {
             "last_seen": DATETIME,
             "state": _enum(WorkerState),
             "leader": BOOLEAN,
+            # The job names it runs; null from workers too old to report them.
+            "names": _null({"type": "array", "items": STRING}),
         }
     ),
     "ThroughputBucket": _object(
@@ -222,12 +224,18 @@ SCHEMAS: dict[str, Schema] = {
         }
     ),
     "JobCounts": _JOB_COUNTS,
+    "RunnableCount": _object(
+        {"queue": STRING, "name": STRING, "count": {"type": "integer", "minimum": 1}}
+    ),
+    # Not a page: one row per queue and job name, ordered by queue then name.
+    "UnhandledJobs": _object({"items": {"type": "array", "items": _ref("RunnableCount")}}),
     "Count": _object({"count": {"type": "integer", "minimum": 0}}),
     "Stats": _object(
         {
             "jobs": _ref("JobCounts"),
             "dlq": {"type": "integer", "minimum": 0},
             "throughput": {"type": "array", "items": _ref("ThroughputBucket")},
+            "unhandled": {"type": "array", "items": _ref("RunnableCount")},
             "queues": _null({"type": "array", "items": _ref("QueueStats")}),
             "workers": _null(
                 _object({"running": {"type": "integer", "minimum": 0}, "leader": _null(STRING)})
@@ -449,6 +457,20 @@ OPERATIONS: dict[tuple[str, str], Schema] = {
         parameters=[_QUEUE, _TENANT],
         tag="jobs",
     ),
+    ("GET", "/jobs/unhandled"): _op(
+        "Jobs no running worker takes",
+        {
+            200: _ok(
+                "UnhandledJobs",
+                "Runnable jobs (pending or retrying, due) that no running worker takes, counted "
+                "by queue and name; empty when every waiting job has a worker. Usually a job "
+                "defined in a module the workers do not import, or enqueued under an old name.",
+            )
+        },
+        _AUTHED,
+        parameters=[_TENANT],
+        tag="jobs",
+    ),
     ("POST", "/jobs"): _op(
         "Enqueue a job",
         {
@@ -660,7 +682,7 @@ OPERATIONS: dict[tuple[str, str], Schema] = {
         tag="cluster",
     ),
     ("GET", "/stats"): _op(
-        "Overview: counts, dead letters, throughput, queues and workers",
+        "Overview: counts, dead letters, throughput, unhandled jobs, queues and workers",
         {200: _ok("Stats", "The figures.")},
         _AUTHED,
         parameters=[
@@ -718,7 +740,8 @@ def _document(server_url: str) -> dict[str, Any]:
             "version": "1",
             "description": (
                 "Inspect and steer Dispatch jobs, dead letters, workflows, cron, queues and "
-                "workers. Every list is a page: pass `next_cursor` back as `cursor`. Errors "
+                "workers. Every list is a page: pass `next_cursor` back as `cursor` (the short "
+                "summary of /v1/jobs/unhandled aside). Errors "
                 'are `{"error": {"code", "message", "details"}}`.'
             ),
         },

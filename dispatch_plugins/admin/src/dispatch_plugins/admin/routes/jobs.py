@@ -1,4 +1,5 @@
-"""``/v1/jobs``: list, count, enqueue, show, cancel and retry jobs."""
+"""``/v1/jobs``: list, count, enqueue, show, cancel and retry jobs, and find those no worker
+runs."""
 
 from __future__ import annotations
 
@@ -80,6 +81,15 @@ async def count_jobs(call: Call) -> Response:
         queue=query.text("queue"), tenant=call.tenant_filter(query.text("tenant"))
     )
     return json_response({state.value: counts.get(state, 0) for state in JobState})
+
+
+@endpoints.get("/jobs/unhandled", Scope.JOBS_READ)
+async def list_unhandled_jobs(call: Call) -> Response:
+    """Runnable jobs that no running worker takes, counted by queue and name (a short summary,
+    not a page: one row per queue and name)."""
+    query = call.query("tenant")
+    rows = await call.engine.aunhandled_jobs(tenant=call.tenant_filter(query.text("tenant")))
+    return json_response({"items": rows})
 
 
 @endpoints.post("/jobs", Scope.JOBS_WRITE)

@@ -1,4 +1,5 @@
-// Overview: job counts, throughput and failure rate over a chosen window, queue depths.
+// Overview: job counts, throughput and failure rate over a chosen window, queue depths, and a
+// warning when jobs wait for a name no running worker knows.
 
 import { api, seg } from '../api.js';
 import { failureRateChart, throughputChart } from '../charts.js';
@@ -31,11 +32,13 @@ export default function overview(root, ctx) {
       class: w === range ? 'active' : null,
       'aria-current': w === range ? 'true' : null,
     }, w.label)));
+  const unhandled = h('div');
   const cards = h('div', { class: 'cards' });
   const throughput = h('div', { class: 'chart-box' });
   const failure = h('div', { class: 'chart-box' });
   const queues = h('div');
   const loader = new Loader(
+    unhandled,
     cards,
     h('div', { class: 'grid-2' },
       panel(`Throughput · last ${range.label}`, throughput, { cls: 'panel-chart' }),
@@ -50,6 +53,7 @@ export default function overview(root, ctx) {
   async function refresh() {
     await loader.load(async () => {
       const stats = await api('stats', { query: { window: range.window, bucket: range.bucket } });
+      renderIfChanged(unhandled, { rows: stats.unhandled, workers: stats.workers }, renderUnhandled);
       renderIfChanged(cards, { jobs: stats.jobs, dlq: stats.dlq, workers: stats.workers }, renderCards);
       renderIfChanged(throughput, stats.throughput, renderThroughput);
       renderIfChanged(failure, stats.throughput, renderFailure);
@@ -82,6 +86,29 @@ function renderCards({ jobs, dlq, workers }) {
       })
       : card('Workers', '—', { hint: 'operators only' }),
   ];
+}
+
+// Jobs no running worker takes (the API counts them by queue and name): without this panel they
+// would wait forever without a word. Nothing is shown when there are none.
+function renderUnhandled({ rows, workers }) {
+  if (!rows || !rows.length) return null;
+  const total = rows.reduce((sum, r) => sum + r.count, 0);
+  const jobs = `${fmtNumber(total)} ${total === 1 ? 'job waits' : 'jobs wait'}`;
+  // Operators see the worker count: with none running, the cause is plainer.
+  const none = workers && workers.running === 0;
+  const title = none ? `${jobs}, and no worker is running` : `${jobs} for a name no running worker knows`;
+  const cause = none
+    ? 'Start a worker whose app imports the modules that define these jobs.'
+    : 'Usually the job is defined in a module the workers do not import, or it was enqueued under an old name.';
+  const columns = [{ label: 'Queue' }, { label: 'Job name' }, { label: 'Waiting', cls: 'num' }];
+  const items = rows.map((r) => h('tr', { dataset: { unhandledQueue: r.queue, unhandledName: r.name } },
+    h('td', null, h('span', { class: 'mono' }, r.queue)),
+    h('td', { class: 'name' }, h('a', { href: href('/jobs', { name: r.name, queue: r.queue }) }, r.name)),
+    h('td', { class: 'num' }, fmtNumber(r.count))));
+  return h('section', { class: 'panel panel-warn', id: 'unhandled', role: 'alert' },
+    h('header', { class: 'panel-head' }, h('h2', null, title)),
+    h('p', { class: 'panel-note' }, cause),
+    h('div', { class: 'panel-body' }, table(columns, items)));
 }
 
 function legend(items) {
