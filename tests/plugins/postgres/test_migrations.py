@@ -7,9 +7,12 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import attrs
 import psycopg
 import pytest
 
+from dispatch_core._ids import new_id
+from dispatch_core.cluster import WorkerInfo
 from dispatch_core.errors import StoreUnavailableError
 from dispatch_core.models import utcnow
 from dispatch_core.testing import make_new_job
@@ -172,6 +175,47 @@ async def test_a_version_3_schema_gets_tenant_scoped_keys(pg_url: str, schema: s
         assert other.id != plain.id
         assert other.tenant == "acme"
         assert same_acme.id == acme.id
+    finally:
+        await store.close()
+
+
+async def test_a_version_4_schema_gets_worker_names(pg_url: str, schema: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        assert await store._run(_migrate_to, 4) == ALL_NAMES[:4]
+        # A worker row as version 4 wrote it: it had no names column.
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(
+                f'INSERT INTO "{schema}".workers (id, hostname, pid, queues, concurrency, '
+                "version, started_at, last_seen, state) "
+                "VALUES ('wkr_old', 'h', 1, NULL, 4, '0.1', now(), now(), 'running')"
+            )
+        assert await store.migrate() == ALL_NAMES[4:]
+        assert [(w.id, w.names) for w in await store.list_workers()] == [("wkr_old", None)]
+        # Rows written now keep what the worker reported: no names, or some, or none at all.
+        now = utcnow()
+        new = WorkerInfo(
+            id=new_id("wkr"),
+            hostname="h",
+            pid=2,
+            queues=None,
+            concurrency=1,
+            version="0.2",
+            started_at=now,
+            last_seen=now,
+            names=(),
+        )
+        for names, write in (((), "register"), (("a", "é.x"), "heartbeat"), (None, "heartbeat")):
+            worker = attrs.evolve(new, names=names)
+            if write == "register":
+                await store.register_worker(worker)
+            else:
+                await store.heartbeat(
+                    worker_id=new.id, leases={}, lease_seconds=30, now=now, worker=worker
+                )
+            got = {w.id: w.names for w in await store.list_workers()}
+            assert got == {"wkr_old": None, new.id: names}, write
     finally:
         await store.close()
 

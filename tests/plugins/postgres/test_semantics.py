@@ -13,7 +13,15 @@ import psycopg
 import pytest
 
 from dispatch_core.errors import PayloadError
-from dispatch_core.models import DLQFilter, Job, JobFilter, Outcome, OutcomeKind, utcnow
+from dispatch_core.models import (
+    DLQFilter,
+    Job,
+    JobFilter,
+    Outcome,
+    OutcomeKind,
+    RunnableCount,
+    utcnow,
+)
 from dispatch_core.states import JobState
 from dispatch_core.testing import make_new_job
 from dispatch_plugins.postgres import PostgresStore
@@ -289,3 +297,58 @@ async def test_relaxed_worker_commits_stay_inside_their_statement(
             assert await cur.fetchone() == ("on",)
     finally:
         await store.close()
+
+
+def _table(rows: list[RunnableCount]) -> list[tuple[str, str, int]]:
+    return [(r.queue, r.name, r.count) for r in rows]
+
+
+async def test_count_runnable_neither_locks_rows_nor_waits_for_claims(
+    store: PostgresStore, pg_dsn: str
+) -> None:
+    await store.enqueue([make_new_job("a", queue="q") for _ in range(4)])
+    with psycopg.connect(pg_dsn) as other:  # not autocommit: its statements stay in one transaction
+        # A claim in flight holds the runnable rows locked: the count does not wait for it.
+        other.execute(f'SELECT id FROM "{store.schema}".jobs FOR UPDATE').fetchall()
+        rows = await asyncio.wait_for(store.count_runnable(now=utcnow()), timeout=10)
+        assert _table(rows) == [("q", "a", 4)]
+        other.rollback()
+        # The count's own statement, its transaction left open, holds no row lock (a claim
+        # would skip such rows): it takes the lock every plain read takes, and nothing else.
+        params = {"now": utcnow(), "tenant": None, "excluded": ["b"]}
+        assert other.execute(store._q.count_runnable(False), params).fetchall() == [("q", "a", 4)]
+        locks = other.execute(
+            "SELECT mode FROM pg_locks WHERE pid = pg_backend_pid() AND relation = %s::regclass",
+            (f'"{store.schema}".jobs',),
+        ).fetchall()
+        assert locks == [("AccessShareLock",)]
+        claimed = await asyncio.wait_for(_claim(store), timeout=10)
+        assert len(claimed) == 4
+        other.rollback()
+
+
+async def test_count_runnable_walks_the_due_index(store: PostgresStore, pg_dsn: str) -> None:
+    # Mostly finished jobs, as with retention keeping a day of them: the count must read the
+    # due rows through jobs_due_idx, not the whole table.
+    await store.enqueue([make_new_job(f"n{i % 3}", tenant=f"t{i % 2}") for i in range(3000)])
+    jobs = f'"{store.schema}".jobs'
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            f"UPDATE {jobs} SET state = 'completed', finished_at = now()"
+            f" WHERE id IN (SELECT id FROM {jobs} ORDER BY id LIMIT 2700)"
+        )
+        conn.execute(f"ANALYZE {jobs}")
+    assert store._pool is not None
+    async with store._pool.connection() as conn:  # the store's session: generic plans
+        for by_tenant in (False, True):
+            sql = store._q.count_runnable(by_tenant)
+            for placeholder, n in (("%(now)b", 1), ("%(tenant)s", 2), ("%(excluded)b", 3)):
+                sql = sql.replace(placeholder, f"${n}")
+            await conn.execute(f"PREPARE count_runnable (timestamptz, text, text[]) AS {sql}")
+            cur = await conn.execute("EXPLAIN EXECUTE count_runnable(now(), 't1', '{n1}')")
+            plan = "\n".join(row[0] for row in await cur.fetchall())
+            await conn.execute("DEALLOCATE count_runnable")
+            assert "jobs_due_idx" in plan, plan
+            assert "Seq Scan" not in plan, plan
+    rows = await store.count_runnable(now=utcnow(), tenant="t1", exclude_names=["n1"])
+    assert _table(rows) == [("default", "n0", 50), ("default", "n2", 50)]

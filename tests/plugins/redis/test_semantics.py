@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import attrs
 import pytest
 import redis
 
+from dispatch_core._ids import new_id
+from dispatch_core.cluster import WorkerInfo
 from dispatch_core.errors import StoreUnavailableError
-from dispatch_core.models import Job, JobFilter, utcnow
+from dispatch_core.models import Job, JobFilter, Outcome, OutcomeKind, RunnableCount, utcnow
 from dispatch_core.states import JobState
 from dispatch_core.testing import make_new_job
 from dispatch_plugins.redis import RedisStore
+from dispatch_plugins.redis import codec as c
 
 from .conftest import REDIS_URL, delete_prefix, with_params
 
@@ -177,3 +182,154 @@ async def test_a_worker_stopped_before_it_started_stops(redis_url: str) -> None:
             await asyncio.wait_for(running, 10)
     finally:
         await engine.aclose()
+
+
+async def test_worker_names_round_trip_and_rows_of_older_versions_have_none(
+    store: RedisStore, prefix: str
+) -> None:
+    now = utcnow()
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        # A worker hash as an older dispatch-redis wrote it: no names field.
+        client.hset(
+            f"{prefix}:worker:wkr_old",
+            mapping={
+                "id": "wkr_old",
+                "hostname": "h",
+                "pid": "1",
+                "concurrency": "4",
+                "version": "0.1",
+                "started_at": c.us(now),
+                "last_seen": c.us(now),
+                "state": "running",
+            },
+        )
+        client.zadd(f"{prefix}:workers", {"wkr_old": int(c.us(now))})
+    finally:
+        client.close()
+    assert [(w.id, w.names) for w in await store.list_workers()] == [("wkr_old", None)]
+    new = WorkerInfo(
+        id=new_id("wkr"),
+        hostname="h",
+        pid=2,
+        queues=None,
+        concurrency=1,
+        version="0.2",
+        started_at=now,
+        last_seen=now,
+        names=(),
+    )
+    for names, write in (((), "register"), (("a", "é.x"), "heartbeat"), (None, "heartbeat")):
+        worker = attrs.evolve(new, names=names)
+        if write == "register":
+            await store.register_worker(worker)
+        else:
+            await store.heartbeat(
+                worker_id=new.id, leases={}, lease_seconds=30, now=now, worker=worker
+            )
+        got = {w.id: w.names for w in await store.list_workers()}
+        assert got == {"wkr_old": None, new.id: names}, write
+
+
+def _table(rows: list[RunnableCount]) -> list[tuple[str, str, int]]:
+    return [(r.queue, r.name, r.count) for r in rows]
+
+
+async def test_count_runnable_goes_in_bounded_steps(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = utcnow()
+    await store.enqueue(
+        [make_new_job(f"n{i % 3}", queue=f"q{i % 2}", tenant="t") for i in range(10)]
+        + [make_new_job("late", run_at=now + timedelta(hours=1))]
+        # a tenant whose index is larger than the due jobs' but holds few of them
+        + [make_new_job("big", tenant="big") for _ in range(25)]
+    )
+    for _ in range(2):
+        done = await _claim(store, names={"big"})
+        assert len(done) == 10
+        outcomes = [
+            Outcome(job_id=j.id, attempt_token=j.attempt_token or "", kind=OutcomeKind.COMPLETED)
+            for j in done
+        ]
+        assert await store.finish(outcomes, now=utcnow()) == [True] * 10
+    at = utcnow() + timedelta(seconds=1)
+    by_queue = [
+        ("q0", "n0", 2),
+        ("q0", "n1", 1),
+        ("q0", "n2", 2),
+        ("q1", "n0", 2),
+        ("q1", "n1", 2),
+        ("q1", "n2", 1),
+    ]
+    assert _table(await store.count_runnable(now=at)) == [("default", "big", 5), *by_queue]
+
+    steps: list[tuple[str, str]] = []
+    call = store._call
+    cut_in = [True]
+
+    async def counted(name: str, *args: Any) -> Any:
+        result = await call(name, *args)
+        if name == "count_runnable":
+            steps.append((args[0], args[1]))
+            if cut_in and steps == [("ready", "ready:default")]:
+                cut_in.clear()
+                # Claims take the three jobs just counted (the cursor's own among them): the
+                # next step still starts right after them.
+                claimed = await store.claim(
+                    worker_id="w",
+                    queues=["default"],
+                    names=None,
+                    limit=3,
+                    lease_seconds=30,
+                    now=at,
+                )
+                assert [j.name for j in claimed] == ["big"] * 3
+        return result
+
+    monkeypatch.setattr(store, "_call", counted)
+    monkeypatch.setattr("dispatch_plugins.redis.store.COUNT_RUNNABLE_CHUNK", 3)
+    rows = await store.count_runnable(now=at)
+    assert _table(rows) == [("default", "big", 5), *by_queue]
+    # five ready jobs a queue, in steps of three; the not yet due one ends the delayed walk
+    per_queue = ["ready"] * 2 + ["delayed"]
+    assert steps == [(k, f"{k}:{q}") for q in ("default", "q0", "q1") for k in per_queue]
+    steps.clear()
+    rows = await store.count_runnable(now=at, tenant="big")
+    assert _table(rows) == [("default", "big", 2)]  # three of its jobs run now
+    # the tenant's index (25 ids) is larger than the 12 due jobs: the queues are walked
+    assert [k for k, _ in steps] == ["ready", "delayed"] + ["ready", "ready", "delayed"] * 2
+    steps.clear()
+    rows = await store.count_runnable(now=now + timedelta(hours=2), tenant="t")
+    assert _table(rows) == by_queue
+    assert steps == [("index", "jobs:t:t")] * 4  # its 10 jobs, smaller than the 13 due ones
+
+
+async def test_count_runnable_looks_at_a_bounded_number_of_jobs_a_queue(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = utcnow()
+    await store.enqueue(
+        [make_new_job("head", queue="a", priority=1)]
+        + [make_new_job("bulk", queue="a") for _ in range(6)]
+        + [make_new_job("tail", queue="a", priority=-1)]
+        + [make_new_job("later", queue="a", run_at=now + timedelta(seconds=1))]
+        + [make_new_job("x", queue="b") for _ in range(2)]
+    )
+    at = now + timedelta(seconds=2)
+    monkeypatch.setattr("dispatch_plugins.redis.store.COUNT_RUNNABLE_CHUNK", 3)
+    monkeypatch.setattr("dispatch_plugins.redis.store.COUNT_RUNNABLE_LIMIT", 5)
+    # Queue a: the five jobs a claim would take first; queue b has a bound of its own.
+    assert _table(await store.count_runnable(now=at)) == [
+        ("a", "bulk", 4),
+        ("a", "head", 1),
+        ("b", "x", 2),
+    ]
+    monkeypatch.setattr("dispatch_plugins.redis.store.COUNT_RUNNABLE_LIMIT", 9)
+    assert _table(await store.count_runnable(now=at)) == [
+        ("a", "bulk", 6),
+        ("a", "head", 1),
+        ("a", "later", 1),  # due by now, still in the delayed set: looked at last
+        ("a", "tail", 1),
+        ("b", "x", 2),
+    ]

@@ -8,9 +8,13 @@ import multiprocessing
 import sqlite3
 from pathlib import Path
 
+import attrs
 import pytest
 
+from dispatch_core._ids import new_id
+from dispatch_core.cluster import WorkerInfo
 from dispatch_core.errors import StoreUnavailableError
+from dispatch_core.models import utcnow
 from dispatch_core.testing import make_new_job
 from dispatch_plugins.sqlite import SQLiteStore
 from dispatch_plugins.sqlite import operations as ops
@@ -104,6 +108,50 @@ async def test_a_version_3_database_gets_tenant_scoped_keys(db_url: str, tmp_pat
         assert other.id != plain.id
         assert other.tenant == "acme"
         assert same_acme.id == acme.id
+    finally:
+        await store.close()
+
+
+async def test_a_version_4_database_gets_worker_names(db_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    old = connect(str(path), busy_timeout_ms=5000)
+    try:
+        assert migrate(old, str(path), MIGRATIONS[:4]) == [m.name for m in MIGRATIONS[:4]]
+        # A worker row as version 4 wrote it: it had no names column.
+        old.execute(
+            "INSERT INTO workers (id, hostname, pid, queues, concurrency, version, started_at,"
+            " last_seen, state) VALUES ('wkr_old', 'h', 1, NULL, 4, '0.1', 1, 2, 'running')"
+        )
+    finally:
+        old.close()
+    store = SQLiteStore(db_url)
+    await store.open()
+    try:
+        assert await store.migrate() == [m.name for m in MIGRATIONS[4:]]
+        assert [(w.id, w.names) for w in await store.list_workers()] == [("wkr_old", None)]
+        # Rows written now keep what the worker reported: no names, or some, or none at all.
+        now = utcnow()
+        new = WorkerInfo(
+            id=new_id("wkr"),
+            hostname="h",
+            pid=2,
+            queues=None,
+            concurrency=1,
+            version="0.2",
+            started_at=now,
+            last_seen=now,
+            names=(),
+        )
+        for names, write in (((), "register"), (("a", "é.x"), "heartbeat"), (None, "heartbeat")):
+            worker = attrs.evolve(new, names=names)
+            if write == "register":
+                await store.register_worker(worker)
+            else:
+                await store.heartbeat(
+                    worker_id=new.id, leases={}, lease_seconds=30, now=now, worker=worker
+                )
+            got = {w.id: w.names for w in await store.list_workers()}
+            assert got == {"wkr_old": None, new.id: names}, write
     finally:
         await store.close()
 

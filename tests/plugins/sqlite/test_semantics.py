@@ -12,6 +12,7 @@ from dispatch_core.models import DLQFilter, Job, JobFilter, Outcome, OutcomeKind
 from dispatch_core.states import JobState
 from dispatch_core.testing import make_new_job
 from dispatch_plugins.sqlite import SQLiteStore
+from dispatch_plugins.sqlite import operations as ops
 
 
 async def _claim(store: SQLiteStore, limit: int = 10, **kw: object) -> list[Job]:
@@ -245,3 +246,42 @@ async def test_retry_clears_the_failure(store: SQLiteStore) -> None:
     again = await store.retry(job.id, now=utcnow())
     assert again.state is JobState.PENDING
     assert (again.attempt, again.finished_at, again.last_error) == (0, None, None)
+
+
+async def test_count_runnable_reads_only_the_runnable_rows_and_takes_no_write_lock(
+    db_url: str,
+) -> None:
+    # A busy timeout of 50 ms: a count that needed the write lock would fail at once below.
+    store = SQLiteStore(f"{db_url}?busy_timeout=50")
+    await store.open()
+    await store.migrate()
+    try:
+        await store.enqueue([make_new_job("a", queue="q") for _ in range(5)])
+        await store.enqueue([make_new_job("b", queue="q", tenant="t") for _ in range(2)])
+        for job in await _claim(store, limit=3, names=["a"]):
+            await store.finish([_done(job)], now=utcnow())
+        # The statement walks jobs_claim_idx (the runnable rows), never the whole table.
+        conn = sqlite3.connect(store.path, isolation_level=None)
+        try:
+            conn.execute("ANALYZE")
+            for tenant in ("", " AND tenant = :tenant"):
+                sql = ops._COUNT_RUNNABLE.format(tenant=tenant)
+                params = {"now": 0, "excluded": "[]", "tenant": "t"}
+                plan = " | ".join(r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+                assert "USING INDEX jobs_claim_idx" in plan, plan
+            # Another process holds the write lock, with an enqueue not yet committed.
+            conn.execute("BEGIN IMMEDIATE")
+            ops.enqueue(conn, [make_new_job("c", queue="q")])
+            # More excluded names than a statement may have placeholders.
+            excluded = {f"n{i}" for i in range(1500)} | {"b"}
+            rows = await store.count_runnable(now=utcnow(), exclude_names=excluded)
+            assert [(r.queue, r.name, r.count) for r in rows] == [("q", "a", 2)]
+            rows = await store.count_runnable(now=utcnow(), tenant="t")
+            assert [(r.queue, r.name, r.count) for r in rows] == [("q", "b", 2)]
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        rows = await store.count_runnable(now=utcnow())
+        assert [(r.name, r.count) for r in rows] == [("a", 2), ("b", 2), ("c", 1)]
+    finally:
+        await store.close()

@@ -463,6 +463,7 @@ WORKER_COLUMNS = (
     "started_at",
     "last_seen",
     "state",
+    "names",  # migration 5
 )
 WORKER_SELECT = ", ".join(WORKER_COLUMNS)
 
@@ -498,12 +499,13 @@ def worker_params(worker: WorkerInfo) -> dict[str, Any]:
         "started_at": aware(worker.started_at),
         "last_seen": aware(worker.last_seen),
         "state": worker.state.value,
+        "names": None if worker.names is None else list(worker.names),
     }
 
 
 def decode_worker(row: Row, leader: bool = False) -> WorkerInfo:
     """Build a :class:`WorkerInfo` from a row selected with :data:`WORKER_SELECT`."""
-    id_, hostname, pid, queues, concurrency, version, started_at, last_seen, state = row
+    id_, hostname, pid, queues, concurrency, version, started_at, last_seen, state, names = row
     return WorkerInfo(
         id=id_,
         hostname=hostname,
@@ -515,6 +517,7 @@ def decode_worker(row: Row, leader: bool = False) -> WorkerInfo:
         last_seen=to_utc(last_seen),
         state=WorkerState(state),
         leader=leader,
+        names=None if names is None else tuple(names),
     )
 
 

@@ -311,10 +311,18 @@ _TENANT_KEYS = (
     "CREATE INDEX dlq_unreplayed_idx ON {s}.dlq (id) WHERE replayed_at IS NULL",
 )
 
+_WORKER_NAMES = (
+    # The job names a worker runs; NULL: not reported (rows written before this version, or
+    # by an older worker). A nullable column without a default: no table rewrite, and only
+    # worker rows change (no job index is touched).
+    "ALTER TABLE {s}.workers ADD COLUMN names text[]",
+)
+
 #: Every migration, by ascending version.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="0001_initial", statements=_INITIAL),
     Migration(version=2, name="0002_cluster", statements=_CLUSTER),
     Migration(version=3, name="0003_workflows", statements=_WORKFLOWS),
     Migration(version=4, name="0004_tenant_unique_keys", statements=_TENANT_KEYS),
+    Migration(version=5, name="0005_worker_names", statements=_WORKER_NAMES),
 )

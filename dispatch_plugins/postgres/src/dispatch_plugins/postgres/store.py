@@ -22,6 +22,7 @@ from dispatch_core.models import (
     JobFilter,
     NewJob,
     Outcome,
+    RunnableCount,
     ThroughputBucket,
 )
 from dispatch_core.queues import QueueConfig, QueueStats
@@ -414,6 +415,19 @@ class PostgresStore(Store):
         """The number of jobs in each state that has any."""
         return await self._run(ops.count_jobs, queue=queue, tenant=tenant)
 
+    async def count_runnable(
+        self,
+        *,
+        now: datetime,
+        tenant: str | None = None,
+        exclude_names: Collection[str] = (),
+    ) -> list[RunnableCount]:
+        """Runnable jobs by queue and name: one plain ``SELECT`` (no row lock, so claims go
+        on) over the due rows' index, grouped by the server."""
+        return await self._run(
+            ops.count_runnable, now=now, tenant=tenant, exclude_names=exclude_names
+        )
+
     async def throughput(
         self,
         *,
@@ -655,6 +669,7 @@ _READS: frozenset[Callable[..., Any]] = frozenset(
         ops.get_job,
         ops.list_jobs,
         ops.count_jobs,
+        ops.count_runnable,
         ops.throughput,
         ops.list_dlq,
         ops.count_dlq,

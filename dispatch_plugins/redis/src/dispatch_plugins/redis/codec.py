@@ -216,12 +216,15 @@ def worker_args(w: WorkerInfo, *, last_seen: datetime | None = None) -> list[str
     ]
     if w.queues is not None:
         out += ("queues", dumps(list(w.queues)))
+    if w.names is not None:
+        out += ("names", dumps(list(w.names)))  # absent (rows of older versions): None
     return out
 
 
 def worker_from(flat: Sequence[Any], leader: str) -> WorkerInfo:
     h = as_dict(flat)
     queues = h.get("queues")
+    names = h.get("names")
     return WorkerInfo(
         id=h["id"],
         hostname=h["hostname"],
@@ -233,6 +236,7 @@ def worker_from(flat: Sequence[Any], leader: str) -> WorkerInfo:
         last_seen=from_us(h["last_seen"]),
         state=WorkerState(h["state"]),
         leader=bool(leader) and leader == h["id"],
+        names=None if names is None else tuple(json.loads(names)),
     )
 
 

@@ -38,6 +38,7 @@ from dispatch_core.models import (
     NewJob,
     Outcome,
     OutcomeKind,
+    RunnableCount,
     SortOrder,
     ThroughputBucket,
     utcnow,
@@ -67,7 +68,7 @@ from dispatch_plugins.redis.listener import Listener
 from dispatch_plugins.redis.sync import RedisSyncStore, enqueue_result
 from dispatch_plugins.redis.url import RedisURL, parse_url
 
-__all__ = ["RedisStore", "SCHEMA_VERSION"]
+__all__ = ["RedisStore", "SCHEMA_VERSION", "COUNT_RUNNABLE_CHUNK", "COUNT_RUNNABLE_LIMIT"]
 
 log = logging.getLogger("dispatch_plugins.redis")
 
@@ -79,6 +80,8 @@ _READS = frozenset(
     {
         "page",
         "count_jobs",
+        "count_runnable",
+        "count_runnable_plan",
         "throughput",
         "next_run_at",
         "count_dlq",
@@ -88,6 +91,12 @@ _READS = frozenset(
         "migrate",
     }
 )
+#: Entries one step of :meth:`RedisStore.count_runnable` looks at, at most (about a
+#: millisecond of the server's time: other clients' commands wait no longer for it).
+COUNT_RUNNABLE_CHUNK = 200
+#: Entries :meth:`RedisStore.count_runnable` looks at in one queue (or one tenant's index), at
+#: most: about half a second of the server's time.
+COUNT_RUNNABLE_LIMIT = 100_000
 #: Dead-letter ids handed to one rescue script; it asks for more when it needs them.
 _RESCUE_DLQ_IDS = 32
 _OUTCOME_KINDS = {
@@ -445,6 +454,63 @@ class RedisStore(Store):
             keys.append(f"jobs:t:{tenant}")
         flat = await self._call("count_jobs", str(len(keys)), *keys)
         return {JobState(k): int(v) for k, v in c.as_dict(flat).items() if int(v)}
+
+    async def count_runnable(
+        self,
+        *,
+        now: datetime,
+        tenant: str | None = None,
+        exclude_names: Collection[str] = (),
+    ) -> list[RunnableCount]:
+        """Runnable jobs by queue and name, counted in short steps that never hold up a claim,
+        and at most :data:`COUNT_RUNNABLE_LIMIT` jobs a queue.
+
+        It walks the claim's own indexes of each queue that has runnable jobs: its ready jobs
+        (``ready:<queue>``) in claim order, then its delayed ones (``delayed:<queue>``) that
+        are due by ``now``, reading only each job's name (and tenant, when asked for one).
+        With ``tenant``, when that tenant's index (``jobs:t:<tenant>``, finished jobs
+        included) is smaller than the due jobs, it walks that instead, reading each job's
+        state, queue, name and ``run_at``.
+
+        Bounds: each step is one read-only script over at most :data:`COUNT_RUNNABLE_CHUNK`
+        entries (about a millisecond of the server's time), so other clients' commands run
+        between two steps; and each queue (or the tenant's index) is looked at for at most
+        :data:`COUNT_RUNNABLE_LIMIT` entries, about half a second of the server's time. Past
+        that bound a queue's counts cover only the jobs it would hand out next, and are
+        lower than the truth: a name all of whose jobs wait behind more than that many others
+        of the same queue is not listed (unhandled jobs are never claimed, so they are
+        usually at the head of their priority). The steps are not one snapshot: a job that
+        is claimed, retried or made due while the count runs may be counted twice or not at
+        all. See docs/redis.md.
+        """
+        excluded = sorted(set(exclude_names))
+        own, due, queues = await self._call("count_runnable_plan", c.us(now), c.opt(tenant))
+        groups: list[list[tuple[str, str, str]]]
+        if tenant is not None and int(own) < int(due):
+            groups = [[("index", f"jobs:t:{tenant}", "")]]
+        else:
+            groups = [[("ready", f"ready:{q}", q), ("delayed", f"delayed:{q}", q)] for q in queues]
+        tail = [c.us(now), c.opt(tenant), str(len(excluded)), *excluded]
+        counts: dict[tuple[str, str], int] = {}
+        for walks in groups:
+            left = COUNT_RUNNABLE_LIMIT
+            for kind, key, queue in walks:
+                cursor = ""
+                while left > 0:
+                    chunk = min(COUNT_RUNNABLE_CHUNK, left)
+                    cursor, seen, flat = await self._call(
+                        "count_runnable", kind, key, queue, cursor, str(chunk), *tail
+                    )
+                    left -= int(seen)
+                    for i in range(0, len(flat), 3):
+                        pair = (flat[i], flat[i + 1])
+                        counts[pair] = counts.get(pair, 0) + int(flat[i + 2])
+                    if not cursor:
+                        break
+        return [
+            RunnableCount(queue=queue, name=name, count=n)
+            for (queue, name), n in sorted(counts.items())
+        ]
 
     async def throughput(
         self,

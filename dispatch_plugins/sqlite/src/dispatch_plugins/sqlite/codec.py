@@ -131,6 +131,7 @@ WORKER_COLUMNS = (
     "started_at",
     "last_seen",
     "state",
+    "names",  # migration 5
 )
 WORKER_SELECT = ", ".join(WORKER_COLUMNS)
 
@@ -413,12 +414,13 @@ def worker_params(worker: WorkerInfo) -> tuple[Any, ...]:
         to_us(worker.started_at),
         to_us(worker.last_seen),
         worker.state.value,
+        None if worker.names is None else _encode(list(worker.names)),
     )
 
 
 def decode_worker(row: Row, *, leader: bool = False) -> WorkerInfo:
     """Build a :class:`WorkerInfo` from a row selected with :data:`WORKER_SELECT`."""
-    id_, hostname, pid, queues, concurrency, version, started_at, last_seen, state = row
+    id_, hostname, pid, queues, concurrency, version, started_at, last_seen, state, names = row
     return WorkerInfo(
         id=id_,
         hostname=hostname,
@@ -430,6 +432,7 @@ def decode_worker(row: Row, *, leader: bool = False) -> WorkerInfo:
         last_seen=from_us(last_seen),
         state=WorkerState(state),
         leader=leader,
+        names=None if names is None else tuple(_decode(names)),
     )
 
 

@@ -280,10 +280,17 @@ _TENANT_KEYS = (
     "CREATE INDEX dlq_unreplayed_idx ON dlq (id) WHERE replayed_at IS NULL",
 )
 
+_WORKER_NAMES = (
+    # The job names a worker runs, as a JSON array; NULL: not reported (rows written before
+    # this version, or by an older worker). Only worker rows change: no job index is touched.
+    "ALTER TABLE workers ADD COLUMN names TEXT",
+)
+
 #: Every migration, by ascending version.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="0001_initial", statements=_INITIAL),
     Migration(version=2, name="0002_cluster_cron_queues", statements=_CLUSTER),
     Migration(version=3, name="0003_workflows", statements=_WORKFLOWS),
     Migration(version=4, name="0004_tenant_unique_keys", statements=_TENANT_KEYS),
+    Migration(version=5, name="0005_worker_names", statements=_WORKER_NAMES),
 )

@@ -21,6 +21,7 @@ from dispatch_core.models import (
     JobFilter,
     NewJob,
     Outcome,
+    RunnableCount,
     ThroughputBucket,
 )
 from dispatch_core.queues import QueueConfig, QueueStats
@@ -319,6 +320,19 @@ class SQLiteStore(Store):
     ) -> dict[JobState, int]:
         """The number of jobs in each state that has any."""
         return await self._call(ops.count_jobs, queue=queue, tenant=tenant)
+
+    async def count_runnable(
+        self,
+        *,
+        now: datetime,
+        tenant: str | None = None,
+        exclude_names: Collection[str] = (),
+    ) -> list[RunnableCount]:
+        """Runnable jobs by queue and name: one read (no write lock, so claims in other
+        processes go on) over the runnable rows' index, grouped and ordered by SQLite."""
+        return await self._call(
+            ops.count_runnable, now=now, tenant=tenant, exclude_names=exclude_names
+        )
 
     async def throughput(
         self,
