@@ -8,6 +8,7 @@ fails) and the cron entry fired.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pathlib
 import sys
@@ -141,15 +142,18 @@ async def main() -> int:
         f" leader {leader}"
     )
     print()
+    # The `dispatch` of the venv running this demo (.venv-demo under `make demo`).
+    cli = pathlib.Path(sys.executable).parent / "dispatch"
+    with contextlib.suppress(ValueError):
+        cli = cli.relative_to(pathlib.Path.cwd())
     print("inspect it yourself:")
-    print(f"  .venv/bin/dispatch jobs ls --url sqlite:///{DB} --state failed")
-    print(f"  .venv/bin/dispatch dlq ls --url sqlite:///{DB}")
-    print(f"  .venv/bin/dispatch workers --all --url sqlite:///{DB}")
-    print(f"  .venv/bin/dispatch cron ls --url sqlite:///{DB}")
-    print(f"  .venv/bin/dispatch queues --url sqlite:///{DB}")
-    print(f"  .venv/bin/dispatch workflows show {flow.id} --url sqlite:///{DB}")
-    print(f"  .venv/bin/dispatch serve --url sqlite:///{DB} --dev-token   # the web dashboard")
-    print("  make serve   # the dashboard on a live demo app, with a worker")
+    print(f"  {cli} jobs ls --url sqlite:///{DB} --state failed")
+    print(f"  {cli} dlq ls --url sqlite:///{DB}")
+    print(f"  {cli} workers --all --url sqlite:///{DB}")
+    print(f"  {cli} cron ls --url sqlite:///{DB}")
+    print(f"  {cli} queues --url sqlite:///{DB}")
+    print(f"  {cli} workflows show {flow.id} --url sqlite:///{DB}")
+    print("  make serve   # the web dashboard on this database, with a worker")
     await engine.aclose()
     ok = (
         charged.state is JobState.COMPLETED
