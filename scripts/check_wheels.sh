@@ -218,14 +218,14 @@ dispatch.get_engine(flask_app).close()
 print("wheel check ok: dispatch-admin (API, dashboard files, serve) and dispatch-flask[admin]")
 PY
 
-# dispatch-core + dispatch-sqlite + dispatch-otel + dispatch-relay: both found by entry point;
+# dispatch-core + dispatch-sqlite + dispatch-otel + dispatch-webhooks: both found by entry point;
 # the relay, configured by file, delivers a signed webhook to a real local receiver; the OTel
 # default runs on the API alone (no SDK in this venv, as its wheel declares).
 python3 -m venv "$tmp/observe"
 "$tmp/observe/bin/python" -m pip install --quiet --upgrade pip
 "$tmp/observe/bin/python" -m pip install --quiet "$root"/dist/dispatch_core-*.whl \
   "$root"/dist/dispatch_sqlite-*.whl "$root"/dist/dispatch_otel-*.whl \
-  "$root"/dist/dispatch_relay-*.whl
+  "$root"/dist/dispatch_webhooks-*.whl
 "$tmp/observe/bin/python" - <<'PY'
 import asyncio
 import http.server
@@ -252,7 +252,7 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 secret = "wheel-check-webhook-secret"
-with open("relay.json", "w") as f:
+with open("webhooks.json", "w") as f:
     json.dump(
         {
             "endpoints": [
@@ -267,17 +267,17 @@ with open("relay.json", "w") as f:
         },
         f,
     )
-os.environ["DISPATCH_RELAY_CONFIG"] = "relay.json"
+os.environ["DISPATCH_WEBHOOKS_CONFIG"] = "webhooks.json"
 
 from dispatch_core import Engine
-from dispatch_plugins.relay import verify_signature
+from dispatch_plugins.webhooks import verify_signature
 
 eps = {ep.name for ep in entry_points(group="dispatch_core.plugins")}
-assert eps == {"sqlite", "otel", "relay"}, eps
+assert eps == {"sqlite", "otel", "webhooks"}, eps
 assert importlib.util.find_spec("opentelemetry.sdk") is None, "the SDK must not be required"
 engine = Engine("sqlite:///observe.db")
 names = {name for name, _ in engine.pm.list_name_plugin()}
-assert {"otel", "relay"} <= names, names
+assert {"otel", "webhooks"} <= names, names
 
 
 @engine.job(name="observe.smoke")
@@ -301,7 +301,7 @@ headers, body = got[0]
 verify_signature(secret=secret, body=body, headers=headers)
 event = json.loads(body)
 assert event["type"] == "dispatch.job.completed" and event["data"]["job_name"] == "observe.smoke"
-print("wheel check ok: dispatch-otel and dispatch-relay (entry points, signed delivery)")
+print("wheel check ok: dispatch-otel and dispatch-webhooks (entry points, signed delivery)")
 PY
 
 # dispatch-core + dispatch-redis: the Redis store from its wheel.

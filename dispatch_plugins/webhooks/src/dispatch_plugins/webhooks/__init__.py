@@ -1,10 +1,10 @@
-"""dispatch-relay: signed webhooks for Dispatch job, workflow and cron events.
+"""dispatch-webhooks: signed webhooks for Dispatch job, workflow and cron events.
 
-Give the engine a :class:`Relay` with your endpoints (or set ``DISPATCH_RELAY_CONFIG`` to a
-JSON file of them) and run a worker on the ``relay`` queue::
+Give the engine a :class:`Relay` with your endpoints (or set ``DISPATCH_WEBHOOKS_CONFIG`` to a
+JSON file of them) and run a worker on the ``webhooks`` queue::
 
     from dispatch_core import Engine
-    from dispatch_plugins.relay import Endpoint, Relay
+    from dispatch_plugins.webhooks import Endpoint, Relay
 
     relay = Relay([
         Endpoint(name="ops", url="https://ops.example.com/hooks", secret=OPS_SECRET),
@@ -18,10 +18,10 @@ Receivers check requests with :func:`verify_signature`. See ``docs/webhooks.md``
 
 from __future__ import annotations
 
-from dispatch_plugins.relay.catalog import CATALOG_VERSION, EVENT_TYPES
-from dispatch_plugins.relay.delivery import USER_AGENT, address_problem
-from dispatch_plugins.relay.endpoints import Endpoint, endpoints_from_config
-from dispatch_plugins.relay.errors import (
+from dispatch_plugins.webhooks.catalog import CATALOG_VERSION, EVENT_TYPES
+from dispatch_plugins.webhooks.delivery import USER_AGENT, address_problem
+from dispatch_plugins.webhooks.endpoints import Endpoint, endpoints_from_config
+from dispatch_plugins.webhooks.errors import (
     AddressRefusedError,
     DeliveryError,
     RelayConfigError,
@@ -29,10 +29,10 @@ from dispatch_plugins.relay.errors import (
     SignatureError,
     UnknownEndpointError,
 )
-from dispatch_plugins.relay.events import Event
-from dispatch_plugins.relay.plugin import CONFIG_ENV
-from dispatch_plugins.relay.relay import DEFAULT_BACKOFF, DELIVER_JOB, Delivery, Relay
-from dispatch_plugins.relay.signing import (
+from dispatch_plugins.webhooks.events import Event
+from dispatch_plugins.webhooks.plugin import CONFIG_ENV
+from dispatch_plugins.webhooks.relay import DEFAULT_BACKOFF, DELIVER_JOB, Delivery, Relay
+from dispatch_plugins.webhooks.signing import (
     DEFAULT_TOLERANCE,
     ID_HEADER,
     SIGNATURE_HEADER,

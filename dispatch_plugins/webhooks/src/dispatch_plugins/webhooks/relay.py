@@ -24,27 +24,27 @@ from dispatch_core import (
     hookimpl,
     tenant_scope,
 )
-from dispatch_plugins.relay import catalog
-from dispatch_plugins.relay.delivery import Resolver, deliver, system_resolver
-from dispatch_plugins.relay.endpoints import (
+from dispatch_plugins.webhooks import catalog
+from dispatch_plugins.webhooks.delivery import Resolver, deliver, system_resolver
+from dispatch_plugins.webhooks.endpoints import (
     Endpoint,
     check_unique_names,
     endpoints_from_config,
     read_config_file,
 )
-from dispatch_plugins.relay.errors import (
+from dispatch_plugins.webhooks.errors import (
     AddressRefusedError,
     RelayConfigError,
     UnknownEndpointError,
 )
-from dispatch_plugins.relay.events import Event, cron_event, job_event, workflow_event
+from dispatch_plugins.webhooks.events import Event, cron_event, job_event, workflow_event
 
 __all__ = ["Relay", "Delivery", "DELIVER_JOB", "DEFAULT_BACKOFF"]
 
-log = logging.getLogger("dispatch_plugins.relay")
+log = logging.getLogger("dispatch_plugins.webhooks")
 
 #: The name of the delivery job.
-DELIVER_JOB = "relay.deliver"
+DELIVER_JOB = "webhooks.deliver"
 #: Retry backoff of deliveries: exponential with full jitter, 10 s initial, one hour cap.
 DEFAULT_BACKOFF: Backoff = ExponentialJitter(initial=10.0, max=3600.0)
 #: Jobs whose events are never relayed: deliveries (no loops) and workflow driver jobs
@@ -56,7 +56,7 @@ _JOB_TIMEOUT_MARGIN = 5.0
 
 @attrs.frozen(kw_only=True)
 class Delivery:
-    """The payload of a ``relay.deliver`` job: the endpoint's name and the envelope. Never
+    """The payload of a ``webhooks.deliver`` job: the endpoint's name and the envelope. Never
     the secret: the worker looks it up in its own relay configuration."""
 
     endpoint: str
@@ -74,7 +74,7 @@ class Relay:
                                 secret=os.environ["OPS_WEBHOOK_SECRET"])])
         engine = Engine("postgresql://...", plugins=[relay])
 
-    Each event matched by an endpoint becomes one ``relay.deliver`` job on ``queue``, in the
+    Each event matched by an endpoint becomes one ``webhooks.deliver`` job on ``queue``, in the
     event's tenant; a failed attempt is retried with ``backoff`` and the job is dead-lettered
     after ``max_retries``. Run a worker on ``queue``.
 
@@ -100,7 +100,7 @@ class Relay:
         self,
         endpoints: Iterable[Endpoint],
         *,
-        queue: str = "relay",
+        queue: str = "webhooks",
         max_retries: int = 8,
         timeout: float = 10.0,
         connect_timeout: float = 5.0,
@@ -137,7 +137,8 @@ class Relay:
     def from_config(cls, config: Any, **overrides: Any) -> Relay:
         """A relay from a decoded JSON configuration: a list of endpoints, or an object with
         ``"endpoints"`` and, optionally, ``"queue"``, ``"max_retries"``, ``"timeout"`` and
-        ``"connect_timeout"``. See :func:`~dispatch_plugins.relay.endpoints.endpoints_from_config`.
+        ``"connect_timeout"``. See
+        :func:`~dispatch_plugins.webhooks.endpoints.endpoints_from_config`.
         """
         options: dict[str, Any] = {}
         if isinstance(config, dict):
@@ -164,7 +165,7 @@ class Relay:
 
     @hookimpl
     def dispatch_register_jobs(self, engine: Engine) -> None:
-        """Define ``relay.deliver`` on ``engine`` (once)."""
+        """Define ``webhooks.deliver`` on ``engine`` (once)."""
         existing = engine.jobs.get(DELIVER_JOB)
         if existing is not None:
             if getattr(existing.fn, "__self__", None) is self:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dispatch_plugins.relay import EVENT_TYPES, Endpoint, Relay, RelayConfigError
-from dispatch_plugins.relay.catalog import matches
+from dispatch_plugins.webhooks import EVENT_TYPES, Endpoint, Relay, RelayConfigError
+from dispatch_plugins.webhooks.catalog import matches
 
 SECRET = "endpoint-secret-0123456789"
 

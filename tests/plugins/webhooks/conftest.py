@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dispatch_core import Engine
-from dispatch_plugins.relay import Relay
+from dispatch_plugins.webhooks import Relay
 
 sys.path.insert(0, str(Path(__file__).parent))
 

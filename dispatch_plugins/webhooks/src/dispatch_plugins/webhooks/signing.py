@@ -13,7 +13,7 @@ import hmac
 import time
 from collections.abc import Mapping, Sequence
 
-from dispatch_plugins.relay.errors import SignatureError
+from dispatch_plugins.webhooks.errors import SignatureError
 
 __all__ = [
     "ID_HEADER",

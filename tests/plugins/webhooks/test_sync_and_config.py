@@ -1,5 +1,5 @@
 """Sync producers (hooks on the engine's private loop), and the entry point that builds a
-relay from ``DISPATCH_RELAY_CONFIG``."""
+relay from ``DISPATCH_WEBHOOKS_CONFIG``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from dispatch_core import Engine, Job, JobState
-from dispatch_plugins.relay import CONFIG_ENV, DELIVER_JOB, Relay, RelayConfigError
-from dispatch_plugins.relay import plugin as entry_point
+from dispatch_plugins.webhooks import CONFIG_ENV, DELIVER_JOB, Relay, RelayConfigError
+from dispatch_plugins.webhooks import plugin as entry_point
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -60,7 +60,7 @@ def test_a_sync_producer_gets_its_events_delivered(
         assert delivery.tenant is None
 
         async def work() -> list[Job]:
-            await engine.drain(queues=["relay"], timeout=20)
+            await engine.drain(queues=["webhooks"], timeout=20)
             done = await engine.alist_jobs(name=DELIVER_JOB)
             await engine.aclose()
             return done
@@ -156,7 +156,7 @@ async def test_an_explicit_relay_wins_over_the_config_file(
     engine = Engine("memory://", plugins=[relay])
     try:
         assert [p for p in engine.pm.get_plugins() if isinstance(p, Relay)] == [relay]
-        assert engine.get_definition(DELIVER_JOB).queue == "relay"
+        assert engine.get_definition(DELIVER_JOB).queue == "webhooks"
 
         @engine.job(name="app.noop")
         async def noop() -> None: ...
@@ -175,7 +175,7 @@ def test_without_the_variable_the_entry_point_does_nothing() -> None:
     engine = Engine("memory://")
     assert DELIVER_JOB not in engine.jobs
     assert not any(isinstance(p, Relay) for p in engine.pm.get_plugins())
-    module = engine.pm.get_plugin("relay")
+    module = engine.pm.get_plugin("webhooks")
     assert module is entry_point
     hooks = [caller.name for caller in engine.pm.get_hookcallers(module) or []]
     assert hooks == ["dispatch_register_jobs"]  # no lifecycle hook: events cost nothing

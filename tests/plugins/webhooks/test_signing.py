@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from dispatch_plugins.relay import (
+from dispatch_plugins.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     SignatureError,

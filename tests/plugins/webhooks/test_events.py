@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatch_core import Constant, Engine, Workflow
-from dispatch_plugins.relay import CATALOG_VERSION, EVENT_TYPES
+from dispatch_plugins.webhooks import CATALOG_VERSION, EVENT_TYPES
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dispatch_core import Engine, JobState
-from dispatch_plugins.relay import (
+from dispatch_plugins.webhooks import (
     CATALOG_VERSION,
     DELIVER_JOB,
     USER_AGENT,
@@ -50,7 +50,7 @@ async def test_a_delivery_is_signed_and_verified_by_the_receiver(
     assert request.path == "/hooks"
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["User-Agent"] == USER_AGENT
-    assert USER_AGENT.startswith("dispatch-relay/")
+    assert USER_AGENT.startswith("dispatch-webhooks/")
     assert request.headers["Host"] == f"127.0.0.1:{receiver.port}"
     envelope = request.json
     assert request.headers["Dispatch-Webhook-Id"] == envelope["id"]
@@ -61,7 +61,7 @@ async def test_a_delivery_is_signed_and_verified_by_the_receiver(
     assert envelope["data"]["job_id"] == job.id
     [delivery] = await engine.alist_jobs(name=DELIVER_JOB)
     assert delivery.state is JobState.COMPLETED
-    assert delivery.queue == "relay"
+    assert delivery.queue == "webhooks"
     assert delivery.result == {"endpoint": "ops", "status": 200}
     # the job carries the endpoint's name and the envelope, never the secret
     assert delivery.payload == {"endpoint": "ops", "event": envelope}

@@ -1,4 +1,4 @@
-"""The errors dispatch-relay raises."""
+"""The errors dispatch-webhooks raises."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = [
 
 
 class RelayError(DispatchError):
-    """Base class of the errors of dispatch-relay."""
+    """Base class of the errors of dispatch-webhooks."""
 
 
 class RelayConfigError(RelayError, ConfigurationError, ValueError):

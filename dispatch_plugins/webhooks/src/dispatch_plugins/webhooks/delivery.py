@@ -22,16 +22,16 @@ from typing import Any
 
 import httpx
 
-from dispatch_plugins.relay.endpoints import Endpoint
-from dispatch_plugins.relay.errors import AddressRefusedError, DeliveryError
-from dispatch_plugins.relay.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from dispatch_plugins.webhooks.endpoints import Endpoint
+from dispatch_plugins.webhooks.errors import AddressRefusedError, DeliveryError
+from dispatch_plugins.webhooks.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 __all__ = ["Resolver", "system_resolver", "address_problem", "encode_body", "deliver", "USER_AGENT"]
 
 #: ``resolver(host, port)`` returns the host's addresses (IP strings), best first.
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
-USER_AGENT = f"dispatch-relay/{importlib.metadata.version('dispatch-relay')}"
+USER_AGENT = f"dispatch-webhooks/{importlib.metadata.version('dispatch-webhooks')}"
 
 
 async def system_resolver(host: str, port: int) -> list[str]:

@@ -1,7 +1,7 @@
-"""The module dispatch-core loads into every engine through the ``relay`` entry point.
+"""The module dispatch-core loads into every engine through the ``webhooks`` entry point.
 
-It does nothing unless ``DISPATCH_RELAY_CONFIG`` names a JSON file of endpoints: then each
-new engine gets a :class:`~dispatch_plugins.relay.Relay` built from that file. An engine given
+It does nothing unless ``DISPATCH_WEBHOOKS_CONFIG`` names a JSON file of endpoints: then each
+new engine gets a :class:`~dispatch_plugins.webhooks.Relay` built from that file. An engine given
 a ``Relay`` explicitly (``Engine(url, plugins=[relay])``) keeps that one alone: the explicit
 relay wins and the file is not read, so no event is delivered twice.
 
@@ -22,14 +22,14 @@ if TYPE_CHECKING:
 __all__ = ["CONFIG_ENV", "dispatch_register_jobs"]
 
 #: The environment variable naming the relay's JSON configuration file.
-CONFIG_ENV = "DISPATCH_RELAY_CONFIG"
+CONFIG_ENV = "DISPATCH_WEBHOOKS_CONFIG"
 #: The plugin name the configured relay is registered under.
-PLUGIN_NAME = "dispatch_plugins.relay.configured"
+PLUGIN_NAME = "dispatch_plugins.webhooks.configured"
 
 
 @hookimpl
 def dispatch_register_jobs(engine: Engine) -> None:
-    """Give ``engine`` a relay built from ``$DISPATCH_RELAY_CONFIG``, unless it has one.
+    """Give ``engine`` a relay built from ``$DISPATCH_WEBHOOKS_CONFIG``, unless it has one.
 
     Raises:
         RelayConfigError: the file is missing or invalid (the engine is not built).
@@ -37,7 +37,7 @@ def dispatch_register_jobs(engine: Engine) -> None:
     path = os.environ.get(CONFIG_ENV)
     if not path:
         return
-    from dispatch_plugins.relay.relay import Relay
+    from dispatch_plugins.webhooks.relay import Relay
 
     if any(isinstance(p, Relay) for p in engine.pm.get_plugins()):
         return  # an explicit relay wins

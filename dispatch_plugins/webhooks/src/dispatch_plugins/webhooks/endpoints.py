@@ -11,8 +11,8 @@ from typing import Any
 
 import attrs
 
-from dispatch_plugins.relay.catalog import EVENT_TYPES, matches, pattern_problem
-from dispatch_plugins.relay.errors import RelayConfigError
+from dispatch_plugins.webhooks.catalog import EVENT_TYPES, matches, pattern_problem
+from dispatch_plugins.webhooks.errors import RelayConfigError
 
 __all__ = ["Endpoint", "MIN_SECRET_LENGTH", "check_unique_names", "endpoints_from_config"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from dispatch_core import Constant, Engine
-from dispatch_plugins.relay import Endpoint, Relay, SignatureError, verify_signature
+from dispatch_plugins.webhooks import Endpoint, Relay, SignatureError, verify_signature
 
 SECRET = "receiver-secret-0123456789"
 #: Upper bound for a hanging receiver to hold a request: a failsafe, never reached in a pass.

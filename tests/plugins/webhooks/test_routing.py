@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dispatch_core import Engine, tenant_scope
-from dispatch_plugins.relay import DELIVER_JOB, RelayConfigError
+from dispatch_plugins.webhooks import DELIVER_JOB, RelayConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))
 

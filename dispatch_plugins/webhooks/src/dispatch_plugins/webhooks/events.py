@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from dispatch_core import Job, WorkflowRun
-from dispatch_plugins.relay.catalog import CATALOG_VERSION
+from dispatch_plugins.webhooks.catalog import CATALOG_VERSION
 
 __all__ = ["Event", "job_event", "workflow_event", "cron_event", "rfc3339", "MAX_ERROR_CHARS"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dispatch_plugins.relay import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from dispatch_plugins.webhooks import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 ROOT = Path(__file__).resolve().parents[3]
 SECRET = "docs-receiver-secret-0123"
