@@ -59,7 +59,8 @@ def test_each_distribution_has_urls_and_python_classifiers(d: pathlib.Path) -> N
         for c in project["classifiers"]
         if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
     ]
-    assert versions and versions[0] == "3.11", versions
+    assert versions, project["classifiers"]
+    assert versions[0] == "3.11", versions
     assert "Programming Language :: Python :: 3 :: Only" in project["classifiers"]
 
 
@@ -113,7 +114,8 @@ def test_the_dev_lock_pins_every_package_exactly() -> None:
         for line in (ROOT / "requirements-dev.in").read_text().splitlines()
         if line and not line.startswith(("#", "-e"))
     ]
-    assert wanted and set(wanted) <= names, set(wanted) - names
+    assert wanted
+    assert set(wanted) <= names, set(wanted) - names
     for tool in ("pytest", "mypy", "ruff", "redis", "pip", "hatchling"):
         assert tool in names, tool
 
