@@ -11,7 +11,7 @@ REQUIREMENTS ?= requirements-dev.txt
 STAMP := $(VENV)/.installed
 DEMO_VENV := .venv-demo
 DEMO_BIN := $(DEMO_VENV)/bin
-DISTS := dispatch_core dispatch_plugins/sqlite dispatch_plugins/postgres dispatch_plugins/redis dispatch_plugins/admin dispatch_plugins/otel dispatch_plugins/relay adapters/flask adapters/starlette adapters/celery
+DISTS := dispatch_core dispatch_plugins/sqlite dispatch_plugins/postgres dispatch_plugins/redis dispatch_plugins/admin dispatch_plugins/otel dispatch_plugins/webhooks adapters/flask adapters/starlette adapters/celery
 DIST_PYPROJECTS := $(foreach d,$(DISTS),$(d)/pyproject.toml)
 # arq, a benchmark peer, pins redis<6, which Celery's kombu cannot share: it runs on ours.
 ARQ := arq==0.28.0

@@ -87,7 +87,7 @@ _STORE_PLUGINS = {
 def bench_engine(url: str) -> Engine:
     """``Engine(url)`` with the store's plugin only: no entry points are loaded.
 
-    Whatever else is installed in the virtualenv (``dispatch-otel``, ``dispatch-relay``...)
+    Whatever else is installed in the virtualenv (``dispatch-otel``, ``dispatch-webhooks``...)
     would otherwise register its hooks on every engine and be measured with it: with
     ``dispatch-otel`` installed (and no OpenTelemetry SDK configured) each enqueued job is
     handed to a hook thread, which halved the Redis store's bulk enqueue here. The cost of

@@ -11,6 +11,11 @@ if command -v redis-cli >/dev/null && ! redis-cli -h 127.0.0.1 -p 6379 ping >/de
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
     --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
 fi
+if command -v mariadb-admin >/dev/null && ! mariadb-admin -h 127.0.0.1 -P 3306 -u root status >/dev/null 2>&1; then
+  echo "starting MariaDB"
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+  for _ in $(seq 30); do mariadb-admin -h 127.0.0.1 -P 3306 -u root status >/dev/null 2>&1 && break; sleep 1; done
+fi
 # The dashboard's browser tests drive Debian's Chromium (Playwright never downloads a browser).
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
   echo "installing Debian's chromium for the dashboard tests"

@@ -111,7 +111,7 @@ def dispatch_register_jobs(engine: Engine) -> None:
 
     Called once per engine, at the end of its construction, so the jobs exist in every
     process that builds the engine: producers and workers alike. Call ``engine.job(...)``.
-    Name such jobs under the plugin's own prefix (``relay.deliver``). Must not be ``async``.
+    Name such jobs under the plugin's own prefix (``webhooks.deliver``). Must not be ``async``.
 
     Args:
         engine: The engine being built.
