@@ -46,7 +46,11 @@ for line in "${lines[@]}"; do
   mkdir -p "$work"
   (cd "$work" && "$venv/bin/python" "$root/scripts/install_smoke/$smoke.py")
   case "$smoke" in
-    sqlite) "$venv/bin/dispatch" --help >/dev/null && echo "dispatch CLI from the wheel: ok" ;;
+    sqlite)
+      "$venv/bin/dispatch" --help >/dev/null && echo "dispatch CLI from the wheel: ok"
+      mkdir -p "$tmp/quickstart"
+      (cd "$tmp/quickstart" && "$venv/bin/python" "$root/scripts/readme_quickstart.py")
+      ;;
     admin) "$venv/bin/dispatch" serve --help >/dev/null && echo "dispatch serve from the wheel: ok" ;;
   esac
   done_smokes[$smoke]=1
