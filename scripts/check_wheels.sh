@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the README's Install commands, exactly as written, each in a fresh virtualenv with the
 # wheelhouse `make wheels` built in dist/, then runs a job through what the line installed
-# (scripts/install_smoke/*.py). A missing dependency declaration fails here, where the editable
-# dev install would hide it; a README line with no check, or a check with no README line, fails
-# too, so the two cannot drift apart.
+# (scripts/install_smoke/smoke_*.py). A missing dependency declaration fails here, where the
+# editable dev install would hide it; a README line with no check, or a check with no README
+# line, fails too, so the two cannot drift apart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -44,7 +44,7 @@ for line in "${lines[@]}"; do
   (cd "$root" && eval "\"$venv/bin/python\" -m $line --quiet")
   work="$tmp/work-$smoke"
   mkdir -p "$work"
-  (cd "$work" && "$venv/bin/python" "$root/scripts/install_smoke/$smoke.py")
+  (cd "$work" && "$venv/bin/python" "$root/scripts/install_smoke/smoke_$smoke.py")
   case "$smoke" in
     sqlite)
       "$venv/bin/dispatch" --help >/dev/null && echo "dispatch CLI from the wheel: ok"
@@ -56,8 +56,9 @@ for line in "${lines[@]}"; do
   done_smokes[$smoke]=1
 done
 
-for f in scripts/install_smoke/*.py; do
+for f in scripts/install_smoke/smoke_*.py; do
   name=$(basename "$f" .py)
+  name=${name#smoke_}
   [ -n "${done_smokes[$name]:-}" ] || { echo "$f checks a line the README no longer has"; exit 1; }
 done
 echo "install check ok: all ${#lines[@]} README install lines"
