@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["redact_url"]
 
+#: Query parameters that carry a secret (libpq's ``password`` and ``sslpassword``, Redis'
+#: ``password``, tokens): their values are masked like the password of the user part.
+_SECRET_PARAMS = ("password", "passwd", "pwd", "sslpassword", "secret", "token")
+_SECRET_QUERY = re.compile(
+    r"([?&;](?:" + "|".join(_SECRET_PARAMS) + r")=)[^&;#]*", re.IGNORECASE
+)
+#: ``user:password@`` in a URL too broken for urlsplit.
+_USERINFO = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
+
 
 def redact_url(url: str) -> str:
-    """Hide the password of a store URL before printing it."""
+    """Hide the secrets of a store URL before printing it: the password of its user part and
+    the values of ``password=``, ``sslpassword=``, ``token=``… query parameters."""
+    masked = _SECRET_QUERY.sub(r"\1***", url)
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(masked)
         password = parts.password
     except ValueError:
-        return url
+        return _USERINFO.sub(r"\1***@", masked)
     if not password:
-        return url
+        return masked
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from dispatch_core._urls import redact_url
 from dispatch_core.errors import PluginMissingError, StoreURLError
 from dispatch_core.store import Store
 
@@ -54,7 +55,7 @@ class StoreRegistry:
         installed = ", ".join(f"{s}://" for s in self.schemes()) or "none"
         if not scheme:
             raise StoreURLError(
-                f"store URL {url!r} has no scheme; expected e.g. sqlite:///jobs.db "
+                f"store URL {redact_url(url)!r} has no scheme; expected e.g. sqlite:///jobs.db "
                 f"(installed schemes: {installed})"
             )
         entry = self._factories.get(scheme)
@@ -62,7 +63,7 @@ class StoreRegistry:
             if scheme in KNOWN_SCHEMES:
                 raise PluginMissingError(scheme, KNOWN_SCHEMES[scheme])
             raise StoreURLError(
-                f"no installed plugin handles store URL scheme {scheme!r} in {url!r}; "
+                f"no installed plugin handles store URL scheme {scheme!r} in {redact_url(url)!r}; "
                 f"installed schemes: {installed}"
             )
         return entry[0](url)
