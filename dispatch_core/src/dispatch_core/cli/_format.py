@@ -254,6 +254,24 @@ def fit(text: str, width: int, elide: Literal["left", "right"] = "right") -> str
     return _ELLIPSIS + text[-keep:] if elide == "left" else text[:keep] + _ELLIPSIS
 
 
+#: Characters a terminal may act on rather than show: C0 controls but the newline (escape
+#: sequences, OSC title and clipboard writes start with ESC), DEL, C1 controls, and the
+#: bidirectional overrides that reorder what is shown.
+_UNPRINTABLE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write to a terminal: every control character (a job's error, name or
+    payload is written by whoever enqueued or ran it) shown as a ``\\xNN`` / ``\\uNNNN``
+    escape instead of being acted on. Newlines are kept."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def _render_row(columns: Sequence[Column], widths: Sequence[int], cells: Sequence[str]) -> str:
     """One table line: cells cut to their widths, aligned, joined."""
     out = []
@@ -274,6 +292,7 @@ def render_table(
         width: Fit the table in this many characters (shrinking columns, eliding cells, and
             capping columns at their ``max_width``); ``None`` prints every cell whole.
     """
+    rows = [[printable(cell) for cell in row] for row in rows]
     if width is None:
         widths = [max([len(c.header), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
     else:
@@ -317,7 +336,7 @@ def echo_record(record: Any, *, long_fields: Sequence[str] = ()) -> None:
     short = {k: v for k, v in data.items() if k not in long_fields}
     pad = max(len(k) for k in data) + 1
     for key, value in short.items():
-        click.echo(f"{key + ':':<{pad}} {_record_value(value)}")
+        click.echo(f"{key + ':':<{pad}} {printable(_record_value(value))}")
     for key in long_fields:
         text = data.get(key)
         if not text:
@@ -325,7 +344,7 @@ def echo_record(record: Any, *, long_fields: Sequence[str] = ()) -> None:
             continue
         click.echo(f"{key}:")
         for line in str(text).rstrip().splitlines():
-            click.echo(f"    {line}".rstrip())
+            click.echo(f"    {printable(line)}".rstrip())
 
 
 # -- parameter types -----------------------------------------------------------------------------
