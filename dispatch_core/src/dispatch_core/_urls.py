@@ -10,9 +10,7 @@ __all__ = ["redact_url"]
 #: Query parameters that carry a secret (libpq's ``password`` and ``sslpassword``, Redis'
 #: ``password``, tokens): their values are masked like the password of the user part.
 _SECRET_PARAMS = ("password", "passwd", "pwd", "sslpassword", "secret", "token")
-_SECRET_QUERY = re.compile(
-    r"([?&;](?:" + "|".join(_SECRET_PARAMS) + r")=)[^&;#]*", re.IGNORECASE
-)
+_SECRET_QUERY = re.compile(r"([?&;](?:" + "|".join(_SECRET_PARAMS) + r")=)[^&;#]*", re.IGNORECASE)
 #: ``user:password@`` in a URL too broken for urlsplit.
 _USERINFO = re.compile(r"(://[^:/@?#]*:)[^@/?#]*@")
 
