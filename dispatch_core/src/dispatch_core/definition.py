@@ -66,6 +66,12 @@ class JobDefinition(Generic[P]):
 
     Calling the definition calls the handler directly (handy in tests); ``enqueue`` /
     ``aenqueue`` put a job in the store for a worker.
+
+    Attributes:
+        internal: The job belongs to the engine or a plugin (the workflow driver, webhook
+            deliveries): in-process code enqueues it, the admin API never does, for any token.
+        operator_only: Only operators may enqueue it from outside: the admin API refuses it
+            to tokens bound to a tenant.
     """
 
     def __init__(
@@ -80,6 +86,8 @@ class JobDefinition(Generic[P]):
         priority: int,
         backoff: Backoff | None,
         aliases: Iterable[str] = (),
+        internal: bool = False,
+        operator_only: bool = False,
     ) -> None:
         if max_retries < 0:
             raise ConfigurationError(f"job {name!r}: max_retries must be >= 0, got {max_retries}")
@@ -94,6 +102,8 @@ class JobDefinition(Generic[P]):
         self.priority = priority
         self.backoff = backoff
         self.aliases = tuple(aliases)
+        self.internal = bool(internal)
+        self.operator_only = bool(operator_only)
         self.is_async = inspect.iscoroutinefunction(fn)
         self._ctx_position, self.takes_payload, self.payload_type = inspect_handler(fn)
         self.__doc__ = fn.__doc__

@@ -216,6 +216,8 @@ class Engine(ClusterAPI, WorkflowAPI):
         priority: int = 0,
         backoff: Backoff | None = None,
         aliases: Iterable[str] = (),
+        internal: bool = False,
+        operator_only: bool = False,
     ) -> JobDecorator: ...
 
     def job(
@@ -229,6 +231,8 @@ class Engine(ClusterAPI, WorkflowAPI):
         priority: int = 0,
         backoff: Backoff | None = None,
         aliases: Iterable[str] = (),
+        internal: bool = False,
+        operator_only: bool = False,
     ) -> JobDefinition[Any] | JobDecorator:
         """Register a job handler; use as ``@engine.job`` or ``@engine.job(queue=...)``.
 
@@ -244,6 +248,14 @@ class Engine(ClusterAPI, WorkflowAPI):
             priority: Default priority; higher runs first.
             backoff: Retry backoff for this job (default: the engine's).
             aliases: Older names still accepted from the store (for renames).
+            internal: The job is the engine's or a plugin's own (the workflow driver, webhook
+                deliveries): code in the process enqueues it (``definition.enqueue``, or
+                ``engine.enqueue`` by name), but it is never enqueued from outside: the admin
+                API answers its name, for every token, as it answers a name it does not know.
+                Set it for a job whose payload the outside must not choose.
+            operator_only: Only operators may enqueue the job from outside: the admin API
+                refuses it to tokens bound to a tenant (the job of every cron entry counts as
+                operator-only too). In-process code is not affected.
         """
 
         def register(f: Callable[..., Any]) -> JobDefinition[Any]:
@@ -258,6 +270,8 @@ class Engine(ClusterAPI, WorkflowAPI):
                 priority=priority,
                 backoff=backoff,
                 aliases=aliases,
+                internal=internal,
+                operator_only=operator_only,
             )
             for key in (job_name, *definition.aliases):
                 existing = self._jobs.get(key)

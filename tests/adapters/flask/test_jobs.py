@@ -281,3 +281,17 @@ def test_a_job_of_a_script_run_as_main_is_named_after_its_module(
         == "shop.tasks.test_a_job_of_a_script_run_as_main_is_named_after_its_module.<locals>.charge"
     )
     assert dispatch.cron("@daily")(nightly).name.startswith("shop.tasks.")
+
+
+def test_internal_and_operator_only_reach_the_engine(dispatch: Dispatch, make_app: MakeApp) -> None:
+    @dispatch.job(name="t.plumbing", internal=True)
+    def plumbing() -> None: ...
+
+    @dispatch.job(name="t.billing", operator_only=True)
+    def billing() -> None: ...
+
+    engine = dispatch.get_engine(make_app())
+    assert engine.jobs["t.plumbing"].internal
+    assert not engine.jobs["t.plumbing"].operator_only
+    assert engine.jobs["t.billing"].operator_only
+    assert not engine.jobs["t.billing"].internal

@@ -139,8 +139,12 @@ async def test_real_responses_match_the_schemas(api: Any, world: Any) -> None:
     await check("POST", "/jobs", 422, json={"name": "nope"})
     await check("POST", "/jobs", 400, json={"name": 1})
     # keys are per tenant, ids are not: B cannot take the operator's chosen id
-    await check("POST", "/jobs", 201, json={"name": "noop", "job_id": "u-1"})
-    await check("POST", "/jobs", 409, token=api.B, json={"name": "noop", "job_id": "u-1"})
+    await check("POST", "/jobs", 201, json={"name": "send", "payload": 1, "job_id": "u-1"})
+    await check(
+        "POST", "/jobs", 409, token=api.B, json={"name": "send", "payload": 1, "job_id": "u-1"}
+    )
+    # noop is the job of the cron entry "nightly": operator-only
+    await check("POST", "/jobs", 403, token=api.B, json={"name": "noop"})
     await check("GET", "/jobs/{job_id}", 200, ids={"job_id": a.pending_job})
     await check("GET", "/jobs/{job_id}", 404, ids={"job_id": "job_nope"})
     await check("POST", "/jobs/{job_id}/retry", 409, ids={"job_id": a.pending_job})

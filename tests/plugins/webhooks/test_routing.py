@@ -93,24 +93,34 @@ async def test_tenant_endpoints_see_only_their_tenant_and_operators_see_all(
     assert [e["data"]["job_id"] for e in acme.events] == [a.id]
     assert [e["tenant"] for e in acme.events] == ["acme"]
     assert [e["data"]["job_id"] for e in bravo.events] == [b.id]
-    # each delivery job lives in its event's tenant
+    # each delivery job lives in its endpoint's tenant: the operator's have none
     deliveries = await engine.alist_jobs(name=DELIVER_JOB)
     by_endpoint = sorted((j.payload["endpoint"], j.tenant or "-") for j in deliveries)
     assert by_endpoint == [
         ("acme", "acme"),
         ("bravo", "bravo"),
         ("operator", "-"),
-        ("operator", "acme"),
-        ("operator", "bravo"),
+        ("operator", "-"),
+        ("operator", "-"),
     ]
     acme_jobs = await engine.alist_jobs(name=DELIVER_JOB, tenant="acme")
-    assert sorted(j.payload["endpoint"] for j in acme_jobs) == ["acme", "operator"]
+    assert [j.payload["endpoint"] for j in acme_jobs] == ["acme"]
 
 
-async def test_deliveries_are_enqueued_in_the_event_tenant_whatever_the_hook_scope(
-    receiver: Receiver, make_engine: Callable[..., Engine]
+async def test_deliveries_are_enqueued_in_the_endpoint_tenant_whatever_the_hook_scope(
+    receiver_factory: Callable[..., Receiver], make_engine: Callable[..., Engine]
 ) -> None:
-    engine = make_engine(fast_relay([endpoint("ops", receiver, events=["dispatch.job.enqueued"])]))
+    ops = receiver_factory()
+    acme = receiver_factory()
+    kinds = ["dispatch.job.enqueued"]
+    engine = make_engine(
+        fast_relay(
+            [
+                endpoint("ops", ops, events=kinds),
+                endpoint("acme", acme, events=kinds, tenant="acme"),
+            ]
+        )
+    )
 
     @engine.job(name="app.noop")
     async def noop() -> None: ...
@@ -120,8 +130,12 @@ async def test_deliveries_are_enqueued_in_the_event_tenant_whatever_the_hook_sco
         await noop.aenqueue()
     await noop.aenqueue(tenant=None)
     await engine.hooks.flush()
-    tenants = sorted((j.tenant or "") for j in await engine.alist_jobs(name=DELIVER_JOB))
-    assert tenants == ["", "acme"]
+    deliveries = await engine.alist_jobs(name=DELIVER_JOB)
+    assert sorted((j.payload["endpoint"], j.tenant or "") for j in deliveries) == [
+        ("acme", "acme"),
+        ("ops", ""),
+        ("ops", ""),
+    ]
 
 
 def test_an_engine_takes_one_relay(receiver: Receiver) -> None:

@@ -289,6 +289,8 @@ class Dispatch:
         priority: int = 0,
         backoff: Backoff | None = None,
         aliases: Iterable[str] = (),
+        internal: bool = False,
+        operator_only: bool = False,
     ) -> FlaskJobDecorator: ...
 
     def job(
@@ -302,6 +304,8 @@ class Dispatch:
         priority: int = 0,
         backoff: Backoff | None = None,
         aliases: Iterable[str] = (),
+        internal: bool = False,
+        operator_only: bool = False,
     ) -> FlaskJob[Any] | FlaskJobDecorator:
         """Declare a job; use as ``@dispatch.job`` or ``@dispatch.job(queue=...)``, at import
         time, before or after :meth:`init_app`.
@@ -328,6 +332,8 @@ class Dispatch:
                     priority=priority,
                     backoff=backoff,
                     aliases=alias_names,
+                    internal=internal,
+                    operator_only=operator_only,
                 )(f)
 
             self._declare(declare)

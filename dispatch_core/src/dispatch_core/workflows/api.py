@@ -101,7 +101,8 @@ class WorkflowAPI:
                 return  # a replayed run's placeholder job: its real driver comes after its history
             await drive(engine, ctx, payload["run_id"])
 
-        engine.job(name=DRIVER_JOB, max_retries=24, timeout=None)(drive_run)
+        # Internal: its payload addresses a run by id, whatever the run's tenant.
+        engine.job(name=DRIVER_JOB, max_retries=24, timeout=None, internal=True)(drive_run)
 
     @property
     def workflows(self) -> dict[str, WorkflowDefinition[Any, Any]]:

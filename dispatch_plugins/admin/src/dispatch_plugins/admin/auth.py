@@ -5,10 +5,17 @@ A :class:`Token` has a name (shown in logs), a secret (sent as ``Authorization: 
 changes only that tenant's jobs, dead letters, runs and events; an unbound token is an
 *operator* token: every tenant, plus the cluster routes (queues, workers, cron).
 
+Which jobs a token with ``jobs:write`` may enqueue through the API: never an *internal* job
+(the engine's or a plugin's own, such as ``webhooks.deliver``); for a tenant token, never an
+*operator-only* job (flagged so, or the job of a cron entry); and, when the token has an
+``enqueue`` allow-list, only the jobs whose names match one of its patterns.
+
 Configuration is a JSON list, from ``DISPATCH_ADMIN_TOKENS`` or a file::
 
     [{"name": "ops", "token": "…at least 16 characters…", "scopes": ["admin"]},
-     {"name": "acme-ro", "token": "…", "scopes": ["read"], "tenant": "acme"}]
+     {"name": "acme-ro", "token": "…", "scopes": ["read"], "tenant": "acme"},
+     {"name": "acme-mail", "token": "…", "scopes": ["jobs:write"], "tenant": "acme",
+      "enqueue": ["emails.*"]}]
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ __all__ = [
     "Authenticator",
     "load_tokens",
     "parse_tokens",
+    "name_matches",
     "TOKENS_ENV",
     "MIN_SECRET_LENGTH",
 ]
@@ -92,6 +100,61 @@ def _check_secret(instance: Token, _: attrs.Attribute[Any], secret: str) -> None
         )
 
 
+#: Longest job-name pattern accepted in an allow-list (job names are at most 200 characters).
+_MAX_PATTERN = 200
+
+
+def _to_patterns(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # one pattern given as a string, not a list of letters
+        return (value,)
+    return tuple(value)
+
+
+def _check_patterns(
+    instance: Token, _: attrs.Attribute[Any], patterns: tuple[str, ...] | None
+) -> None:
+    for pattern in patterns or ():
+        if (
+            not isinstance(pattern, str)
+            or not 1 <= len(pattern) <= _MAX_PATTERN
+            or any(ord(c) < 32 or ord(c) == 127 for c in pattern)
+        ):
+            raise ValueError(
+                f"token {instance.name!r}: enqueue: each pattern must be a job name of 1 to "
+                f"{_MAX_PATTERN} characters without control characters, '*' matching any "
+                f"run of characters; got {pattern!r}"
+            )
+
+
+def name_matches(patterns: Iterable[str], name: str) -> bool:
+    """Whether job ``name`` matches one of ``patterns`` (exact names, or with ``*`` matching
+    any run of characters: ``"emails.*"``, ``"*"``; nothing else is special)."""
+    return any(_glob(p, name) for p in patterns)
+
+
+def _glob(pattern: str, name: str) -> bool:
+    # The greedy wildcard match: at most len(pattern) * len(name) steps whatever the input,
+    # where a regular expression with several '*' could backtrack far longer on a bad name.
+    p = n = 0
+    star = -1  # the last '*' seen in the pattern...
+    resume = 0  # ...and where in the name its run currently ends
+    while n < len(name):
+        if p < len(pattern) and pattern[p] != "*" and pattern[p] == name[n]:
+            p += 1
+            n += 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, resume = p, n
+            p += 1
+        elif star >= 0:
+            resume += 1
+            p, n = star + 1, resume
+        else:
+            return False
+    return all(c == "*" for c in pattern[p:])
+
+
 def _check_tenant(_: object, __: attrs.Attribute[Any], tenant: str | None) -> None:
     if tenant is not None and (not isinstance(tenant, str) or not tenant):
         raise ValueError("a token's tenant must be a non-empty string or null")
@@ -107,15 +170,23 @@ class Token:
             characters; compared in constant time.
         scopes: What the token may do (see :class:`Scope`).
         tenant: The tenant the token is confined to; ``None`` makes it an operator token.
+        enqueue: Job-name patterns the token may enqueue through ``POST /v1/jobs`` (exact
+            names, or with ``*`` matching any run of characters: ``["emails.*"]``); ``None``
+            (the default) for every job its kind may enqueue. The list only narrows: internal
+            jobs stay refused to every token, operator-only ones to tenant tokens.
 
     Raises:
-        ValueError: a scope is unknown, the secret is too short, or the name is empty.
+        ValueError: a scope is unknown, the secret is too short, the name is empty, or an
+            ``enqueue`` pattern is not a string of 1 to 200 characters.
     """
 
     name: str = attrs.field(validator=_check_name)
     secret: str = attrs.field(repr=False, validator=_check_secret)
     scopes: frozenset[str] = attrs.field(converter=_to_scopes, validator=_check_scopes)
     tenant: str | None = attrs.field(default=None, validator=_check_tenant)
+    enqueue: tuple[str, ...] | None = attrs.field(
+        default=None, converter=_to_patterns, validator=_check_patterns
+    )
 
     @property
     def operator(self) -> bool:
@@ -127,6 +198,11 @@ class Token:
         if Scope.ADMIN in self.scopes or scope in self.scopes:
             return True
         return str(scope).endswith(":read") and Scope.READ in self.scopes
+
+    def may_enqueue(self, name: str) -> bool:
+        """Whether the token's ``enqueue`` allow-list lets it enqueue job ``name`` (always,
+        without a list). Internal and operator-only jobs are checked by the route."""
+        return self.enqueue is None or name_matches(self.enqueue, name)
 
 
 class Authenticator:
@@ -173,12 +249,12 @@ def _digest(secret: str) -> bytes:
 def parse_tokens(data: str | bytes | Sequence[Mapping[str, Any]]) -> list[Token]:
     """Tokens from their JSON configuration (text, or the decoded list).
 
-    Each item is ``{"name", "token", "scopes": [...], "tenant"?}``.
+    Each item is ``{"name", "token", "scopes": [...], "tenant"?, "enqueue"?: [...]}``.
 
     Raises:
         ValueError: the JSON is malformed, an item lacks a field or has an unknown one, a
-            scope is unknown or a secret is shorter than 16 characters. Messages name the
-            token, never its secret.
+            scope or an ``enqueue`` pattern is invalid, or a secret is shorter than 16
+            characters. Messages name the token, never its secret.
     """
     if isinstance(data, str | bytes):
         try:
@@ -191,7 +267,7 @@ def parse_tokens(data: str | bytes | Sequence[Mapping[str, Any]]) -> list[Token]
     for i, item in enumerate(data):
         if not isinstance(item, Mapping):
             raise ValueError(f"admin tokens: item {i} is not an object")
-        unknown = sorted(set(item) - {"name", "token", "scopes", "tenant"})
+        unknown = sorted(set(item) - {"name", "token", "scopes", "tenant", "enqueue"})
         if unknown:
             raise ValueError(f"admin tokens: item {i} has unknown field(s) {', '.join(unknown)}")
         missing = [k for k in ("name", "token", "scopes") if k not in item]
@@ -200,12 +276,20 @@ def parse_tokens(data: str | bytes | Sequence[Mapping[str, Any]]) -> list[Token]
         scopes = item["scopes"]
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             raise ValueError(f"admin tokens: item {i}: scopes must be a list of strings")
+        enqueue = item.get("enqueue")
+        if enqueue is not None and (
+            not isinstance(enqueue, list) or not all(isinstance(p, str) for p in enqueue)
+        ):
+            raise ValueError(
+                f"admin tokens: item {i}: enqueue must be a list of job-name patterns or null"
+            )
         tokens.append(
             Token(
                 name=item["name"],
                 secret=item["token"],
                 scopes=frozenset(scopes),
                 tenant=item.get("tenant"),
+                enqueue=enqueue,
             )
         )
     Authenticator(tokens)  # refuse shared secrets now, not at the first request

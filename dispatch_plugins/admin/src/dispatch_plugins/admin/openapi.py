@@ -324,7 +324,8 @@ SCHEMAS: dict[str, Schema] = {
 _DESCRIPTIONS = {
     400: "The request is malformed (bad JSON, a bad parameter or field, named in details).",
     401: "No valid bearer token (or no token is configured).",
-    403: "The token lacks the scope, or is bound to a tenant on an operator route.",
+    403: "The token lacks the scope (forbidden), is bound to a tenant on an operator route "
+    "(operator_only), or may not enqueue the job name (job_not_allowed).",
     404: "No such object (or it belongs to another tenant).",
     409: "The object is not in a state that allows this (invalid_state), or the unique_key or "
     "job_id is taken by a job the token cannot see (conflict).",
@@ -400,8 +401,11 @@ def _op(
     parameters: list[Schema] | None = None,
     body: Schema | None = None,
     tag: str,
+    description: str | None = None,
 ) -> Schema:
     op: Schema = {"summary": summary, "tags": [tag]}
+    if description is not None:
+        op["description"] = description
     if parameters:
         op["parameters"] = parameters
     if body is not None:
@@ -480,6 +484,15 @@ OPERATIONS: dict[tuple[str, str], Schema] = {
         (*_AUTHED, 409, 422),
         body=_body("EnqueueRequest"),
         tag="jobs",
+        description=(
+            "Internal jobs (the engine's and plugins' own, such as the workflow driver and "
+            "webhook deliveries) are never enqueued: an operator token gets 422 unknown_job, "
+            "as for a name the server does not know. A tenant token gets 403 job_not_allowed "
+            "for every name it may not enqueue (unknown, internal, operator-only, including "
+            "the job of every cron entry, or outside its enqueue allow-list), without saying "
+            "which; an operator token gets it for a job outside its allow-list. "
+            "details.allowed lists the jobs the token may enqueue."
+        ),
     ),
     ("GET", "/jobs/{job_id}"): _op(
         "Show a job",
@@ -729,7 +742,8 @@ def _document(server_url: str) -> dict[str, Any]:
             needs = f"Needs the scope `{endpoint.scope.value}`"
             if endpoint.operator_only:
                 needs += " and an operator token (bound to no tenant)"
-            operation["description"] = needs + "."
+            extra = operation.get("description")
+            operation["description"] = needs + "." + (f" {extra}" if extra else "")
             operation["x-dispatch-scope"] = endpoint.scope.value
             operation["x-dispatch-operator-only"] = endpoint.operator_only
         paths.setdefault("/v1" + endpoint.path, {})[endpoint.method.lower()] = operation

@@ -24,6 +24,7 @@ from dispatch_plugins.webhooks.endpoints import Endpoint, endpoints_from_config
 from dispatch_plugins.webhooks.errors import (
     AddressRefusedError,
     DeliveryError,
+    DeliveryRefusedError,
     RelayConfigError,
     RelayError,
     SignatureError,
@@ -31,7 +32,13 @@ from dispatch_plugins.webhooks.errors import (
 )
 from dispatch_plugins.webhooks.events import Event
 from dispatch_plugins.webhooks.plugin import CONFIG_ENV
-from dispatch_plugins.webhooks.relay import DEFAULT_BACKOFF, DELIVER_JOB, Delivery, Relay
+from dispatch_plugins.webhooks.relay import (
+    DEFAULT_BACKOFF,
+    DELIVER_JOB,
+    Delivery,
+    Relay,
+    check_delivery,
+)
 from dispatch_plugins.webhooks.signing import (
     DEFAULT_TOLERANCE,
     ID_HEADER,
@@ -54,6 +61,7 @@ __all__ = [
     "CATALOG_VERSION",
     "Delivery",
     "DELIVER_JOB",
+    "check_delivery",
     # signatures
     "sign",
     "verify_signature",
@@ -68,6 +76,7 @@ __all__ = [
     "RelayConfigError",
     "DeliveryError",
     "AddressRefusedError",
+    "DeliveryRefusedError",
     "UnknownEndpointError",
     "SignatureError",
 ]

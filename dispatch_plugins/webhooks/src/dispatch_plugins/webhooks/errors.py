@@ -10,6 +10,7 @@ __all__ = [
     "DeliveryError",
     "AddressRefusedError",
     "UnknownEndpointError",
+    "DeliveryRefusedError",
     "SignatureError",
 ]
 
@@ -37,6 +38,18 @@ class AddressRefusedError(DeliveryError):
 class UnknownEndpointError(DeliveryError):
     """A delivery job names an endpoint this worker's relay does not configure. The attempt
     fails and is retried (a worker with the endpoint, or a redeployed one, may take it)."""
+
+
+class DeliveryRefusedError(DeliveryError):
+    """A delivery job does not hold a real event for its endpoint: its tenant is not the
+    endpoint's, the event's tenant is not one the endpoint may receive, or the event's type is
+    outside the endpoint's filter. ``check`` names the check that failed (``"tenant"``,
+    ``"event tenant"``, ``"event type"``). Nothing was signed or sent; the delivery fails for
+    good (no retry)."""
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(f"delivery refused by the {check} check: {message}")
+        self.check = check
 
 
 class SignatureError(ValueError):

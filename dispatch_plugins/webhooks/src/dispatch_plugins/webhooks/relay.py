@@ -34,12 +34,13 @@ from dispatch_plugins.webhooks.endpoints import (
 )
 from dispatch_plugins.webhooks.errors import (
     AddressRefusedError,
+    DeliveryRefusedError,
     RelayConfigError,
     UnknownEndpointError,
 )
 from dispatch_plugins.webhooks.events import Event, cron_event, job_event, workflow_event
 
-__all__ = ["Relay", "Delivery", "DELIVER_JOB", "DEFAULT_BACKOFF"]
+__all__ = ["Relay", "Delivery", "DELIVER_JOB", "DEFAULT_BACKOFF", "check_delivery"]
 
 log = logging.getLogger("dispatch_plugins.webhooks")
 
@@ -75,8 +76,10 @@ class Relay:
         engine = Engine("postgresql://...", plugins=[relay])
 
     Each event matched by an endpoint becomes one ``webhooks.deliver`` job on ``queue``, in the
-    event's tenant; a failed attempt is retried with ``backoff`` and the job is dead-lettered
-    after ``max_retries``. Run a worker on ``queue``.
+    endpoint's tenant (no tenant for an operator endpoint); a failed attempt is retried with
+    ``backoff`` and the job is dead-lettered after ``max_retries``. Run a worker on ``queue``.
+    The delivery job is internal (the admin API never enqueues it), and before signing, the
+    worker checks that the job holds a real event for its endpoint (:func:`check_delivery`).
 
     Args:
         endpoints: The receivers (names must be unique).
@@ -179,15 +182,23 @@ class Relay:
             max_retries=self.max_retries,
             timeout=self.timeout + _JOB_TIMEOUT_MARGIN,
             backoff=self.backoff,
+            # Its payload chooses what is signed with an endpoint's secret: never from outside.
+            internal=True,
         )(self._deliver)
 
     async def _deliver(self, ctx: JobContext, delivery: Delivery) -> dict[str, Any]:
         endpoint = self._by_name.get(delivery.endpoint)
         if endpoint is None:
+            # Retried: during a deploy, a producer may know an endpoint this worker does not.
+            # Nothing is signed.
             raise UnknownEndpointError(
                 f"endpoint {delivery.endpoint!r} is not configured in this worker's relay "
                 f"(configured: {sorted(self._by_name)})"
             )
+        try:
+            check_delivery(endpoint, delivery.event, job_tenant=ctx.tenant)
+        except DeliveryRefusedError as exc:
+            raise FailJob(str(exc)) from exc
         try:
             status = await deliver(
                 endpoint,
@@ -219,17 +230,25 @@ class Relay:
             )
             return
         envelope = event.envelope()
-        payloads = [Delivery(endpoint=e.name, event=envelope) for e in targets]
-        # Deliveries live in the event's tenant, whatever scope this task inherited.
-        with tenant_scope(event.tenant):
-            if self._loops.get(engine) is asyncio.get_running_loop():
-                await engine.aenqueue_many(DELIVER_JOB, payloads, tenant=event.tenant)
-            else:
-                # A sync producer's hooks run on the engine's private loop: use the blocking
-                # API from a thread rather than opening the store on this loop.
-                await asyncio.to_thread(
-                    engine.enqueue_many, DELIVER_JOB, payloads, tenant=event.tenant
-                )
+        # A delivery lives in its endpoint's tenant: an operator endpoint's deliveries have no
+        # tenant, so no tenant sees, cancels, replays or purges them.
+        by_tenant: dict[str | None, list[Delivery]] = {}
+        for target in targets:
+            by_tenant.setdefault(target.tenant, []).append(
+                Delivery(endpoint=target.name, event=envelope)
+            )
+        same_loop = self._loops.get(engine) is asyncio.get_running_loop()
+        for tenant, payloads in by_tenant.items():
+            # The scope is set explicitly, whatever scope this task inherited.
+            with tenant_scope(tenant):
+                if same_loop:
+                    await engine.aenqueue_many(DELIVER_JOB, payloads, tenant=tenant)
+                else:
+                    # A sync producer's hooks run on the engine's private loop: use the
+                    # blocking API from a thread rather than opening the store on this loop.
+                    await asyncio.to_thread(
+                        engine.enqueue_many, DELIVER_JOB, payloads, tenant=tenant
+                    )
 
     async def _job(self, engine: Engine, event_type: str, job: Job, **extra: Any) -> None:
         if job.name in _SILENT_JOBS:
@@ -336,4 +355,69 @@ class Relay:
             await self._publish(engine, cron_event(catalog.CRON_FIRED, entry_name, job_id), targets)
 
 
+def check_delivery(endpoint: Endpoint, envelope: Any, *, job_tenant: str | None) -> None:
+    """Check that a delivery job holds a real event for ``endpoint``, before anything is signed.
+
+    The relay makes a delivery only for an event the endpoint subscribes to, in the
+    endpoint's tenant; a delivery job made any other way (a forged payload) fails one of these
+    checks:
+
+    - ``tenant``: the job's tenant is the endpoint's (``None`` for an operator endpoint);
+    - ``event tenant``: the envelope's ``tenant`` (and its data's ``tenant``, when present) is
+      the endpoint's tenant, for a tenant endpoint (an operator endpoint takes any tenant);
+    - ``event type``: the envelope's ``type`` is in the catalogue and in the endpoint's filter.
+
+    Raises:
+        DeliveryRefusedError: a check failed; ``check`` names it.
+    """
+    name = endpoint.name
+    if job_tenant != endpoint.tenant:
+        owner = (
+            "an operator endpoint, whose deliveries have no tenant"
+            if endpoint.tenant is None
+            else f"tenant {endpoint.tenant!r}'s endpoint"
+        )
+        raise DeliveryRefusedError(
+            "tenant",
+            f"the delivery job's tenant is {_shown(job_tenant)}, but endpoint {name!r} is {owner}",
+        )
+    if not isinstance(envelope, dict):
+        raise DeliveryRefusedError("event type", "the event is not a JSON object")
+    event_tenant = envelope.get("tenant")
+    if event_tenant is not None and not isinstance(event_tenant, str):
+        raise DeliveryRefusedError("event tenant", "the event's tenant is not a string or null")
+    data = envelope.get("data")
+    if isinstance(data, dict) and "tenant" in data and data["tenant"] != event_tenant:
+        raise DeliveryRefusedError(
+            "event tenant",
+            f"the event's tenant {_shown(event_tenant)} and its data's tenant "
+            f"{_shown(data['tenant'])} differ",
+        )
+    if endpoint.tenant is not None and event_tenant != endpoint.tenant:
+        raise DeliveryRefusedError(
+            "event tenant",
+            f"endpoint {name!r} receives only tenant {endpoint.tenant!r}'s events; this event "
+            f"is of tenant {_shown(event_tenant)}",
+        )
+    event_type = envelope.get("type")
+    if not isinstance(event_type, str) or event_type not in catalog.EVENT_TYPES:
+        raise DeliveryRefusedError(
+            "event type", f"{_shown(event_type)} is not an event type of the catalogue"
+        )
+    if not endpoint.wants(event_type, event_tenant):
+        raise DeliveryRefusedError(
+            "event type",
+            f"endpoint {name!r} does not subscribe to {event_type!r} "
+            f"(its events: {', '.join(endpoint.events)})",
+        )
+
+
+def _shown(value: Any) -> str:
+    """A value from a delivery's payload, for an error message: escaped and cut short."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+#: Characters of a payload value an error message shows.
+_SHOWN = 100
 _CONFIG_OPTIONS = ("queue", "max_retries", "timeout", "connect_timeout")

@@ -8,10 +8,11 @@ from typing import Any
 
 from starlette.responses import Response
 
-from dispatch_core import JobNotFoundError, JobState, UnknownJobError, tenant_scope
+from dispatch_core import Engine, JobNotFoundError, JobState, UnknownJobError, tenant_scope
+from dispatch_core.definition import JobDefinition
 from dispatch_core.errors import JobIdTakenError
 from dispatch_core.models import Job, SortOrder, utcnow
-from dispatch_plugins.admin.auth import Scope
+from dispatch_plugins.admin.auth import Scope, Token
 from dispatch_plugins.admin.errors import ApiError, invalid_request
 from dispatch_plugins.admin.pagination import page_of
 from dispatch_plugins.admin.routes._base import (
@@ -22,13 +23,10 @@ from dispatch_plugins.admin.routes._base import (
     page_response,
 )
 
-__all__ = ["endpoints", "get_visible_job", "INTERNAL_JOB_PREFIX"]
+__all__ = ["endpoints", "get_visible_job", "check_enqueue"]
 
 endpoints = Endpoints()
 
-#: Jobs named so are Dispatch's own (the workflow driver...): not for enqueueing by hand,
-#: since their payloads address runs by id across tenants.
-INTERNAL_JOB_PREFIX = "dispatch."
 _JOB_ID = re.compile(r"[!-~]{1,200}")
 _ENQUEUE_FIELDS = (
     "name",
@@ -43,9 +41,83 @@ _ENQUEUE_FIELDS = (
     "job_id",
     "tenant",
 )
+#: Names listed in the message of a refusal (the details list them all).
+_LISTED = 20
 #: Ten years: longer delays or timeouts are surely mistakes.
 _MAX_SECONDS = 10 * 365 * 86400.0
 _MAX_INT = 2**31 - 1
+
+
+async def _cron_jobs(engine: Engine) -> frozenset[str]:
+    """The names of the jobs cron entries run (declared here or stored by any process),
+    resolved through aliases to the definitions' names."""
+    named = {spec.job_name for spec in engine.cron_specs.values()}
+    named.update(entry.job_name for entry in await engine.acron_entries())
+    jobs = engine.jobs
+    return frozenset(jobs[n].name if n in jobs else n for n in named)
+
+
+def _may_enqueue(
+    token: Token | None, definition: JobDefinition[Any], cron_jobs: frozenset[str]
+) -> bool:
+    """The enqueue policy for one definition (see ``docs/security.md``)."""
+    if definition.internal:
+        return False
+    if token is None:
+        return True
+    if token.tenant is not None and (definition.operator_only or definition.name in cron_jobs):
+        return False
+    return token.may_enqueue(definition.name)
+
+
+def _enqueueable(engine: Engine, token: Token | None, cron_jobs: frozenset[str]) -> list[str]:
+    """The names of the jobs ``token`` may enqueue, sorted (aliases are not listed)."""
+    definitions = {d.name: d for d in engine.jobs.values()}
+    return sorted(n for n, d in definitions.items() if _may_enqueue(token, d, cron_jobs))
+
+
+async def check_enqueue(engine: Engine, token: Token | None, name: str) -> None:
+    """Refuse an enqueue of job ``name`` by ``token`` that the policy forbids.
+
+    An operator token (no tenant) may enqueue every job that is not internal and that its
+    ``enqueue`` allow-list matches; an unknown or internal name is ``422 unknown_job`` (the
+    same answer for both), a name outside its allow-list ``403 job_not_allowed``. A tenant
+    token may enqueue neither internal nor operator-only jobs; it gets ``403 job_not_allowed``
+    for every name it may not enqueue, whatever the reason (unknown, internal, operator-only,
+    outside its allow-list), so the answer tells it nothing of the jobs it may not use.
+
+    Raises:
+        UnknownJobError: (operator tokens) the name is unknown or internal.
+        ApiError: 403 ``job_not_allowed``.
+    """
+    tenant_token = token is not None and token.tenant is not None
+    # A tenant token's check reads the cron entries whatever the name, so the time it takes
+    # does not tell which names exist.
+    cron_jobs = await _cron_jobs(engine) if tenant_token else frozenset()
+    definition = engine.jobs.get(name)
+    if not tenant_token and (definition is None or definition.internal):
+        # Reported as any unknown name: internal jobs are not part of the application's API.
+        raise UnknownJobError(name, _enqueueable(engine, token, cron_jobs))
+    if definition is not None and _may_enqueue(token, definition, cron_jobs):
+        return
+    assert token is not None  # a token-less call may enqueue every known, non-internal job
+    allowed = _enqueueable(engine, token, cron_jobs)
+    listed = ", ".join(allowed[:_LISTED]) or "none"
+    if len(allowed) > _LISTED:
+        listed += f" and {len(allowed) - _LISTED} more"
+    if tenant_token:
+        # Never says whether the name exists, nor why it is refused.
+        message = (
+            f"token {token.name!r} may not enqueue {name!r}: it is not one of the jobs this "
+            f"token may enqueue ({listed})"
+        )
+    else:
+        patterns = ", ".join(token.enqueue or ())
+        message = (
+            f"token {token.name!r} may not enqueue job {name!r}: its enqueue allow-list "
+            f"({patterns}) does not match it; it may enqueue: {listed}"
+        )
+    raise ApiError(403, "job_not_allowed", message, {"field": "name", "allowed": allowed})
 
 
 async def get_visible_job(call: Call, job_id: str) -> Job:
@@ -99,9 +171,7 @@ async def enqueue_job(call: Call) -> Response:
     body = await call.body(*_ENQUEUE_FIELDS)
     name = body.text("name", required=True)
     assert name is not None
-    if name.startswith(INTERNAL_JOB_PREFIX):
-        # Reported like any unknown name: these are not part of the application's API.
-        raise UnknownJobError(name, [n for n in call.engine.jobs if not _internal(n)])
+    await check_enqueue(call.engine, call.token, name)
     options: dict[str, Any] = {
         "queue": body.text("queue"),
         "priority": body.integer("priority", minimum=-_MAX_INT, maximum=_MAX_INT),
@@ -146,10 +216,6 @@ async def enqueue_job(call: Call) -> Response:
 
 def _conflict(field: str, message: str) -> ApiError:
     return ApiError(409, "conflict", f"{message}; choose another", {"field": field})
-
-
-def _internal(name: str) -> bool:
-    return name.startswith(INTERNAL_JOB_PREFIX)
 
 
 @endpoints.get("/jobs/{job_id}", Scope.JOBS_READ)
