@@ -313,6 +313,10 @@ class Scenario:
         self.early = {n for n in range(RUNS) if rng.random() < EARLY_EVENTS}
         self.early_delay = {n: rng.uniform(0.0, 1.0) for n in self.early}
         self.kills: list[Kill] = []
+        #: Set when the scenario ends. The watcher stops on it rather than on cancellation
+        #: alone: Python 3.11's wait_for (in _try) can swallow a cancel that lands as the
+        #: store call returns, and a loop relying on it then never ends.
+        self.stopping = False
         self.problems: list[str] = []
         self.runs: dict[str, int] = {}
         self.first_parks: dict[str, datetime] = {}
@@ -362,7 +366,7 @@ class Scenario:
 
     async def watch(self) -> None:
         """Note each run's first parked sleep; send the event to runs seen waiting for it."""
-        while True:
+        while not self.stopping:
             sleeping = await _try(
                 lambda: self.engine.alist_runs(state=RunState.SLEEPING, name=WORKFLOW, limit=1000)
             )
@@ -466,6 +470,7 @@ async def scenario(spec: Spec) -> tuple[Verdict, str]:
                 drained = time.monotonic() - chaos.t0
                 break
             await asyncio.sleep(_TICK)
+        chaos.stopping = True
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
