@@ -13,6 +13,7 @@ __all__ = [
     "PluginMissingError",
     "StoreUnavailableError",
     "PayloadError",
+    "ResultError",
     "UnknownJobError",
     "JobIdTakenError",
     "NotFoundError",
@@ -60,6 +61,21 @@ class PayloadError(DispatchError, ValueError):
         super().__init__(f"invalid payload for job {job_name!r}: {detail}")
         self.job_name = job_name
         self.problems = problems
+
+
+class ResultError(DispatchError, ValueError):
+    """A job's result (or outcome) cannot be stored: it is not JSON, holds a lone surrogate,
+    is larger than the worker's ``max_result_bytes``, or the store refused it.
+
+    The attempt is recorded as a failure with this error, and the job is dead-lettered at
+    once: its handler ran to the end, and running it again would repeat its side effects to
+    produce the same result.
+    """
+
+    def __init__(self, job_id: str, problem: str) -> None:
+        super().__init__(f"result of job {job_id} is not storable: {problem}")
+        self.job_id = job_id
+        self.problem = problem
 
 
 class UnknownJobError(DispatchError, LookupError):

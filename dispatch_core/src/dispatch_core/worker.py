@@ -2,9 +2,11 @@
 
 One fetcher claims as many jobs as there are free slots, in one store call. Each job runs in
 its own task through the middleware chain. Outcomes are buffered and written in batches by a
-finisher task, so a busy worker does one store round trip per batch, not per job. A heartbeat
-task refreshes the worker's row and the leases of its running jobs in one call, and stops
-attempts whose lease was lost. A leader task contends for the cluster's leader lease; the
+finisher task, so a busy worker does one store round trip per batch, not per job; results are
+checked before they are queued, and a batch the store still refuses is written in halves, so
+one bad outcome fails alone (:meth:`Worker._settle`). A heartbeat task refreshes the worker's
+row and the leases of its running jobs (and of finished ones whose outcome waits) in one call,
+and stops attempts whose lease was lost. A leader task contends for the cluster's leader lease; the
 leader rescues the jobs of dead workers, fires cron and prunes old rows
 (:mod:`dispatch_core.leader`).
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import os
 import signal
@@ -32,11 +33,22 @@ from dispatch_core._tracebacks import format_error
 from dispatch_core._urls import redact_url
 from dispatch_core.cluster import WorkerInfo
 from dispatch_core.context import JobContext
-from dispatch_core.errors import ConfigurationError, FailJob, RetryJob
+from dispatch_core.errors import (
+    ConfigurationError,
+    FailJob,
+    ResultError,
+    RetryJob,
+    StoreUnavailableError,
+)
 from dispatch_core.leader import LeaderDuties
 from dispatch_core.middleware import build_chain
 from dispatch_core.models import Job, Outcome, OutcomeKind, RunnableCount, utcnow
-from dispatch_core.serde import from_json_payload
+from dispatch_core.serde import (
+    DEFAULT_MAX_RESULT_BYTES,
+    check_result,
+    from_json_payload,
+    storable_error,
+)
 from dispatch_core.states import JobState
 
 if TYPE_CHECKING:
@@ -53,6 +65,15 @@ _WATCHDOG_TICK = 0.05  # resolution of job timeouts (s)
 #: with this one to register their names.
 _UNHANDLED_FIRST_CHECK = 5.0
 _NAMES_SHOWN = 20  # known job names listed in the unhandled-job warning
+#: Times an outcome must fail alone, while the store answers other calls, before it counts as
+#: refused and is replaced by a failure: once more for an error that says "data" (a flaky
+#: driver gets a second chance), twice more for one that says "unavailable" (PostgreSQL reports
+#: a value over its limits as an operational error, like a lost connection).
+_REFUSED_STRIKES = 2
+_SUSPECT_STRIKES = 3
+_STORE_ERROR_CHARS = 300  # of a store's error, quoted in the error that replaces an outcome
+
+_Entry = tuple[Outcome, Job, float]  # an outcome to write, its job, the attempt's run time
 
 
 @attrs.define
@@ -132,6 +153,10 @@ class Worker:
             queues under a name no running worker registers (default 60; the first check
             comes a few seconds after the start). Each such name is logged once, at WARNING,
             with what to do. A drain does not check (it warns when it ends instead).
+        max_result_bytes: Largest result recorded, in bytes of compact UTF-8 JSON (default
+            10 MiB; ``None``: no limit but the store's). A result that is larger, is not JSON
+            (NaN, infinities, other types) or holds a lone surrogate fails its job with a
+            :class:`~dispatch_core.errors.ResultError`, and the job is dead-lettered at once.
     """
 
     def __init__(
@@ -151,6 +176,7 @@ class Worker:
         worker_id: str | None = None,
         prefetch: int = 0,
         unhandled_check_interval: float = 60.0,
+        max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
@@ -158,6 +184,15 @@ class Worker:
             raise ConfigurationError(f"prefetch must be >= 0, got {prefetch}")
         if lease_seconds <= 0:
             raise ConfigurationError(f"lease_seconds must be > 0, got {lease_seconds}")
+        if max_result_bytes is not None and (
+            isinstance(max_result_bytes, bool)
+            or not isinstance(max_result_bytes, int)
+            or max_result_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"max_result_bytes must be a positive number of bytes or None, "
+                f"got {max_result_bytes!r}"
+            )
         if unhandled_check_interval <= 0:
             raise ConfigurationError(
                 f"unhandled_check_interval must be > 0 seconds, got {unhandled_check_interval}"
@@ -186,6 +221,7 @@ class Worker:
         self.poll_interval = poll_interval
         self.grace_period = grace_period
         self.unhandled_check_interval = unhandled_check_interval
+        self.max_result_bytes = max_result_bytes
         self.id = worker_id or new_id("wkr")
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
@@ -201,8 +237,12 @@ class Worker:
         #: Prefetched jobs waiting for a slot, with the monotonic time they were claimed.
         self._ready: collections.deque[tuple[Job, float]] = collections.deque()
         self._prefetch_paused = False
-        self._outcomes: list[tuple[Outcome, Job, float]] = []
+        self._outcomes: list[_Entry] = []
+        #: The batch being written; its jobs' leases are still renewed (see _heartbeat_loop).
+        self._writing: list[_Entry] = []
         self._flushing = False
+        #: Failures alone of outcomes the store may be refusing, by (job id, attempt token).
+        self._strikes: dict[tuple[str, str], int] = {}
         self._lost: set[str] = set()
         self._stopping = False
         self._hard = False
@@ -528,7 +568,7 @@ class Worker:
             asked = isinstance(exc, RetryJob | FailJob)
             requested = exc.delay if isinstance(exc, RetryJob) else None
             cause = exc.__cause__ if asked else None
-            error = format_error(cause if isinstance(cause, Exception) else exc)
+            error = _error_text(cause if isinstance(cause, Exception) else exc)
             if job.attempt < job.max_attempts and not isinstance(exc, FailJob):
                 if requested is None:
                     definition = self._definitions.get(job.name)
@@ -565,20 +605,25 @@ class Worker:
                     error,
                 )
         else:
+            raw = None
             try:
-                raw = None
                 if result is not None:
                     raw = self.engine.converter.unstructure(result)
-                    json.dumps(raw)  # one bad result must not poison the outcome batch
+                    if raw is not None:  # checked here, so that no store refuses it in a batch
+                        check_result(job.id, raw, self.max_result_bytes)
+            except Exception as exc:
+                if not isinstance(exc, ResultError):  # the converter could not unstructure it
+                    exc = ResultError(job.id, f"cannot unstructure {type(result).__name__}: {exc}")
+                # Dead-lettered at once, whatever attempts are left: the handler ran to the end,
+                # another run would repeat its side effects to produce the same result.
+                error = storable_error(f"ResultError: {exc}")
+                outcome = Outcome(
+                    job_id=job.id, attempt_token=token, kind=OutcomeKind.FAIL, error=error
+                )
+                _log_dead_letter(ctx.log, job, "its result cannot be stored", error)
+            else:
                 outcome = Outcome(
                     job_id=job.id, attempt_token=token, kind=OutcomeKind.COMPLETED, result=raw
-                )
-            except Exception as exc:
-                outcome = Outcome(
-                    job_id=job.id,
-                    attempt_token=token,
-                    kind=OutcomeKind.COMPLETED,
-                    result={"unserialisable_result": repr(result)[:1000], "error": str(exc)},
                 )
         finally:
             self._active.pop(job.id, None)
@@ -594,7 +639,6 @@ class Worker:
     # -- background tasks --------------------------------------------------------------------------
 
     async def _finish_loop(self) -> None:
-        store = self.engine.store
         failures = 0
         while True:
             if not self._outcomes:
@@ -604,36 +648,157 @@ class Worker:
                 await self._flush_ev.wait()
                 continue
             batch, self._outcomes = self._outcomes, []
+            self._writing = batch
             self._flushing = True
             try:
-                written = await store.finish([b[0] for b in batch], now=utcnow())
-            except Exception as exc:
-                self._outcomes[:0] = batch  # keep them, in order, for the next try
-                failures += 1
-                if self._closing and failures > 5:
-                    log.error(
-                        "worker %s: could not record %d outcomes (%s); their leases will "
-                        "expire and the jobs will be rescued",
-                        self.id,
-                        len(self._outcomes),
-                        exc,
-                    )
-                    return
-                delay = min(_IDLE_BASE * 2**failures, _STORE_RETRY_MAX)
-                log.warning(
-                    "worker %s: recording outcomes failed (%s); retrying in %.2fs",
-                    self.id,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
+                kept, exc = await self._write(batch)
             finally:
                 self._flushing = False
-            failures = 0
-            self._after_finish(batch, written)
+                self._writing = []
+            if exc is None or not kept:  # written, or refused and dealt with (_settle)
+                failures = 0
+                continue
+            self._outcomes[:0] = kept  # keep them, in order, for the next try
+            failures += 1
+            if self._closing and failures > 5:
+                log.error(
+                    "worker %s: could not record %d outcomes (%s); their leases will "
+                    "expire and the jobs will be rescued",
+                    self.id,
+                    len(self._outcomes),
+                    exc,
+                )
+                return
+            delay = min(_IDLE_BASE * 2**failures, _STORE_RETRY_MAX)
+            log.warning(
+                "worker %s: recording %d outcomes failed (%s); retrying in %.2fs",
+                self.id,
+                len(kept),
+                exc,
+                delay,
+            )
+            await asyncio.sleep(delay)
 
-    def _after_finish(self, batch: list[tuple[Outcome, Job, float]], written: list[bool]) -> None:
+    async def _write(self, batch: list[_Entry]) -> tuple[list[_Entry], Exception | None]:
+        """Write a batch of outcomes; return those to try again later, and the error met.
+
+        A batch the store refuses is written in halves, so that every outcome it takes is
+        written and the refused ones are replaced by failures (see :meth:`_settle`): one bad
+        outcome never holds back the others.
+        """
+        try:
+            written = await self.engine.store.finish([e[0] for e in batch], now=utcnow())
+        except Exception as exc:
+            kept = await self._settle(batch, exc)
+            if self._strikes:  # forget the outcomes that were written or replaced
+                pending = {(e[0].job_id, e[0].attempt_token) for e in kept}
+                self._strikes = {k: n for k, n in self._strikes.items() if k in pending}
+            return kept, exc
+        self._store_ok()
+        if self._strikes:
+            self._strikes.clear()
+        self._after_finish(batch, written)
+        return [], None
+
+    async def _settle(self, group: list[_Entry], exc: Exception) -> list[_Entry]:
+        """Deal with a group of outcomes whose write failed with ``exc``; return those to keep.
+
+        When the store does not answer a probe either, it is unavailable: the group is kept,
+        to be written when it is back. When it does, it refuses something in the group: the
+        halves are written apart, down to single outcomes. A single outcome that fails alone
+        again and again (``_REFUSED_STRIKES``, ``_SUSPECT_STRIKES``) is replaced by a failure
+        with a short error, or dropped when even that is refused. Every path ends in a bounded
+        number of store calls.
+        """
+        if not await self._probe(group):
+            return group
+        if len(group) > 1:
+            kept: list[_Entry] = []
+            mid = len(group) // 2
+            for half in (group[:mid], group[mid:]):
+                try:
+                    written = await self.engine.store.finish([e[0] for e in half], now=utcnow())
+                except Exception as half_exc:
+                    kept += await self._settle(half, half_exc)
+                else:
+                    self._after_finish(half, written)
+            return kept
+        outcome = group[0][0]
+        key = (outcome.job_id, outcome.attempt_token)
+        strikes = self._strikes.get(key, 0) + 1
+        if strikes < (_SUSPECT_STRIKES if _unavailable(exc) else _REFUSED_STRIKES):
+            self._strikes[key] = strikes
+            return group
+        self._strikes.pop(key, None)
+        return await self._replace(group[0], exc)
+
+    async def _probe(self, group: list[_Entry]) -> bool:
+        """Whether the store answers a call other than the failed write: a heartbeat that
+        extends the leases of ``group``'s jobs."""
+        try:
+            await self.engine.store.heartbeat(
+                worker_id=self.id,
+                leases={e[0].job_id: e[0].attempt_token for e in group},
+                lease_seconds=self.lease_seconds,
+                now=utcnow(),
+            )
+        except Exception:
+            self._store_failed()
+            return False
+        self._store_ok()
+        return True
+
+    async def _replace(self, entry: _Entry, exc: Exception) -> list[_Entry]:
+        """Write, in place of an outcome the store refuses, a failure with a short error
+        (and no result); drop it when that is refused too. Returns what to keep."""
+        outcome, job, elapsed = entry
+        reason = storable_error(_first_line(f"{type(exc).__name__}: {exc}", _STORE_ERROR_CHARS))
+        if outcome.kind is OutcomeKind.RELEASE:  # nothing in it to shorten
+            log.error(
+                "worker %s: the store refused to give job %s back (%s); dropping it: its lease "
+                "will expire and the leader will rescue it",
+                self.id,
+                job.id,
+                reason,
+            )
+            return []
+        if outcome.kind is OutcomeKind.COMPLETED:
+            # Dead-lettered at once, as a result refused before the write (see _execute).
+            error = f"ResultError: {ResultError(job.id, f'the store refused it ({reason})')}"
+            replacement = attrs.evolve(outcome, kind=OutcomeKind.FAIL, result=None, error=error)
+        else:  # a retry stays a retry: only its error text was refused
+            error = (
+                f"OutcomeError: the store refused the error recorded for attempt {job.attempt} "
+                f"of job {job.id} ({reason}); the worker's log has it"
+            )
+            replacement = attrs.evolve(outcome, result=None, error=error)
+        log.error(
+            "worker %s: the store refused outcome %s of job %s (%s); recording this instead: %s",
+            self.id,
+            outcome.kind.value,
+            job.id,
+            reason,
+            error,
+        )
+        try:
+            written = await self.engine.store.finish([replacement], now=utcnow())
+        except Exception as again:
+            if _unavailable(again) and not await self._probe([entry]):
+                return [(replacement, job, elapsed)]  # the store went away: write it later
+            log.error(
+                "worker %s: the store refused the failure written in place of outcome %s of "
+                "job %s too (%s); dropping it: its lease will expire and the leader will "
+                "rescue it",
+                self.id,
+                outcome.kind.value,
+                job.id,
+                _first_line(f"{type(again).__name__}: {again}", _STORE_ERROR_CHARS),
+            )
+            return []
+        self._after_finish([(replacement, job, elapsed)], written)
+        return []
+
+    def _after_finish(self, batch: list[_Entry], written: list[bool]) -> None:
         hooks = self.engine.hooks
         stats = self.stats
         engine = self.engine
@@ -714,6 +879,10 @@ class Worker:
             leases = {jid: ctx.job.attempt_token or "" for jid, (_, ctx) in self._active.items()}
             for job, _ in self._ready:
                 leases[job.id] = job.attempt_token or ""
+            # A finished job stays leased until its outcome is written: while a write is
+            # retried, the leader must not rescue (and run again) a job that already ran.
+            for outcome, _, _ in (*self._writing, *self._outcomes):
+                leases[outcome.job_id] = outcome.attempt_token
             if not leases and self._info is None:
                 continue
             try:
@@ -943,6 +1112,28 @@ class Worker:
             self._executor.shutdown(wait=False, cancel_futures=True)
         await self.engine.hooks.flush()
         log.info("worker %s stopped: %s", self.id, self.stats)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store cannot be reached (rather than that it refuses data)."""
+    return isinstance(exc, StoreUnavailableError | OSError)
+
+
+def _first_line(text: str, limit: int) -> str:
+    """The first line of ``text``, cut to ``limit`` characters."""
+    line = text.strip().split("\n", 1)[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _error_text(exc: BaseException) -> str:
+    """The error recorded for a failed attempt. It is always storable (lone surrogates
+    escaped, size bounded) and always made, even when the exception's ``__str__`` raises: a
+    failure must always be recordable."""
+    try:
+        text = format_error(exc)
+    except Exception:
+        text = f"{type(exc).__name__}: (its message could not be read)"
+    return storable_error(text)
 
 
 def _jobs(count: int) -> str:
