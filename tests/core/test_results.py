@@ -160,7 +160,7 @@ async def test_an_unserialisable_result_fails_its_job_at_once() -> None:
     assert bad.result is None
     assert bad.last_error == (
         f"ResultError: result of job {a.id} is not storable: a value of type object at $, "
-        "which is not JSON (return JSON types, or an attrs class or dataclass of them)"
+        "which is not JSON (use JSON types, or an attrs class or dataclass of them)"
     )
     assert [e.job_id for e in await engine.alist_dlq()] == [a.id]
     assert (await engine.aget_job(b.id)).result == "ok"

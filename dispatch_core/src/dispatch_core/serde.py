@@ -67,17 +67,29 @@ def to_json_payload(converter: cattrs.Converter, job_name: str, tp: Any, payload
         raw = converter.unstructure(payload)
     except Exception as exc:
         raise PayloadError(job_name, [f"cannot serialise {type(payload).__name__}: {exc}"]) from exc
-    if tp is Any:
+    if tp is not Any:
         try:
-            json.dumps(raw)
-        except (TypeError, ValueError) as exc:
-            raise PayloadError(job_name, [f"not JSON-serialisable: {exc} @ $"]) from exc
-        return raw
-    try:
-        converter.structure(raw, tp)
-    except Exception as exc:
-        raise PayloadError(job_name, _problems(exc)) from exc
+            converter.structure(raw, tp)
+        except Exception as exc:
+            raise PayloadError(job_name, _problems(exc)) from exc
+    _check_payload(job_name, raw)
     return raw
+
+
+def _check_payload(job_name: str, raw: Any) -> None:
+    """Refuse a payload no store can hold: not JSON (NaN, ``1e400`` parsed as infinity, an
+    integer the ``json`` module cannot write, an object), or not UTF-8 (a lone surrogate),
+    with what and where, before anything is written."""
+    try:
+        text = _encode_strict(raw)
+    except (TypeError, ValueError, RecursionError) as exc:
+        found = _locate(raw) or f"not JSON-serialisable: {exc} @ $"
+        raise PayloadError(job_name, [found]) from None
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PayloadError(job_name, [_locate(raw) or str(exc)]) from None
 
 
 def from_json_payload(converter: cattrs.Converter, job_name: str, tp: Any, raw: Any) -> Any:
@@ -221,7 +233,7 @@ def _problem(value: Any, path: str) -> str | None:
                 return found
         return None
     return (
-        f"a value of type {type(value).__name__} at {path}, which is not JSON (return JSON "
+        f"a value of type {type(value).__name__} at {path}, which is not JSON (use JSON "
         "types, or an attrs class or dataclass of them)"
     )
 
