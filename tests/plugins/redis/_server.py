@@ -21,15 +21,17 @@ def free_port() -> int:
 
 class PrivateRedis:
     """``redis-server`` on loopback (and a unix socket) with an append-only file fsynced on
-    every write, in ``directory``; killed with SIGKILL and restarted on the same files."""
+    every write (unless ``durable=False``: nothing written to disk), in ``directory``; killed
+    with SIGKILL and restarted on the same files."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, durable: bool = True) -> None:
         binary = shutil.which("redis-server")
         assert binary is not None
         self.binary = binary
         self.directory = directory
         self.port = free_port()
         self.socket = str(directory / "redis.sock")
+        self.durable = durable
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -44,7 +46,7 @@ class PrivateRedis:
                 "--port", str(self.port),
                 "--unixsocket", self.socket,
                 "--dir", str(self.directory),
-                "--appendonly", "yes",
+                "--appendonly", "yes" if self.durable else "no",
                 "--appendfsync", "always",
                 "--save", "",
                 "--maxmemory-policy", "noeviction",

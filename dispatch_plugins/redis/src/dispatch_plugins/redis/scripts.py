@@ -82,6 +82,26 @@ local function drop_runnable(id, queue, run_at)
   redis.call('ZREM', P .. 'delayed:' .. queue, id)
 end
 
+-- The finished-job indexes (score finished_at): every finished job is in done:<state>, and a
+-- completed, failed or cancelled one also in its queue's and its tenant's (for throughput and
+-- counts that need not intersect big sets).
+local DONE_TAG = {completed = 'c', failed = 'f', cancelled = 'x'}
+
+local function done_add(id, state, queue, tenant, at)
+  redis.call('ZADD', P .. 'done:' .. state, at, id)
+  local tag = DONE_TAG[state]
+  redis.call('ZADD', P .. 'done' .. tag .. ':' .. queue, at, id)
+  if tenant then redis.call('ZADD', P .. 'tdone' .. tag .. ':' .. tenant, at, id) end
+end
+
+local function done_rem(id, state, queue, tenant)
+  redis.call('ZREM', P .. 'done:' .. state, id)
+  local tag = DONE_TAG[state]
+  if tag == nil then return end
+  redis.call('ZREM', P .. 'done' .. tag .. ':' .. queue, id)
+  if tenant then redis.call('ZREM', P .. 'tdone' .. tag .. ':' .. tenant, id) end
+end
+
 local function move_state(id, old, new)
   if old then redis.call('ZREM', P .. 'jobs:s:' .. old, id) end
   redis.call('ZADD', P .. 'jobs:s:' .. new, 0, id)
@@ -177,8 +197,7 @@ local function delete_job(id)
   redis.call('ZREM', P .. 'jobs:q:' .. j.queue, id)
   redis.call('ZREM', P .. 'jobs:n:' .. j.name, id)
   if j.tenant then redis.call('ZREM', P .. 'jobs:t:' .. j.tenant, id) end
-  redis.call('ZREM', P .. 'done:' .. j.state, id)
-  redis.call('ZREM', P .. 'donec:' .. j.queue, id)
+  done_rem(id, j.state, j.queue, j.tenant)
   if j.unique_key then
     local f = ukf(j.tenant, j.unique_key)
     if redis.call('HGET', P .. 'uniq', f) == id then redis.call('HDEL', P .. 'uniq', f) end
@@ -195,25 +214,31 @@ local function dead_letter(j, dlq_id, err, now)
   if j.headers then redis.call('HSET', key, 'headers', j.headers) end
   if j.tenant then
     redis.call('HSET', key, 'tenant', j.tenant)
-    redis.call('ZADD', P .. 'dlq:t:' .. j.tenant, 0, dlq_id)
+    redis.call('ZADD', P .. 'dlqs:t:' .. j.tenant, 0, dlq_id)
   end
-  redis.call('ZADD', P .. 'dlq', 0, dlq_id)
-  redis.call('ZADD', P .. 'dlq:q:' .. j.queue, 0, dlq_id)
-  redis.call('ZADD', P .. 'dlq:n:' .. j.name, 0, dlq_id)
-  redis.call('ZADD', P .. 'dlq:failed', now, dlq_id)
+  redis.call('ZADD', P .. 'dlqs', 0, dlq_id)
+  redis.call('ZADD', P .. 'dlqs:q:' .. j.queue, 0, dlq_id)
+  redis.call('ZADD', P .. 'dlqs:n:' .. j.name, 0, dlq_id)
+  redis.call('ZADD', P .. 'dlqs:failed', now, dlq_id)
 end
 
 local function delete_dlq(id)
   local key = P .. 'dlq:' .. id
   local e = hgetall(key)
-  if not e.id then return 0 end
+  if not e.id then
+    -- no entry: drop what an index may still hold of it
+    redis.call('ZREM', P .. 'dlqs', id)
+    redis.call('ZREM', P .. 'dlqs:rp', id)
+    redis.call('ZREM', P .. 'dlqs:failed', id)
+    return 0
+  end
   redis.call('DEL', key)
-  redis.call('ZREM', P .. 'dlq', id)
-  redis.call('ZREM', P .. 'dlq:q:' .. e.queue, id)
-  redis.call('ZREM', P .. 'dlq:n:' .. e.name, id)
-  if e.tenant then redis.call('ZREM', P .. 'dlq:t:' .. e.tenant, id) end
-  redis.call('ZREM', P .. 'dlq:rp', id)
-  redis.call('ZREM', P .. 'dlq:failed', id)
+  redis.call('ZREM', P .. 'dlqs', id)
+  redis.call('ZREM', P .. 'dlqs:q:' .. e.queue, id)
+  redis.call('ZREM', P .. 'dlqs:n:' .. e.name, id)
+  if e.tenant then redis.call('ZREM', P .. 'dlqs:t:' .. e.tenant, id) end
+  redis.call('ZREM', P .. 'dlqs:rp', id)
+  redis.call('ZREM', P .. 'dlqs:failed', id)
   return 1
 end
 
@@ -249,6 +274,45 @@ local function zrem_all(key, members)
     redis.call('ZREM', key, unpack(members, i, math.min(i + 499, #members)))
   end
 end
+
+-- Whether a sorts after b byte-wise, as sorted sets order members (Lua's own comparison of
+-- strings follows the server's locale).
+local function after(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+
+-- The rank of the first entry of `key` after (score, member), the entry itself gone or not:
+-- bisection over the ranks of the entries with that score, so entries added or removed
+-- meanwhile shift nothing. `score` is the string Redis gave for it.
+local function rank_after(key, score, member)
+  local lo = redis.call('ZCOUNT', key, '-inf', '(' .. score)
+  local hi = redis.call('ZCOUNT', key, '-inf', score)
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local e = redis.call('ZRANGE', key, mid, mid)
+    if #e == 0 or after(e[1], member) then hi = mid else lo = mid + 1 end
+  end
+  return lo
+end
+
+-- Up to n entries of sorted set `key` in order (a flat member, score list), after the cursor
+-- ('score|member' as zcursor makes it) or, without one, from the first with a score >= lo.
+local function zchunk(key, cursor, lo, n)
+  local from = 0
+  if cursor then
+    local sep = string.find(cursor, '|', 1, true)
+    from = rank_after(key, string.sub(cursor, 1, sep - 1), string.sub(cursor, sep + 1))
+  elseif lo ~= '-inf' then
+    from = redis.call('ZCOUNT', key, '-inf', '(' .. lo)
+  end
+  return redis.call('ZRANGE', key, from, from + n - 1, 'WITHSCORES')
+end
+
+local function zcursor(member, score) return '=' .. score .. '|' .. member end
 """
 
 _BODIES: dict[str, str] = {}
@@ -521,8 +585,7 @@ for i = 0, n - 1 do
       redis.call('HSET', key, 'state', 'completed', 'finished_at', now)
       set_or_del(key, 'result', opt(ARGV[b + 4]))
       move_state(id, 'running', 'completed')
-      redis.call('ZADD', P .. 'done:completed', now, id)
-      redis.call('ZADD', P .. 'donec:' .. queue, now, id)
+      done_add(id, 'completed', queue, tenant, now)
     elseif kind == 'retry' then
       local run_at = opt(ARGV[b + 5]) or now
       redis.call('HSET', key, 'state', 'retrying', 'run_at', run_at)
@@ -535,7 +598,7 @@ for i = 0, n - 1 do
       redis.call('HSET', key, 'state', 'failed', 'finished_at', now)
       set_or_del(key, 'last_error', err)
       move_state(id, 'running', 'failed')
-      redis.call('ZADD', P .. 'done:failed', now, id)
+      done_add(id, 'failed', queue, tenant, now)
       dead_letter(hgetall(key), ARGV[b + 6], err or '', now)
     else
       local att = tonumber(h[7]) - 1
@@ -554,43 +617,59 @@ if woke then wake() end
 return out
 """
 
-# ARGV: prefix, now, silent_since ('' without a worker timeout), ndlq, dlq ids...
-_BODIES["rescue"] = r"""
-local now, silent = ARGV[2], ARGV[3]
-local nowf = tonumber(now)
-local ndlq = tonumber(ARGV[4])
-local gone, any_gone = {}, false
-if silent ~= '' then
-  local cut = tonumber(silent)
-  for _, wid in ipairs(redis.call('ZRANGE', P .. 'workers', 0, -1)) do
-    local wk = P .. 'worker:' .. wid
-    local h = redis.call('HMGET', wk, 'state', 'last_seen')
-    local state = h[1]
-    if state == 'running' and tonumber(h[2]) < cut then
-      redis.call('HSET', wk, 'state', 'dead')
-      state = 'dead'
-    end
-    if state and state ~= 'running' then
-      gone[wid] = state
-      any_gone = true
-    end
+# One bounded step of the silent-worker check: up to `chunk` worker rows after the cursor; a
+# running worker silent since before `cut` is marked dead. Returns the cursor to go on from
+# ('' at the end) and 1 when a row looked at is not running (its jobs are to be revoked).
+# ARGV: prefix, cut, cursor ('' / '=...'), chunk
+_BODIES["mark_silent"] = r"""
+local cut, cursor, chunk = tonumber(ARGV[2]), opt(ARGV[3]), tonumber(ARGV[4])
+local r = zchunk(P .. 'workers', cursor, '-inf', chunk)
+local gone = 0
+for i = 1, #r, 2 do
+  local wk = P .. 'worker:' .. r[i]
+  local h = redis.call('HMGET', wk, 'state', 'last_seen')
+  local state = h[1]
+  if state == 'running' and tonumber(h[2]) < cut then
+    redis.call('HSET', wk, 'state', 'dead')
+    state = 'dead'
   end
+  if state and state ~= 'running' then gone = 1 end
 end
-local cands
-if any_gone then
-  cands = redis.call('ZRANGE', P .. 'running', 0, -1)
-else
-  cands = redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', '(' .. now)
-end
-local out, used, more = {}, 0, 0
-for _, id in ipairs(cands) do
+local nxt = ''
+if #r == 2 * chunk then nxt = zcursor(r[#r - 1], r[#r]) end
+return {nxt, gone}
+"""
+
+# One bounded step of rescue: up to `chunk` entries of `running` after the cursor (with
+# revoke = '0', only those whose lease expired before now). A job whose lease expired, or
+# (revoke = '1') whose worker's row says it is dead or stopped, is retried or failed with a
+# dead-letter entry (ids given; when they run out the step ends early). Returns 1 and the
+# cursor to go on from, or 0 at the end, and the rescued jobs.
+# ARGV: prefix, now, revoke ('1' / '0'), cursor ('' / '=...'), chunk, ndlq, dlq ids...
+_BODIES["rescue"] = r"""
+local now, revoke, cursor, chunk = ARGV[2], ARGV[3] == '1', opt(ARGV[4]), tonumber(ARGV[5])
+local nowf = tonumber(now)
+local ndlq = tonumber(ARGV[6])
+local dlq0 = 6
+local r = zchunk(P .. 'running', cursor, '-inf', chunk)
+local out, used, last, stop = {}, 0, ARGV[4], nil
+for i = 1, #r, 2 do
+  local id = r[i]
+  if not revoke and tonumber(r[i + 1]) >= nowf then
+    stop = 'end'
+    break
+  end
   local key = P .. 'job:' .. id
   local j = hgetall(key)
   if j.state ~= 'running' then
     redis.call('ZREM', P .. 'running', id)
   else
     local err = nil
-    local state = j.worker_id and gone[j.worker_id]
+    local state = nil
+    if revoke and j.worker_id then
+      state = redis.call('HGET', P .. 'worker:' .. j.worker_id, 'state')
+      if state == 'running' then state = nil end
+    end
     if state then
       err = 'worker ' .. j.worker_id .. ' is ' .. state .. ': its lease was revoked'
     elseif j.lease_expires_at and tonumber(j.lease_expires_at) < nowf then
@@ -599,28 +678,31 @@ for _, id in ipairs(cands) do
     if err then
       local fail = tonumber(j.attempt) >= tonumber(j.max_attempts)
       if fail and used >= ndlq then
-        more = 1
-      else
-        end_running(key, id, j.queue, j.tenant, now)
-        redis.call('HSET', key, 'last_error', err)
-        if fail then
-          used = used + 1
-          redis.call('HSET', key, 'state', 'failed', 'finished_at', now)
-          move_state(id, 'running', 'failed')
-          redis.call('ZADD', P .. 'done:failed', now, id)
-          dead_letter(hgetall(key), ARGV[4 + used], err, now)
-        else
-          redis.call('HSET', key, 'state', 'retrying', 'run_at', now)
-          move_state(id, 'running', 'retrying')
-          make_runnable(id, j.queue, j.priority, now, now)
-        end
-        out[#out + 1] = redis.call('HGETALL', key)
+        stop = 'more'
+        break
       end
+      end_running(key, id, j.queue, j.tenant, now)
+      redis.call('HSET', key, 'last_error', err)
+      if fail then
+        used = used + 1
+        redis.call('HSET', key, 'state', 'failed', 'finished_at', now)
+        move_state(id, 'running', 'failed')
+        done_add(id, 'failed', j.queue, j.tenant, now)
+        dead_letter(hgetall(key), ARGV[dlq0 + used], err, now)
+      else
+        redis.call('HSET', key, 'state', 'retrying', 'run_at', now)
+        move_state(id, 'running', 'retrying')
+        make_runnable(id, j.queue, j.priority, now, now)
+      end
+      out[#out + 1] = redis.call('HGETALL', key)
     end
   end
+  last = zcursor(id, r[i + 1])
 end
 if #out > 0 then wake() end
-return {more, out}
+if stop == 'more' then return {1, last, out} end
+if stop == nil and #r == 2 * chunk then return {1, last, out} end
+return {0, '', out}
 """
 
 # ARGV: prefix, now, job_id
@@ -639,7 +721,7 @@ end
 redis.call('HSET', key, 'state', 'cancelled', 'updated_at', now, 'finished_at', now)
 redis.call('HDEL', key, 'worker_id', 'attempt_token', 'lease_expires_at')
 move_state(id, s, 'cancelled')
-redis.call('ZADD', P .. 'done:cancelled', now, id)
+done_add(id, 'cancelled', j.queue, j.tenant, now)
 return {1, redis.call('HGETALL', key)}
 """
 
@@ -653,15 +735,19 @@ local s = j.state
 if s ~= 'failed' and s ~= 'cancelled' then return {0, s} end
 redis.call('HSET', key, 'state', 'pending', 'attempt', '0', 'run_at', now, 'updated_at', now)
 redis.call('HDEL', key, 'finished_at', 'last_error')
-redis.call('ZREM', P .. 'done:' .. s, id)
+done_rem(id, s, j.queue, j.tenant)
 move_state(id, s, 'pending')
 make_runnable(id, j.queue, j.priority, now, now)
 wake()
 return {1, redis.call('HGETALL', key)}
 """
 
+# One bounded step of a listing: walks the smallest of the index sets (all by id, score 0)
+# from past the cursor, checking the others (and the excluded ones) by membership; looks at
+# no more than `examine` ids and returns at most `limit` hashes. Returns the hashes, how many
+# matches it skipped for the offset, and the cursor to go on from ('' at the end).
 # ARGV: prefix, base key, nkeys, keys..., nexcl, excl..., desc ('1'/'0'), after ('' / '=id'),
-#       offset, limit, hash prefix
+#       offset, limit, hash prefix, examine
 _BODIES["page"] = r"""
 local keys = {ARGV[2]}
 local nk = tonumber(ARGV[3])
@@ -674,30 +760,33 @@ for i = 1, ne do excl[i] = P .. ARGV[p + i] end
 p = p + ne + 1
 local desc, cursor = ARGV[p] == '1', opt(ARGV[p + 1])
 local offset, limit, hp = tonumber(ARGV[p + 2]), tonumber(ARGV[p + 3]), P .. ARGV[p + 4]
-if limit <= 0 then return {} end
+local examine = tonumber(ARGV[p + 5])
+if limit <= 0 then return {{}, 0, ''} end
 local best, bestc = nil, nil
 for i, k in ipairs(keys) do
   local c = redis.call('ZCARD', P .. k)
   if best == nil or c < bestc then best, bestc = i, c end
 end
-if bestc == 0 then return {} end
+if bestc == 0 then return {{}, 0, ''} end
 local driver = P .. keys[best]
 local others = {}
 for i, k in ipairs(keys) do if i ~= best then others[#others + 1] = P .. k end end
-local out, skipped = {}, 0
-local CH = math.max(limit + offset, 64)
-while #out < limit do
+local out, skipped, seen, ended = {}, 0, 0, false
+while #out < limit and seen < examine do
+  local n = math.min(math.max(limit + offset - skipped, 64), examine - seen)
   local r
   if desc then
     local hi = '+'
     if cursor then hi = '(' .. cursor end
-    r = redis.call('ZREVRANGEBYLEX', driver, hi, '-', 'LIMIT', 0, CH)
+    r = redis.call('ZREVRANGEBYLEX', driver, hi, '-', 'LIMIT', 0, n)
   else
     local lo = '-'
     if cursor then lo = '(' .. cursor end
-    r = redis.call('ZRANGEBYLEX', driver, lo, '+', 'LIMIT', 0, CH)
+    r = redis.call('ZRANGEBYLEX', driver, lo, '+', 'LIMIT', 0, n)
   end
   for _, id in ipairs(r) do
+    seen = seen + 1
+    cursor = id
     local ok = true
     for _, o in ipairs(others) do
       if not redis.call('ZSCORE', o, id) then ok = false break end
@@ -716,29 +805,13 @@ while #out < limit do
       end
     end
   end
-  if #r < CH then break end
-  cursor = r[#r]
-end
-return out
-"""
-
-# ARGV: prefix, nfilters, filter keys...
-_BODIES["count_jobs"] = r"""
-local nf = tonumber(ARGV[2])
-local fk = {}
-for i = 1, nf do fk[i] = P .. ARGV[2 + i] end
-local out = {}
-for _, s in ipairs({'pending', 'running', 'retrying', 'completed', 'failed', 'cancelled'}) do
-  local c
-  if nf == 0 then
-    c = redis.call('ZCARD', P .. 'jobs:s:' .. s)
-  else
-    c = redis.call('ZINTERCARD', nf + 1, P .. 'jobs:s:' .. s, unpack(fk))
+  if #out < limit and #r < n then
+    ended = true
+    break
   end
-  out[#out + 1] = s
-  out[#out + 1] = c
 end
-return out
+if ended or cursor == nil then return {out, skipped, ''} end
+return {out, skipped, '=' .. cursor}
 """
 
 # What count_runnable walks: the queues with ready or delayed jobs (sorted), how many of their
@@ -795,15 +868,6 @@ local function add(q, name)
   end
   if byname[name] == nil then order[#order + 1] = {q, name} end
   byname[name] = (byname[name] or 0) + 1
-end
--- Whether a sorts after b byte-wise, as sorted sets order members (Lua's own comparison of
--- strings follows the server's locale).
-local function after(a, b)
-  for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x > y end
-  end
-  return #a > #b
 end
 local nxt, seen = '', 0
 if kind == 'index' then
@@ -867,26 +931,6 @@ end
 return {nxt, seen, out}
 """
 
-# ARGV: prefix, since, queue (opt), tenant (opt)
-_BODIES["throughput"] = r"""
-local since = ARGV[2]
-local q, t = opt(ARGV[3]), opt(ARGV[4])
-local out = {}
-for _, s in ipairs({'completed', 'failed'}) do
-  local r = redis.call('ZRANGEBYSCORE', P .. 'done:' .. s, since, '+inf', 'WITHSCORES')
-  local times = {}
-  for i = 1, #r, 2 do
-    local id = r[i]
-    local ok = true
-    if q and not redis.call('ZSCORE', P .. 'jobs:q:' .. q, id) then ok = false end
-    if ok and t and not redis.call('ZSCORE', P .. 'jobs:t:' .. t, id) then ok = false end
-    if ok then times[#times + 1] = r[i + 1] end
-  end
-  out[#out + 1] = times
-end
-return out
-"""
-
 # ARGV: prefix, nq (-1: any), queues...
 _BODIES["next_run_at"] = r"""
 local nq = tonumber(ARGV[2])
@@ -933,71 +977,9 @@ local taken = check_jobs({j})
 if taken then return {-1, taken} end
 write_job(j, now)
 redis.call('HSET', ek, 'replayed_at', now, 'replay_job_id', nid)
-redis.call('ZADD', P .. 'dlq:rp', 0, eid)
+redis.call('ZADD', P .. 'dlqs:rp', 0, eid)
 wake()
 return {1, redis.call('HGETALL', P .. 'job:' .. nid)}
-"""
-
-# ARGV: prefix, nkeys, keys..., replayed ('' / '1' / '0'), before ('' or time)
-_BODIES["count_dlq"] = r"""
-local nk = tonumber(ARGV[2])
-local keys = {}
-for i = 1, nk do keys[i] = P .. ARGV[2 + i] end
-local replayed, before = ARGV[3 + nk], ARGV[4 + nk]
-local rp = P .. 'dlq:rp'
-if before == '' then
-  local function card(ks)
-    if #ks == 0 then return redis.call('ZCARD', P .. 'dlq') end
-    if #ks == 1 then return redis.call('ZCARD', ks[1]) end
-    return redis.call('ZINTERCARD', #ks, unpack(ks))
-  end
-  if replayed == '' then return card(keys) end
-  local with = {rp}
-  for _, k in ipairs(keys) do with[#with + 1] = k end
-  local r = card(with)
-  if replayed == '1' then return r end
-  return card(keys) - r
-end
-local n = 0
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'dlq:failed', '-inf', '(' .. before)) do
-  local ok = true
-  for _, k in ipairs(keys) do
-    if not redis.call('ZSCORE', k, id) then ok = false break end
-  end
-  if ok and replayed ~= '' then
-    local is = redis.call('ZSCORE', rp, id) and '1' or '0'
-    if is ~= replayed then ok = false end
-  end
-  if ok then n = n + 1 end
-end
-return n
-"""
-
-# ARGV: prefix, before, nkeys, keys..., limit ('' = none)
-_BODIES["purge_dlq"] = r"""
-local before = ARGV[2]
-local nk = tonumber(ARGV[3])
-local keys = {}
-for i = 1, nk do keys[i] = P .. ARGV[3 + i] end
-local limit = tonumber(ARGV[4 + nk])
-local doomed, off = {}, 0
-while limit == nil or #doomed < limit do
-  local r = redis.call('ZRANGEBYSCORE', P .. 'dlq:failed', '-inf', '(' .. before, 'LIMIT', off, 500)
-  for _, id in ipairs(r) do
-    local ok = true
-    for _, k in ipairs(keys) do
-      if not redis.call('ZSCORE', k, id) then ok = false break end
-    end
-    if ok then
-      doomed[#doomed + 1] = id
-      if limit and #doomed >= limit then break end
-    end
-  end
-  if #r < 500 then break end
-  off = off + 500
-end
-for _, id in ipairs(doomed) do delete_dlq(id) end
-return #doomed
 """
 
 # ARGV: prefix, worker (id, started_at, field, value...)
@@ -1015,14 +997,6 @@ if redis.call('EXISTS', wk) == 1 then
 end
 if redis.call('HGET', P .. 'leader', 'holder') == wid then redis.call('DEL', P .. 'leader') end
 return 1
-"""
-
-_BODIES["list_workers"] = r"""
-local out = {}
-for _, wid in ipairs(redis.call('ZRANGE', P .. 'workers', 0, -1)) do
-  out[#out + 1] = redis.call('HGETALL', P .. 'worker:' .. wid)
-end
-return {redis.call('HGET', P .. 'leader', 'holder') or '', out}
 """
 
 # ARGV: prefix, worker_id, now, expires_at
@@ -1114,14 +1088,6 @@ redis.call('ZREM', P .. 'crons', ARGV[2])
 return n
 """
 
-_BODIES["list_cron"] = r"""
-local out = {}
-for _, name in ipairs(redis.call('ZRANGE', P .. 'crons', 0, -1)) do
-  out[#out + 1] = redis.call('HGETALL', P .. 'cron:' .. name)
-end
-return out
-"""
-
 # ARGV: prefix, name, concurrency, rate, burst (opts), size, per_tenant ('1'/'0')
 _BODIES["set_queue"] = r"""
 local name = ARGV[2]
@@ -1173,75 +1139,6 @@ else
 end
 if ARGV[3] == '0' then wake() end
 return 1
-"""
-
-# ARGV: prefix, since (exclusive), now (inclusive)
-_BODIES["list_queues"] = r"""
-local since, now = ARGV[2], ARGV[3]
-local names = {}
-for _, q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do names[q] = true end
-for _, q in ipairs(redis.call('SMEMBERS', P .. 'qnames')) do
-  if not names[q] then
-    if redis.call('EXISTS', P .. 'jobs:q:' .. q) == 1 then
-      names[q] = false
-    else
-      redis.call('SREM', P .. 'qnames', q)
-    end
-  end
-end
-local out = {}
-for q, row in pairs(names) do
-  local cfg = {}
-  if row then cfg = redis.call('HGETALL', P .. 'queue:' .. q) end
-  local depth = redis.call('ZCARD', P .. 'ready:' .. q) + redis.call('ZCARD', P .. 'delayed:' .. q)
-  local running = tonumber(redis.call('HGET', P .. 'qrun:' .. q, '*')) or 0
-  local done = redis.call('ZCOUNT', P .. 'donec:' .. q, '(' .. since, now)
-  out[#out + 1] = {q, cfg, depth, running, done}
-end
-return out
-"""
-
-# ARGV: prefix, limit, cut completed, failed, cancelled, dlq, workers ('' = keep)
-_BODIES["prune"] = r"""
-local limit = tonumber(ARGV[2])
-local n = 0
-local kinds = {{'completed', ARGV[3]}, {'failed', ARGV[4]}, {'cancelled', ARGV[5]}}
-for _, kc in ipairs(kinds) do
-  local state, cut = kc[1], kc[2]
-  if cut ~= '' then
-    local ids = redis.call('ZRANGEBYSCORE', P .. 'done:' .. state, '-inf', '(' .. cut,
-      'LIMIT', 0, limit)
-    for _, id in ipairs(ids) do
-      if redis.call('HGET', P .. 'job:' .. id, 'state') == state then
-        n = n + delete_job(id)
-      else
-        redis.call('ZREM', P .. 'done:' .. state, id)
-      end
-    end
-  end
-end
-if ARGV[6] ~= '' then
-  local ids = redis.call('ZRANGEBYSCORE', P .. 'dlq:failed', '-inf', '(' .. ARGV[6],
-    'LIMIT', 0, limit)
-  for _, id in ipairs(ids) do n = n + delete_dlq(id) end
-end
-if ARGV[7] ~= '' then
-  local cut, k = tonumber(ARGV[7]), 0
-  for _, wid in ipairs(redis.call('ZRANGE', P .. 'workers', 0, -1)) do
-    if k >= limit then break end
-    local wk = P .. 'worker:' .. wid
-    local h = redis.call('HMGET', wk, 'state', 'last_seen')
-    if not h[1] then
-      redis.call('ZREM', P .. 'workers', wid)
-    elseif h[1] ~= 'running' and tonumber(h[2]) < cut then
-      redis.call('DEL', wk)
-      redis.call('ZREM', P .. 'workers', wid)
-      k = k + 1
-    end
-  end
-  n = n + k
-end
-return n
 """
 
 # ARGV: prefix, now, run_id, npairs, run pairs..., driver job fields
@@ -1375,12 +1272,431 @@ redis.call('HSET', ck, cf, first[1])
 return redis.call('HGET', P .. 'ev:' .. rid, first[1])
 """
 
+# -- bounded reads ---------------------------------------------------------------------------------
+#
+# Every script below does a bounded amount of work per call: the store calls it again from the
+# cursor it returns, so other clients' commands run in between (see docs/redis.md, Limits).
+
+# The job counts by state of one queue, one tenant or both, as far as they cost at most
+# `budget` (ZINTERCARD looks at (sets - 1) x the smallest set's size): per state, the count,
+# -1 and the sets to walk (smallest first) when it would cost more, or -2 when it is what the
+# others leave of the total (given first; -1 with both filters). Finished jobs are counted
+# from their queue's or tenant's finished indexes; with one filter, the costliest of the
+# running states is derived from the total.
+# ARGV: prefix, queue (opt), tenant (opt), budget
+_BODIES["count_jobs"] = r"""
+local q, t, budget = opt(ARGV[2]), opt(ARGV[3]), tonumber(ARGV[4])
+local STATES = {'pending', 'running', 'retrying', 'completed', 'failed', 'cancelled'}
+local rows = {}
+if q == nil and t == nil then
+  for _, s in ipairs(STATES) do rows[#rows + 1] = {s, redis.call('ZCARD', P .. 'jobs:s:' .. s)} end
+  return {-1, rows}
+end
+local filters = {}
+if q then filters[#filters + 1] = 'jobs:q:' .. q end
+if t then filters[#filters + 1] = 'jobs:t:' .. t end
+local terms = {}
+for _, s in ipairs(STATES) do
+  local tag, keys = DONE_TAG[s], nil
+  if tag and q and t then
+    keys = {'tdone' .. tag .. ':' .. t, 'done' .. tag .. ':' .. q}
+  elseif tag and q then
+    keys = {'done' .. tag .. ':' .. q}
+  elseif tag then
+    keys = {'tdone' .. tag .. ':' .. t}
+  else
+    keys = {'jobs:s:' .. s}
+    for _, f in ipairs(filters) do keys[#keys + 1] = f end
+  end
+  local cards = {}
+  for _, k in ipairs(keys) do cards[k] = redis.call('ZCARD', P .. k) end
+  table.sort(keys, function(a, b) return cards[a] < cards[b] end)
+  local cost = 0
+  if #keys > 1 then cost = (#keys - 1) * cards[keys[1]] end
+  terms[#terms + 1] = {s = s, keys = keys, cost = cost, active = tag == nil}
+end
+local total = -1
+if #filters == 1 then
+  total = redis.call('ZCARD', P .. filters[1])
+  local worst = nil
+  for _, term in ipairs(terms) do
+    if term.active and (worst == nil or term.cost > worst.cost) then worst = term end
+  end
+  worst.derived = true
+end
+local order = {}
+for _, term in ipairs(terms) do if not term.derived then order[#order + 1] = term end end
+table.sort(order, function(a, b) return a.cost < b.cost end)
+local spent = 0
+for _, term in ipairs(order) do
+  if #term.keys == 1 then
+    term.n = redis.call('ZCARD', P .. term.keys[1])
+  elseif spent + term.cost <= budget then
+    spent = spent + term.cost
+    local full = {}
+    for i, k in ipairs(term.keys) do full[i] = P .. k end
+    term.n = redis.call('ZINTERCARD', #full, unpack(full))
+  end
+end
+for _, term in ipairs(terms) do
+  local row = {term.s}
+  if term.derived then
+    row[2] = -2
+  elseif term.n then
+    row[2] = term.n
+  else
+    row[2] = -1
+    for _, k in ipairs(term.keys) do row[#row + 1] = k end
+  end
+  rows[#rows + 1] = row
+end
+return {total, rows}
+"""
+
+# Per group of sets, the number of ids in all of them: one ZCARD, or a ZINTERCARD while the
+# groups' costs (as for count_jobs) add up to at most `budget`; else -1 and the group's sets,
+# smallest first, to walk.
+# ARGV: prefix, budget, ngroups, (nkeys, keys...)...
+_BODIES["cards"] = r"""
+local budget = tonumber(ARGV[2])
+local groups, p = {}, 4
+for g = 1, tonumber(ARGV[3]) do
+  local keys = {}
+  for i = 1, tonumber(ARGV[p]) do keys[i] = ARGV[p + i] end
+  p = p + #keys + 1
+  local cards = {}
+  for _, k in ipairs(keys) do cards[k] = redis.call('ZCARD', P .. k) end
+  table.sort(keys, function(a, b) return cards[a] < cards[b] end)
+  local cost = 0
+  if #keys > 1 then cost = (#keys - 1) * cards[keys[1]] end
+  groups[g] = {keys = keys, cost = cost, one = cards[keys[1]]}
+end
+local order = {}
+for _, g in ipairs(groups) do order[#order + 1] = g end
+table.sort(order, function(a, b) return a.cost < b.cost end)
+local spent = 0
+for _, g in ipairs(order) do
+  if #g.keys == 1 then
+    g.n = g.one
+  elseif spent + g.cost <= budget then
+    spent = spent + g.cost
+    local full = {}
+    for i, k in ipairs(g.keys) do full[i] = P .. k end
+    g.n = redis.call('ZINTERCARD', #full, unpack(full))
+  end
+end
+local out = {}
+for i, g in ipairs(groups) do
+  if g.n then
+    out[i] = {g.n}
+  else
+    out[i] = {-1}
+    for _, k in ipairs(g.keys) do out[i][#out[i] + 1] = k end
+  end
+end
+return out
+"""
+
+# ZCOUNT of each (key, min, max).
+# ARGV: prefix, n, (key, min, max)...
+_BODIES["zcounts"] = r"""
+local out = {}
+for i = 0, tonumber(ARGV[2]) - 1 do
+  local b = 3 + 3 * i
+  out[i + 1] = redis.call('ZCOUNT', P .. ARGV[b], ARGV[b + 1], ARGV[b + 2])
+end
+return out
+"""
+
+# One bounded step of a walk: up to `chunk` entries of the sorted set `driver` in score order,
+# after the cursor (else from the first with a score >= lo), stopping at the first with a score
+# >= hi. An entry matches when it is in every `in` set, in no `out` set and (with a score key)
+# has a score there below `below`. Returns the cursor to go on from ('' at the end), the number
+# of matches and, with a bucket width, the matches by bucket of their driver score (slot,
+# count...). With mode '1' the matches are dead-letter entries, deleted (at most `max`); with
+# mode 'ids' the matches are returned instead, each with its score in the score key (score,
+# id...).
+# ARGV: prefix, driver, cursor ('' / '=...'), chunk, lo, hi, nin, in keys..., nout, out keys...,
+#       score key (''), below, width (''), mode ('0' / '1' / 'ids'), max ('' = no bound)
+_WALK = r"""
+local driver, cursor, chunk = P .. ARGV[2], opt(ARGV[3]), tonumber(ARGV[4])
+local lo, hi = ARGV[5], ARGV[6]
+local hif = nil
+if hi ~= '+inf' then hif = tonumber(hi) end
+local p = 7
+local ins = {}
+for i = 1, tonumber(ARGV[p]) do ins[i] = P .. ARGV[p + i] end
+p = p + #ins + 1
+local outs = {}
+for i = 1, tonumber(ARGV[p]) do outs[i] = P .. ARGV[p + i] end
+p = p + #outs + 1
+local sk, below = ARGV[p], tonumber(ARGV[p + 1])
+if sk ~= '' then sk = P .. sk end
+local width = tonumber(ARGV[p + 2])
+local purge, collect, left = ARGV[p + 3] == '1', ARGV[p + 3] == 'ids', tonumber(ARGV[p + 4])
+local found = {}
+local r = zchunk(driver, cursor, lo, chunk)
+local n, slots, order, stopped = 0, {}, {}, false
+for i = 1, #r, 2 do
+  local id, sc = r[i], tonumber(r[i + 1])
+  if hif and sc >= hif then
+    stopped = true
+    break
+  end
+  local ok = true
+  for _, k in ipairs(ins) do
+    if not redis.call('ZSCORE', k, id) then ok = false break end
+  end
+  if ok then
+    for _, k in ipairs(outs) do
+      if redis.call('ZSCORE', k, id) then ok = false break end
+    end
+  end
+  local v = nil
+  if ok and sk ~= '' then
+    v = redis.call('ZSCORE', sk, id)
+    if not v or tonumber(v) >= below then ok = false end
+  end
+  if ok then
+    n = n + 1
+    if collect then
+      found[#found + 1] = v or r[i + 1]
+      found[#found + 1] = id
+    end
+    if width then
+      local slot = math.floor(sc / width)
+      if slots[slot] == nil then
+        order[#order + 1] = slot
+        slots[slot] = 0
+      end
+      slots[slot] = slots[slot] + 1
+    end
+    if purge then
+      delete_dlq(id)
+      if left then
+        left = left - 1
+        if left <= 0 then
+          stopped = true
+          break
+        end
+      end
+    end
+  end
+end
+local nxt = ''
+if not stopped and #r == 2 * chunk then nxt = zcursor(r[#r - 1], r[#r]) end
+local flat = found
+for _, slot in ipairs(order) do
+  flat[#flat + 1] = f0(slot)
+  flat[#flat + 1] = slots[slot]
+end
+return {nxt, n, flat}
+"""
+_BODIES["walk"] = _WALK
+_BODIES["purge_walk"] = _WALK  # the same script, under a name that says it writes
+
+# One bounded step of a throughput count over one finished index: from `from` on, up to
+# `steps` buckets (of `width`) that hold entries, each found with one ZRANGEBYSCORE and counted
+# with one ZCOUNT. Returns where to go on from ('' at the end) and (slot, count) pairs.
+# ARGV: prefix, key, from (inclusive), width, steps
+_BODIES["buckets"] = r"""
+local key, from, width = P .. ARGV[2], ARGV[3], tonumber(ARGV[4])
+local out = {}
+for _ = 1, tonumber(ARGV[5]) do
+  local first = redis.call('ZRANGEBYSCORE', key, from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #first == 0 then return {'', out} end
+  local slot = math.floor(tonumber(first[2]) / width)
+  local hi = f0((slot + 1) * width)
+  out[#out + 1] = f0(slot)
+  out[#out + 1] = redis.call('ZCOUNT', key, first[2], '(' .. hi)
+  from = hi
+end
+return {from, out}
+"""
+
+# The hashes (prefix .. member) of up to `chunk` members of a sorted set after the cursor; a
+# member without a hash is skipped. Returns the cursor to go on from ('' at the end) and them.
+# ARGV: prefix, key, hash prefix, cursor ('' / '=...'), chunk
+_BODIES["zhashes"] = r"""
+local chunk = tonumber(ARGV[5])
+local r = zchunk(P .. ARGV[2], opt(ARGV[4]), '-inf', chunk)
+local out = {}
+for i = 1, #r, 2 do
+  local h = redis.call('HGETALL', P .. ARGV[3] .. r[i])
+  if #h > 0 then out[#out + 1] = h end
+end
+local nxt = ''
+if #r == 2 * chunk then nxt = zcursor(r[#r - 1], r[#r]) end
+return {nxt, out}
+"""
+
+# The figures of some queues: row (limits, paused), depth, running, completed in (since, now].
+# A name left in qnames by a queue with neither a row nor a job is dropped.
+# ARGV: prefix, since (exclusive), now (inclusive), names...
+_BODIES["queue_stats"] = r"""
+local since, now = ARGV[2], ARGV[3]
+local out = {}
+for i = 4, #ARGV do
+  local q = ARGV[i]
+  local row = redis.call('SISMEMBER', P .. 'queues', q) == 1
+  if not row and redis.call('EXISTS', P .. 'jobs:q:' .. q) == 0 then
+    redis.call('SREM', P .. 'qnames', q)
+  else
+    local cfg = {}
+    if row then cfg = redis.call('HGETALL', P .. 'queue:' .. q) end
+    local depth = redis.call('ZCARD', P .. 'ready:' .. q)
+      + redis.call('ZCARD', P .. 'delayed:' .. q)
+    local running = tonumber(redis.call('HGET', P .. 'qrun:' .. q, '*')) or 0
+    local done = redis.call('ZCOUNT', P .. 'donec:' .. q, '(' .. since, now)
+    out[#out + 1] = {q, cfg, depth, running, done}
+  end
+end
+return out
+"""
+
+# -- retention, in bounded steps ----------------------------------------------------------------
+
+# Delete up to n jobs of one finished state that finished before `cut`, oldest first. Returns
+# the number deleted and the number of index entries looked at (fewer than n: nothing left).
+# ARGV: prefix, state, cut, n
+_BODIES["prune_jobs"] = r"""
+local state, n = ARGV[2], tonumber(ARGV[4])
+local ids = redis.call('ZRANGEBYSCORE', P .. 'done:' .. state, '-inf', '(' .. ARGV[3],
+  'LIMIT', 0, n)
+local deleted = 0
+for _, id in ipairs(ids) do
+  if redis.call('HGET', P .. 'job:' .. id, 'state') == state then
+    deleted = deleted + delete_job(id)
+  else
+    redis.call('ZREM', P .. 'done:' .. state, id)
+  end
+end
+return {deleted, #ids}
+"""
+
+# Delete up to n dead-letter entries that failed before `cut`, oldest first; returns as
+# prune_jobs does.
+# ARGV: prefix, cut, n
+_BODIES["prune_dlq"] = r"""
+local ids = redis.call('ZRANGEBYSCORE', P .. 'dlqs:failed', '-inf', '(' .. ARGV[2],
+  'LIMIT', 0, tonumber(ARGV[3]))
+local deleted = 0
+for _, id in ipairs(ids) do deleted = deleted + delete_dlq(id) end
+return {deleted, #ids}
+"""
+
+# Delete the dead-letter entries given that failed before `cut`; returns how many.
+# ARGV: prefix, cut, ids...
+_BODIES["delete_dlqs"] = r"""
+local cut, n = tonumber(ARGV[2]), 0
+for i = 3, #ARGV do
+  local at = redis.call('ZSCORE', P .. 'dlqs:failed', ARGV[i])
+  if at and tonumber(at) < cut then n = n + delete_dlq(ARGV[i]) end
+end
+return n
+"""
+
+# Look at up to n worker rows after the cursor; delete those not running and last seen before
+# `cut`. Returns the number deleted and the cursor to go on from ('' at the end).
+# ARGV: prefix, cut, cursor ('' / '=...'), n
+_BODIES["prune_workers"] = r"""
+local cut, n = tonumber(ARGV[2]), tonumber(ARGV[4])
+local r = zchunk(P .. 'workers', opt(ARGV[3]), '-inf', n)
+local deleted = 0
+for i = 1, #r, 2 do
+  local wid = r[i]
+  local wk = P .. 'worker:' .. wid
+  local h = redis.call('HMGET', wk, 'state', 'last_seen')
+  if not h[1] then
+    redis.call('ZREM', P .. 'workers', wid)
+  elseif h[1] ~= 'running' and tonumber(h[2]) < cut then
+    redis.call('DEL', wk)
+    redis.call('ZREM', P .. 'workers', wid)
+    deleted = deleted + 1
+  end
+end
+local nxt = ''
+if #r == 2 * n then nxt = zcursor(r[#r - 1], r[#r]) end
+return {deleted, nxt}
+"""
+
+# -- the keyspace version and its migrations -----------------------------------------------------
+
+# The keyspace's version: the stamp, else 1 when keys of an unstamped keyspace are there (an
+# older store that never ran migrate), else (a fresh keyspace) 0 after stamping `version`.
 # ARGV: prefix, version
 _BODIES["migrate"] = r"""
 local v = redis.call('GET', P .. 'schema')
 if v then return tonumber(v) end
+if redis.call('EXISTS', P .. 'jobs', P .. 'dlq', P .. 'dlqs', P .. 'workers', P .. 'crons',
+    P .. 'runs', P .. 'queues', P .. 'qnames') > 0 then
+  return 1
+end
 redis.call('SET', P .. 'schema', ARGV[2])
 return 0
+"""
+
+# ARGV: prefix, version
+_BODIES["stamp"] = r"""
+redis.call('SET', P .. 'schema', ARGV[2])
+return 1
+"""
+
+# Version 1 to 2, dead letters: move up to n entries from the version-1 indexes (dlq, dlq:q:,
+# dlq:n:, dlq:t:, dlq:rp, dlq:failed, which shared the entries' namespace dlq:<id>) to the
+# version-2 ones (dlqs...). Returns the number moved and the number whose entry was gone.
+# ARGV: prefix, n
+_BODIES["migrate_dlq"] = r"""
+local ids = redis.call('ZRANGE', P .. 'dlq', 0, tonumber(ARGV[2]) - 1)
+local gone = 0
+for _, id in ipairs(ids) do
+  local old = {P .. 'dlq', P .. 'dlq:rp', P .. 'dlq:failed'}
+  local e = hgetall(P .. 'dlq:' .. id)
+  if e.id then
+    old[#old + 1] = P .. 'dlq:q:' .. e.queue
+    old[#old + 1] = P .. 'dlq:n:' .. e.name
+    redis.call('ZADD', P .. 'dlqs', 0, id)
+    redis.call('ZADD', P .. 'dlqs:q:' .. e.queue, 0, id)
+    redis.call('ZADD', P .. 'dlqs:n:' .. e.name, 0, id)
+    if e.tenant then
+      old[#old + 1] = P .. 'dlq:t:' .. e.tenant
+      redis.call('ZADD', P .. 'dlqs:t:' .. e.tenant, 0, id)
+    end
+    redis.call('ZADD', P .. 'dlqs:failed', e.failed_at, id)
+    if e.replayed_at or redis.call('ZSCORE', P .. 'dlq:rp', id) then
+      redis.call('ZADD', P .. 'dlqs:rp', 0, id)
+    end
+  else
+    gone = gone + 1
+  end
+  for _, k in ipairs(old) do redis.call('ZREM', k, id) end
+end
+return {#ids, gone}
+"""
+
+# Version 1 to 2, finished jobs: add up to `chunk` entries of done:<state> after the cursor to
+# their queue's and tenant's finished indexes. Returns the cursor to go on from ('' at the end).
+# ARGV: prefix, state, cursor ('' / '=...'), chunk
+_BODIES["migrate_done"] = r"""
+local state, chunk = ARGV[2], tonumber(ARGV[4])
+local r = zchunk(P .. 'done:' .. state, opt(ARGV[3]), '-inf', chunk)
+for i = 1, #r, 2 do
+  local h = redis.call('HMGET', P .. 'job:' .. r[i], 'state', 'queue', 'tenant')
+  if h[1] == state then done_add(r[i], state, h[2], h[3] or nil, r[i + 1]) end
+end
+if #r == 2 * chunk then return zcursor(r[#r - 1], r[#r]) end
+return ''
+"""
+
+# Delete those of the keys that are sorted sets (version-1 dead-letter indexes left behind).
+# ARGV: prefix, keys (without the prefix)...
+_BODIES["drop_zsets"] = r"""
+local n = 0
+for i = 2, #ARGV do
+  local k = P .. ARGV[i]
+  if redis.call('TYPE', k)['ok'] == 'zset' then n = n + redis.call('DEL', k) end
+end
+return n
 """
 
 SCRIPTS: dict[str, str] = {name: PRELUDE + body for name, body in _BODIES.items()}

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -68,37 +70,84 @@ from dispatch_plugins.redis.listener import Listener
 from dispatch_plugins.redis.sync import RedisSyncStore, enqueue_result
 from dispatch_plugins.redis.url import RedisURL, parse_url
 
-__all__ = ["RedisStore", "SCHEMA_VERSION", "COUNT_RUNNABLE_CHUNK", "COUNT_RUNNABLE_LIMIT"]
+__all__ = [
+    "RedisStore",
+    "SCHEMA_VERSION",
+    "COUNT_RUNNABLE_CHUNK",
+    "COUNT_RUNNABLE_LIMIT",
+    "WALK_CHUNK",
+    "COUNT_BUDGET",
+    "DELETE_CHUNK",
+    "PAGE_EXAMINE",
+    "PAGE_ITEMS",
+    "BUCKET_STEPS",
+    "QUEUE_CHUNK",
+    "RESCUE_CHUNK",
+    "MIGRATE_CHUNK",
+]
 
 log = logging.getLogger("dispatch_plugins.redis")
 
-#: The keyspace layout version, kept in ``<prefix>:schema``.
-SCHEMA_VERSION = 1
+#: The keyspace layout version, kept in ``<prefix>:schema``. Version 2 moved the dead-letter
+#: indexes out of the entries' namespace and added the per-queue and per-tenant finished
+#: indexes.
+SCHEMA_VERSION = 2
 
-#: Scripts that only read: safe to run again after a dropped connection.
+#: Scripts safe to run again after a dropped connection: they only read, or do again what
+#: they did (drop a stale name, add an index entry).
 _READS = frozenset(
     {
         "page",
         "count_jobs",
         "count_runnable",
         "count_runnable_plan",
-        "throughput",
+        "cards",
+        "zcounts",
+        "walk",
+        "buckets",
+        "zhashes",
+        "queue_stats",
         "next_run_at",
-        "count_dlq",
-        "list_workers",
-        "list_cron",
-        "list_queues",
         "migrate",
+        "migrate_done",
     }
 )
+# Every script call does a bounded amount of work, so that it holds up other clients'
+# commands (a claim, a PING) for about a millisecond at most; calls that have more to do go on
+# from a cursor in the next call. The bounds below were measured on the 2-core test machine
+# (docs/redis.md, Limits).
+
 #: Entries one step of :meth:`RedisStore.count_runnable` looks at, at most (about a
 #: millisecond of the server's time: other clients' commands wait no longer for it).
 COUNT_RUNNABLE_CHUNK = 200
 #: Entries :meth:`RedisStore.count_runnable` looks at in one queue (or one tenant's index), at
 #: most: about half a second of the server's time.
 COUNT_RUNNABLE_LIMIT = 100_000
+#: Entries one step of a walk (a count or a throughput that cannot use an index directly, a
+#: list of workers or cron entries, the silent-worker check) looks at, at most.
+WALK_CHUNK = 250
+#: Index entries a count may look up in one script (``ZINTERCARD`` looks at the smallest set's
+#: entries once per other set); a count that would cost more walks in steps.
+COUNT_BUDGET = 5_000
+#: Rows one retention or purge step deletes (or looks at), at most.
+DELETE_CHUNK = 100
+#: Ids one listing step looks at, at most.
+PAGE_EXAMINE = 500
+#: Items one listing step returns, at most.
+PAGE_ITEMS = 50
+#: Buckets one throughput step counts, at most.
+BUCKET_STEPS = 100
+#: Queues one ``list_queues`` step reads, at most.
+QUEUE_CHUNK = 100
+#: Running jobs one rescue step looks at, at most.
+RESCUE_CHUNK = 100
+#: Entries one step of the version-1 upgrade moves, at most.
+MIGRATE_CHUNK = 200
 #: Dead-letter ids handed to one rescue script; it asks for more when it needs them.
 _RESCUE_DLQ_IDS = 32
+#: A dead-letter entry id (a TypeID ``dlq_...``): the store mints them, so any other string
+#: names no entry.
+_DLQ_ID = re.compile(r"dlq_[0-7][0-9a-hjkmnp-tv-z]{25}")
 _OUTCOME_KINDS = {
     OutcomeKind.COMPLETED: "completed",
     OutcomeKind.RETRY: "retry",
@@ -187,6 +236,21 @@ class RedisStore(Store):
                 raise unavailable(self.config, exc) from exc
         raise AssertionError("unreachable")
 
+    async def _scan(self, command: str, *key: str, count: int, **options: Any) -> list[Any]:
+        """Every item (every value, for ``hscan``) a SCAN-family command (``scan``, ``sscan``,
+        ``hscan``) returns, one bounded call at a time. Items may come twice."""
+        items: list[Any] = []
+        cursor = 0
+        while True:
+
+            def step(cl: aredis.Redis, at: int = cursor) -> Any:
+                return getattr(cl, command)(*key, at, count=count, **options)
+
+            cursor, batch = await self._cmd(step)
+            items += batch.values() if isinstance(batch, dict) else batch
+            if not cursor:
+                return items
+
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
@@ -250,8 +314,10 @@ class RedisStore(Store):
                 await client.aclose()
 
     async def migrate(self) -> list[str]:
-        """Stamp the keyspace version (keys are made as they are needed); return
-        ``["0001_keyspace"]`` the first time, ``[]`` after.
+        """Bring the keyspace to :data:`SCHEMA_VERSION` and return the migrations applied:
+        ``["0001_keyspace", "0002_disjoint_indexes"]`` on a fresh keyspace (only stamped: keys
+        are made as they are needed), ``["0002_disjoint_indexes"]`` on a version-1 keyspace
+        (moved in bounded steps, see :meth:`_upgrade_from_1`), ``[]`` after.
 
         Raises:
             StoreUnavailableError: the keyspace was written by a newer dispatch-redis.
@@ -262,7 +328,41 @@ class RedisStore(Store):
                 f"the keys under {self.prefix!r} on Redis at {self.config.display} are at "
                 f"version {found}, newer than this dispatch-redis ({SCHEMA_VERSION}); upgrade it"
             )
-        return [] if found else ["0001_keyspace"]
+        if found == 0:
+            return ["0001_keyspace", "0002_disjoint_indexes"]
+        if found == SCHEMA_VERSION:
+            return []
+        await self._upgrade_from_1()
+        await self._call("stamp", str(SCHEMA_VERSION))
+        return ["0002_disjoint_indexes"]
+
+    async def _upgrade_from_1(self) -> None:
+        """Version 1 to 2, in bounded steps (each idempotent, so an interrupted upgrade is
+        simply run again): the dead-letter indexes leave the entries' namespace (``dlq:q:``,
+        ``dlq:t:``... become ``dlqs:q:``, ``dlqs:t:``...), and finished jobs are added to
+        their queue's and tenant's finished indexes. Processes of the older version must be
+        stopped first: they keep writing the version-1 layout."""
+        log.info("upgrading the keys under %r to version %d", self.prefix, SCHEMA_VERSION)
+        gone = 0
+        while True:
+            moved, missing = await self._call("migrate_dlq", str(MIGRATE_CHUNK))
+            gone += int(missing)
+            if not int(moved):
+                break
+        leftovers = ["dlq:rp", "dlq:failed"]
+        if gone:
+            # index entries of entries that were gone: find the version-1 indexes they are in
+            pattern = f"{self.prefix}:dlq:[qtn]:*"
+            keys = await self._scan("scan", match=pattern, count=1000, _type="zset")
+            leftovers += (k[len(self.prefix) + 1 :] for k in keys)
+        for i in range(0, len(leftovers), MIGRATE_CHUNK):
+            await self._call("drop_zsets", *leftovers[i : i + MIGRATE_CHUNK])
+        for state in ("completed", "failed", "cancelled"):
+            cursor_s = ""
+            while True:
+                cursor_s = await self._call("migrate_done", state, cursor_s, str(MIGRATE_CHUNK))
+                if not cursor_s:
+                    break
 
     async def listen(self, wake: Callable[[], None]) -> StopListening:
         """Call ``wake()`` whenever a write made jobs runnable, in any process: the scripts
@@ -373,15 +473,33 @@ class RedisStore(Store):
     async def rescue_expired(
         self, *, now: datetime, worker_timeout: float | None = None
     ) -> list[Job]:
-        """Rescue expired leases (and the jobs of dead and stopped workers) in one script per
-        batch of dead-letter ids."""
-        silent = "" if worker_timeout is None else c.us(now - timedelta(seconds=worker_timeout))
+        """Rescue expired leases (and, with ``worker_timeout``, the jobs of dead and stopped
+        workers) in bounded steps: the worker rows are checked :data:`WALK_CHUNK` at a time,
+        then the running jobs :data:`RESCUE_CHUNK` at a time."""
+        revoke = False
+        if worker_timeout is not None:
+            cut = c.us(now - timedelta(seconds=worker_timeout))
+            cursor = ""
+            while True:
+                cursor, gone = await self._call("mark_silent", cut, cursor, str(WALK_CHUNK))
+                revoke = revoke or bool(int(gone))
+                if not cursor:
+                    break
         out: list[Job] = []
+        cursor = ""
         while True:
             ids = [new_id("dlq") for _ in range(_RESCUE_DLQ_IDS)]
-            more, rescued = await self._call("rescue", c.us(now), silent, str(len(ids)), *ids)
+            more, cursor, rescued = await self._call(
+                "rescue",
+                c.us(now),
+                "1" if revoke else "0",
+                cursor,
+                str(RESCUE_CHUNK),
+                str(len(ids)),
+                *ids,
+            )
             out += (c.job_from(flat) for flat in rescued)
-            if not more:
+            if not int(more):
                 return out
 
     async def next_run_at(
@@ -396,6 +514,8 @@ class RedisStore(Store):
     # -- inspection and control ----------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> Job:
+        # job:<id> holds job hashes only (every index lives elsewhere), so no id reaches
+        # another kind of key
         key = self._key("job", job_id)
         flat = await self._cmd(lambda cl: cl.hgetall(key))
         if not flat:
@@ -414,11 +534,29 @@ class RedisStore(Store):
         limit: int,
         hash_prefix: str,
     ) -> list[Any]:
-        args = [base, str(len(keys)), *keys, str(len(exclude)), *exclude]
-        args += ("1" if order is SortOrder.DESC else "0", c.opt(after), str(offset), str(limit))
-        args.append(hash_prefix)
-        res: list[Any] = await self._call("page", *args)
-        return res
+        """A listing page in bounded steps: each looks at :data:`PAGE_EXAMINE` ids at most and
+        returns :data:`PAGE_ITEMS` hashes at most; the next one goes on from its cursor."""
+        head = [base, str(len(keys)), *keys, str(len(exclude)), *exclude]
+        head.append("1" if order is SortOrder.DESC else "0")
+        out: list[Any] = []
+        skipped = 0
+        cursor = c.opt(after)
+        while len(out) < limit:
+            want = min(limit - len(out), PAGE_ITEMS)
+            items, skips, cursor = await self._call(
+                "page",
+                *head,
+                cursor,
+                str(offset - skipped),
+                str(want),
+                hash_prefix,
+                str(PAGE_EXAMINE),
+            )
+            out += items
+            skipped += int(skips)
+            if not cursor:
+                break
+        return out
 
     async def list_jobs(self, filter: JobFilter) -> list[Job]:
         """Walk the smallest index that matches (state, queue, name or tenant) by id, from the
@@ -447,13 +585,86 @@ class RedisStore(Store):
     async def count_jobs(
         self, *, queue: str | None = None, tenant: str | None = None
     ) -> dict[JobState, int]:
-        keys = []
-        if queue is not None:
-            keys.append(f"jobs:q:{queue}")
-        if tenant is not None:
-            keys.append(f"jobs:t:{tenant}")
-        flat = await self._call("count_jobs", str(len(keys)), *keys)
-        return {JobState(k): int(v) for k, v in c.as_dict(flat).items() if int(v)}
+        """Counts by state. Unfiltered: the sizes of the state indexes. For a queue or a
+        tenant: finished jobs from its finished indexes; pending, running and retrying by
+        intersecting their index with its own as far as that costs at most
+        :data:`COUNT_BUDGET` (the costliest of the three is what the others leave of the
+        total); what costs more is walked in bounded steps."""
+        total, rows = await self._call("count_jobs", c.opt(queue), c.opt(tenant), str(COUNT_BUDGET))
+        counts: dict[JobState, int] = {}
+        derived: JobState | None = None
+        for state, n, *keys in rows:
+            if int(n) == -2:
+                derived = JobState(state)
+            elif int(n) == -1:
+                counts[JobState(state)] = (await self._walk(keys[0], ins=keys[1:]))[0]
+            else:
+                counts[JobState(state)] = int(n)
+        if derived is not None:
+            # from one snapshot unless a state was walked; then jobs that moved meanwhile may
+            # make it a little off: never below zero
+            counts[derived] = max(0, int(total) - sum(counts.values()))
+        return {state: n for state, n in counts.items() if n}
+
+    async def _walk(
+        self,
+        driver: str,
+        *,
+        lo: str = "-inf",
+        hi: str = "+inf",
+        ins: Sequence[str] = (),
+        outs: Sequence[str] = (),
+        score_key: str = "",
+        below: str = "",
+        width: int | None = None,
+        purge: bool = False,
+        limit: int | None = None,
+        chunk: int | None = None,
+        collect: list[tuple[int, str]] | None = None,
+    ) -> tuple[int, dict[int, int]]:
+        """Walk the sorted set ``driver`` in score order (scores in ``[lo, hi)``), in steps of
+        ``chunk`` (:data:`WALK_CHUNK`) entries, counting the members in every ``ins`` set, in
+        no ``outs`` set and with a score below ``below`` in ``score_key``; by bucket of
+        ``width`` too. With ``purge``, the matches (dead-letter entries) are deleted, at most
+        ``limit``; with ``collect``, the ``limit`` matches of lowest score (in ``score_key``,
+        else in ``driver``) are kept there, as (score, member). Returns the count and the
+        counts by bucket."""
+        total = 0
+        slots: dict[int, int] = {}
+        cursor = ""
+        left = None if collect is not None else limit
+        mode = "1" if purge else "0" if collect is None else "ids"
+        while left is None or left > 0:
+            cursor, n, flat = await self._call(
+                "purge_walk" if purge else "walk",
+                driver,
+                cursor,
+                str(chunk or WALK_CHUNK),
+                lo,
+                hi,
+                str(len(ins)),
+                *ins,
+                str(len(outs)),
+                *outs,
+                score_key,
+                below,
+                "" if width is None else str(width),
+                mode,
+                "" if left is None else str(left),
+            )
+            total += int(n)
+            if left is not None:
+                left -= int(n)
+            if collect is not None:
+                found = [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+                collect[:] = heapq.nsmallest(limit or len(found), [*collect, *found])
+            else:
+                for i in range(0, len(flat), 2):
+                    slot = int(flat[i])
+                    slots[slot] = slots.get(slot, 0) + int(flat[i + 1])
+            if not cursor:
+                break
+        return total, slots
 
     async def count_runnable(
         self,
@@ -520,13 +731,34 @@ class RedisStore(Store):
         queue: str | None = None,
         tenant: str | None = None,
     ) -> list[ThroughputBucket]:
-        completed, failed = await self._call("throughput", c.us(since), c.opt(queue), c.opt(tenant))
-        counts: dict[int, list[int]] = {}
+        """Counted from the finished indexes by ``finished_at`` (all jobs', a queue's or a
+        tenant's): per bucket that holds any, one range lookup and one count, at most
+        :data:`BUCKET_STEPS` buckets a step. With both a queue and a tenant, the smaller of
+        the two windows is walked in bounded steps, checking the other by membership."""
         width = bucket_seconds * 1_000_000
-        for i, times in enumerate((completed, failed)):
-            for raw in times:
-                slot = int(float(raw)) // width
-                counts.setdefault(slot, [0, 0])[i] += 1
+        frm = c.us(since)
+        counts: dict[int, list[int]] = {}
+        for i, (state, tag) in enumerate((("completed", "c"), ("failed", "f"))):
+            if queue is not None and tenant is not None:
+                by_tenant, by_queue = f"tdone{tag}:{tenant}", f"done{tag}:{queue}"
+                n_tenant, n_queue = await self._call(
+                    "zcounts", "2", by_tenant, frm, "+inf", by_queue, frm, "+inf"
+                )
+                if int(n_tenant) <= int(n_queue):
+                    walk = (by_tenant, f"jobs:q:{queue}")
+                else:
+                    walk = (by_queue, f"jobs:t:{tenant}")
+                _, slots = await self._walk(walk[0], lo=frm, ins=[walk[1]], width=width)
+            else:
+                if queue is not None:
+                    key = f"done{tag}:{queue}"
+                elif tenant is not None:
+                    key = f"tdone{tag}:{tenant}"
+                else:
+                    key = f"done:{state}"
+                slots = await self._buckets(key, frm, width)
+            for slot, n in slots.items():
+                counts.setdefault(slot, [0, 0])[i] += n
         return [
             ThroughputBucket(
                 start=datetime.fromtimestamp(slot * bucket_seconds, UTC),
@@ -534,7 +766,16 @@ class RedisStore(Store):
                 failed=pair[1],
             )
             for slot, pair in sorted(counts.items())
+            if pair[0] or pair[1]
         ]
+
+    async def _buckets(self, key: str, frm: str, width: int) -> dict[int, int]:
+        slots: dict[int, int] = {}
+        while frm:
+            frm, flat = await self._call("buckets", key, frm, str(width), str(BUCKET_STEPS))
+            for i in range(0, len(flat), 2):
+                slots[int(flat[i])] = int(flat[i + 1])
+        return slots
 
     async def cancel(self, job_id: str, *, now: datetime) -> Job:
         res = await self._call("cancel", c.us(now), job_id)
@@ -549,18 +790,18 @@ class RedisStore(Store):
     async def list_dlq(self, filter: DLQFilter) -> list[DLQEntry]:
         keys = []
         if filter.queue is not None:
-            keys.append(f"dlq:q:{filter.queue}")
+            keys.append(f"dlqs:q:{filter.queue}")
         if filter.tenant is not None:
-            keys.append(f"dlq:t:{filter.tenant}")
+            keys.append(f"dlqs:t:{filter.tenant}")
         if filter.name is not None:
-            keys.append(f"dlq:n:{filter.name}")
+            keys.append(f"dlqs:n:{filter.name}")
         exclude = []
         if filter.replayed is True:
-            keys.append("dlq:rp")
+            keys.append("dlqs:rp")
         elif filter.replayed is False:
-            exclude.append("dlq:rp")
+            exclude.append("dlqs:rp")
         res = await self._page(
-            base="dlq",
+            base="dlqs",
             keys=keys,
             exclude=exclude,
             order=filter.order,
@@ -579,23 +820,85 @@ class RedisStore(Store):
         replayed: bool | None = None,
         before: datetime | None = None,
     ) -> int:
-        keys = []
-        if queue is not None:
-            keys.append(f"dlq:q:{queue}")
-        if tenant is not None:
-            keys.append(f"dlq:t:{tenant}")
-        rp = "" if replayed is None else ("1" if replayed else "0")
-        return int(
-            await self._call(
-                "count_dlq",
-                str(len(keys)),
-                *keys,
-                rp,
-                "" if before is None else c.us(before),
+        """Index sizes, intersections as far as they cost at most :data:`COUNT_BUDGET`, and
+        walks in bounded steps past that (and for ``before`` with filters: the smaller of the
+        window of ``dlqs:failed`` and the smallest filter index)."""
+        filters = _dlq_filters(queue, tenant)
+        if before is None:
+            base = filters or ["dlqs"]
+            if replayed is None:
+                groups = [base]
+            elif replayed:
+                groups = [[*base, "dlqs:rp"]]
+            else:
+                groups = [base, [*base, "dlqs:rp"]]
+            args: list[str] = [str(COUNT_BUDGET), str(len(groups))]
+            for g in groups:
+                args += (str(len(g)), *g)
+            values = []
+            for n, *keys in await self._call("cards", *args):
+                if int(n) < 0:
+                    n = (await self._walk(keys[0], ins=keys[1:]))[0]
+                values.append(int(n))
+            return values[0] if len(values) == 1 else max(0, values[0] - values[1])
+        cut = c.us(before)
+        ins = [*filters, "dlqs:rp"] if replayed else filters
+        outs = ["dlqs:rp"] if replayed is False else []
+        if not ins and not outs:
+            (n,) = await self._call("zcounts", "1", "dlqs:failed", "-inf", f"({cut}")
+            return int(n)
+        return await self._dlq_walk(cut, ins, outs, purge=False)
+
+    async def _dlq_walk(
+        self, cut: str, ins: list[str], outs: list[str], *, purge: bool, limit: int | None = None
+    ) -> int:
+        """Count (or purge, at most ``limit``, oldest first) the entries that failed before
+        ``cut``, in every ``ins`` index and in no ``outs`` one, walking the smaller of the
+        window and the smallest ``ins`` index."""
+        args = ["dlqs:failed", "-inf", f"({cut}"]
+        for k in ins:
+            args += (k, "-inf", "+inf")
+        window, *sizes = (int(n) for n in await self._call("zcounts", str(len(ins) + 1), *args))
+        chunk = DELETE_CHUNK if purge else None
+        if not sizes or min(sizes) >= window:
+            n, _ = await self._walk(
+                "dlqs:failed", hi=cut, ins=ins, outs=outs, purge=purge, limit=limit, chunk=chunk
             )
+            return n
+        i = sizes.index(min(sizes))
+        driver, rest = ins[i], ins[:i] + ins[i + 1 :]
+        if not purge or limit is None:
+            n, _ = await self._walk(
+                driver,
+                ins=rest,
+                outs=outs,
+                score_key="dlqs:failed",
+                below=cut,
+                purge=purge,
+                chunk=chunk,
+            )
+            return n
+        # the oldest `limit` of them: found in steps, then deleted in steps
+        oldest: list[tuple[int, str]] = []
+        await self._walk(
+            driver,
+            ins=rest,
+            outs=outs,
+            score_key="dlqs:failed",
+            below=cut,
+            limit=limit,
+            collect=oldest,
         )
+        deleted = 0
+        ids = [member for _, member in sorted(oldest)]
+        for j in range(0, len(ids), DELETE_CHUNK):
+            deleted += int(await self._call("delete_dlqs", cut, *ids[j : j + DELETE_CHUNK]))
+        return deleted
 
     async def get_dlq(self, entry_id: str) -> DLQEntry:
+        # entry ids are minted by this store: anything else is no entry, and never a key
+        if not _DLQ_ID.fullmatch(entry_id):
+            raise DLQEntryNotFoundError(entry_id)
         key = self._key("dlq", entry_id)
         flat = await self._cmd(lambda cl: cl.hgetall(key))
         if not flat or "job_id" not in flat:
@@ -603,6 +906,8 @@ class RedisStore(Store):
         return c.dlq_from([x for kv in flat.items() for x in kv])
 
     async def replay_dlq(self, entry_id: str, *, new_job_id: str, now: datetime) -> Job:
+        if not _DLQ_ID.fullmatch(entry_id):
+            raise DLQEntryNotFoundError(entry_id)
         res = await self._call("replay_dlq", c.us(now), entry_id, new_job_id)
         status = int(res[0])
         if status == -2:
@@ -619,20 +924,23 @@ class RedisStore(Store):
         tenant: str | None = None,
         limit: int | None = None,
     ) -> int:
-        keys = []
-        if queue is not None:
-            keys.append(f"dlq:q:{queue}")
-        if tenant is not None:
-            keys.append(f"dlq:t:{tenant}")
-        return int(
-            await self._call(
-                "purge_dlq",
-                c.us(before),
-                str(len(keys)),
-                *keys,
-                "" if limit is None else str(limit),
-            )
-        )
+        """Delete in bounded steps of :data:`DELETE_CHUNK` entries, oldest first. With filters,
+        walking the smaller of the window and the smallest filter index (from which, with a
+        ``limit``, the oldest matches are gathered first, then deleted)."""
+        cut = c.us(before)
+        filters = _dlq_filters(queue, tenant)
+        if limit is not None and limit <= 0:
+            return 0
+        if not filters:
+            total = 0
+            while limit is None or total < limit:
+                n = DELETE_CHUNK if limit is None else min(DELETE_CHUNK, limit - total)
+                deleted, seen = await self._call("prune_dlq", cut, str(n))
+                total += int(deleted)
+                if int(seen) < n:
+                    break
+            return total
+        return await self._dlq_walk(cut, filters, [], purge=True, limit=limit)
 
     # -- the cluster: workers and the leader ------------------------------------------------------
 
@@ -643,8 +951,20 @@ class RedisStore(Store):
         await self._call("deregister_worker", worker_id, c.us(now))
 
     async def list_workers(self) -> list[WorkerInfo]:
-        leader, rows = await self._call("list_workers")
-        return [c.worker_from(flat, leader) for flat in rows]
+        leader = await self._cmd(lambda cl: cl.hget(self._key("leader"), "holder"))
+        return [
+            c.worker_from(flat, leader or "") for flat in await self._zhashes("workers", "worker:")
+        ]
+
+    async def _zhashes(self, key: str, hash_prefix: str) -> list[Any]:
+        """The hashes of a sorted set's members, in its order, :data:`WALK_CHUNK` a step."""
+        out: list[Any] = []
+        cursor = ""
+        while True:
+            cursor, rows = await self._call("zhashes", key, hash_prefix, cursor, str(WALK_CHUNK))
+            out += rows
+            if not cursor:
+                return out
 
     async def acquire_leadership(self, *, worker_id: str, ttl: float, now: datetime) -> bool:
         """Take or renew the lease in one script: a compare-and-set on the holder and expiry
@@ -674,7 +994,7 @@ class RedisStore(Store):
         await self._call("upsert_cron", *args)
 
     async def list_cron(self) -> list[CronEntry]:
-        return [c.cron_from(flat) for flat in await self._call("list_cron")]
+        return [c.cron_from(flat) for flat in await self._zhashes("crons", "cron:")]
 
     async def get_cron(self, name: str) -> CronEntry:
         key = self._key("cron", name)
@@ -739,39 +1059,66 @@ class RedisStore(Store):
         await self._call("pause_queue", name, "1" if paused else "0")
 
     async def list_queues(self, *, now: datetime) -> list[QueueStats]:
-        rows = await self._call("list_queues", c.us(now - timedelta(minutes=1)), c.us(now))
+        """The queues with a row or a job, read with ``SSCAN`` and :data:`QUEUE_CHUNK` queues
+        a step."""
+        names: set[str] = set()
+        for key in ("queues", "qnames"):
+            names.update(await self._scan("sscan", self._key(key), count=QUEUE_CHUNK))
+        since, until = c.us(now - timedelta(minutes=1)), c.us(now)
+        ordered = sorted(names)
         out = []
-        for name, cfg, depth, running, done in rows:
-            h = c.as_dict(cfg)
-            out.append(
-                QueueStats(
-                    name=name,
-                    config=c.queue_config_from(name, cfg),
-                    paused=h.get("paused") == "1",
-                    depth=int(depth),
-                    running=int(running),
-                    completed_last_minute=int(done),
+        for i in range(0, len(ordered), QUEUE_CHUNK):
+            rows = await self._call("queue_stats", since, until, *ordered[i : i + QUEUE_CHUNK])
+            for name, cfg, depth, running, done in rows:
+                h = c.as_dict(cfg)
+                out.append(
+                    QueueStats(
+                        name=name,
+                        config=c.queue_config_from(name, cfg),
+                        paused=h.get("paused") == "1",
+                        depth=int(depth),
+                        running=int(running),
+                        completed_last_minute=int(done),
+                    )
                 )
-            )
-        return sorted(out, key=lambda q: q.name)
+        return out
 
     # -- retention ---------------------------------------------------------------------------------
 
     async def prune(self, cutoffs: PruneCutoffs, *, limit: int = 10_000) -> int:
-        def cut(d: datetime | None) -> str:
-            return "" if d is None else c.us(d)
+        """Delete in bounded steps of :data:`DELETE_CHUNK` rows, oldest first, at most
+        ``limit`` of each kind (each finished state, dead letters, workers)."""
+        total = 0
+        for state, cut in (
+            ("completed", cutoffs.completed),
+            ("failed", cutoffs.failed),
+            ("cancelled", cutoffs.cancelled),
+        ):
+            if cut is not None:
+                total += await self._prune_steps("prune_jobs", state, c.us(cut), limit=limit)
+        if cutoffs.dlq is not None:
+            total += await self._prune_steps("prune_dlq", c.us(cutoffs.dlq), limit=limit)
+        if cutoffs.workers is not None:
+            cut_w, cursor, left = c.us(cutoffs.workers), "", limit
+            while left > 0:
+                n = min(DELETE_CHUNK, left)
+                deleted, cursor = await self._call("prune_workers", cut_w, cursor, str(n))
+                total += int(deleted)
+                left -= int(deleted)
+                if not cursor:
+                    break
+        return total
 
-        return int(
-            await self._call(
-                "prune",
-                str(limit),
-                cut(cutoffs.completed),
-                cut(cutoffs.failed),
-                cut(cutoffs.cancelled),
-                cut(cutoffs.dlq),
-                cut(cutoffs.workers),
-            )
-        )
+    async def _prune_steps(self, script: str, *args: str, limit: int) -> int:
+        done, left = 0, limit
+        while left > 0:
+            n = min(DELETE_CHUNK, left)
+            deleted, seen = await self._call(script, *args, str(n))
+            done += int(deleted)
+            left -= int(deleted)
+            if int(seen) < n:
+                break
+        return done
 
     # -- durable workflows -------------------------------------------------------------------------
 
@@ -819,10 +1166,9 @@ class RedisStore(Store):
         return [c.run_from(flat) for flat in res]
 
     async def list_steps(self, run_id: str) -> list[StepRecord]:
-        key = self._key("steps", run_id)
-        h = await self._cmd(lambda cl: cl.hgetall(key))
-        steps = [c.step_from(raw) for raw in h.values()]
-        return sorted(steps, key=lambda s: s.seq)
+        raws = await self._scan("hscan", self._key("steps", run_id), count=WALK_CHUNK)
+        steps = {s.seq: s for s in (c.step_from(raw) for raw in raws)}
+        return sorted(steps.values(), key=lambda s: s.seq)
 
     async def save_step(self, run_id: str, step: StepRecord, *, now: datetime) -> StepRecord:
         res = await self._call(
@@ -906,6 +1252,15 @@ class RedisStore(Store):
     ) -> WorkflowEvent | None:
         raw = await self._call("take_event", run_id, name, str(seq))
         return None if raw is None else c.event_from(raw, seq)
+
+
+def _dlq_filters(queue: str | None, tenant: str | None) -> list[str]:
+    keys = []
+    if queue is not None:
+        keys.append(f"dlqs:q:{queue}")
+    if tenant is not None:
+        keys.append(f"dlqs:t:{tenant}")
+    return keys
 
 
 def _transition(job_id: str, res: list[Any], target: JobState) -> Job:
