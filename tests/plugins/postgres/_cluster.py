@@ -106,6 +106,12 @@ class PrivateCluster:
         )
         self.started = True
 
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` terminates the sessions and shuts down cleanly,
+        ``immediate`` is a crash."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+        self.started = False
+
     def restart(self) -> None:
         """Stop (fast: sessions are terminated, transactions rolled back) and start again."""
         self._run(

@@ -17,6 +17,8 @@ import pytest
 
 from dispatch_plugins.postgres import PostgresStore
 
+from ._cluster import PrivateCluster, find_bindir
+
 DSN = os.environ.get("DISPATCH_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -77,3 +79,19 @@ async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+def cluster(require_service: Callable[[str], None]) -> Iterator[PrivateCluster]:
+    """A private cluster of our own, which the test may stop and restart at will."""
+    bindir = find_bindir()
+    if bindir is None:
+        require_service("PostgreSQL server binaries (initdb, pg_ctl)")
+    assert bindir is not None
+    made = PrivateCluster(bindir)
+    try:
+        made.init()
+        made.start()
+        yield made
+    finally:
+        made.destroy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from dispatch_core import Engine
 from dispatch_core.errors import StoreUnavailableError
 from dispatch_core.models import utcnow
+from dispatch_core.states import JobState
 from dispatch_core.testing import make_new_job
 from dispatch_plugins.postgres import PostgresStore
 
@@ -106,35 +108,85 @@ async def _terminate(app: str) -> int:
         return int(row[0])
 
 
-async def test_lost_connections_raise_unavailable_then_the_pool_recovers(
+async def _backends(admin: psycopg.AsyncConnection[Any], app: str, where: str = "") -> list[int]:
+    cur = await admin.execute(
+        f"SELECT pid FROM pg_stat_activity WHERE application_name = %s {where}", (app,)
+    )
+    return [int(pid) for (pid,) in await cur.fetchall()]
+
+
+async def _until_backends(
+    admin: psycopg.AsyncConnection[Any], app: str, where: str, wanted: int
+) -> list[int]:
+    """Wait until ``wanted`` backends of ``app`` match ``where``; return their pids."""
+    for _ in range(500):
+        pids = await _backends(admin, app, where)
+        if len(pids) == wanted:
+            return pids
+        await asyncio.sleep(0.01)
+    pytest.fail(f"never {wanted} backends of {app} {where}")
+
+
+async def test_connections_found_dead_before_use_are_replaced_for_any_call(
     pg_dsn: str, schema: str
 ) -> None:
     app = f"dispatch_test_{secrets.token_hex(3)}"
-    store = PostgresStore(with_params(pg_dsn, schema=schema, min_size="2", application_name=app))
+    store = PostgresStore(with_params(pg_dsn, schema=schema, min_size="3", application_name=app))
     await store.open()
     await store.migrate()
     try:
         (job,) = await store.enqueue([make_new_job()])
-        assert await _terminate(app) >= 1
-        # a read is run again on a fresh connection: the caller sees nothing
-        assert (await store.get_job(job.id)).id == job.id
-        assert await _terminate(app) >= 1
-        # a write is not (it may have committed): it fails with StoreUnavailableError...
-        with pytest.raises(StoreUnavailableError, match="PostgreSQL at"):
-            await store.claim(
-                worker_id="w", queues=None, names=None, limit=1, lease_seconds=30, now=utcnow()
-            )
-        # ...and once the pool has replaced its dead connections, writes work again
-        for _ in range(50):
-            try:
-                claimed = await store.claim(
-                    worker_id="w", queues=None, names=None, limit=1, lease_seconds=30, now=utcnow()
-                )
-                break
-            except StoreUnavailableError:
-                await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the pool did not recover")
+        await asyncio.gather(*(store.count_jobs() for _ in range(3)))  # three idle connections
+        async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as admin:
+            assert await _terminate(app) >= 3
+            await _until_backends(admin, app, "", 0)  # gone: their sockets say so
+        # Nothing was sent on a dead connection: a write goes on with a fresh one, safely.
+        claimed = await store.claim(
+            worker_id="w", queues=None, names=None, limit=1, lease_seconds=30, now=utcnow()
+        )
         assert [j.id for j in claimed] == [job.id]
+    finally:
+        await store.close()
+
+
+async def test_a_connection_lost_under_a_call_reruns_a_read_but_not_a_write(
+    pg_dsn: str, schema: str
+) -> None:
+    app = f"dispatch_test_{secrets.token_hex(3)}"
+    store = PostgresStore(with_params(pg_dsn, schema=schema, max_size="1", application_name=app))
+    await store.open()
+    await store.migrate()
+    waiting = "AND wait_event_type = 'Lock'"
+    try:
+        (job,) = await store.enqueue([make_new_job()])
+        async with (
+            await psycopg.AsyncConnection.connect(DSN, autocommit=True) as admin,
+            await psycopg.AsyncConnection.connect(DSN) as locker,
+        ):
+            # A read blocked by a table lock, whose connection is killed: it is run again on
+            # a fresh connection, and the caller sees nothing.
+            await locker.execute(f'LOCK TABLE "{schema}".jobs IN ACCESS EXCLUSIVE MODE')
+            reading = asyncio.create_task(store.get_job(job.id))
+            (pid,) = await _until_backends(admin, app, waiting, 1)
+            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            # Waiting once more, on a new connection.
+            await _until_backends(admin, app, f"{waiting} AND pid <> {pid}", 1)
+            await locker.rollback()
+            assert (await asyncio.wait_for(reading, 10)).id == job.id
+
+            # A write blocked by the job's row lock, whose connection is killed: it may have
+            # committed, so it is not run again; it fails with StoreUnavailableError.
+            await locker.execute(
+                f'SELECT 1 FROM "{schema}".jobs WHERE id = %s FOR UPDATE', (job.id,)
+            )
+            cancelling = asyncio.create_task(store.cancel(job.id, now=utcnow()))
+            (pid,) = await _until_backends(admin, app, waiting, 1)
+            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            with pytest.raises(StoreUnavailableError, match="PostgreSQL at"):
+                await asyncio.wait_for(cancelling, 10)
+            await locker.rollback()
+        assert (await store.get_job(job.id)).state is JobState.PENDING  # not cancelled
+        # ...and the store works on.
+        assert (await store.cancel(job.id, now=utcnow())).state is JobState.CANCELLED
     finally:
         await store.close()

@@ -37,7 +37,7 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     sent: list[str] = []
     real = run_async
 
-    async def counting(conn: Any, steps: ops.Steps[Any], *, own: bool) -> Any:
+    async def counting(conn: Any, steps: ops.Steps[Any], *, own: bool, guard: Any = None) -> Any:
         def spy() -> ops.Steps[Any]:
             reply: Any = None
             while True:
@@ -49,7 +49,7 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
                     sent.append(step.sql)
                 reply = yield step
 
-        return await real(conn, spy(), own=own)
+        return await real(conn, spy(), own=own, guard=guard)
 
     monkeypatch.setattr(store_module, "run_async", counting)
     return sent

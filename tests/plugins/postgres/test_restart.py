@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -14,7 +14,7 @@ from dispatch_core.errors import StoreUnavailableError
 from dispatch_core.states import JobState
 from dispatch_plugins.postgres import PostgresStore
 
-from ._cluster import PrivateCluster, find_bindir
+from ._cluster import PrivateCluster
 
 JOBS = 600
 
@@ -25,22 +25,6 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
             return
         await asyncio.sleep(0.02)
     raise TimeoutError(f"not true after {timeout}s")
-
-
-@pytest.fixture
-def cluster(require_service: Callable[[str], None]) -> Iterator[PrivateCluster]:
-    """A private cluster of our own, which the test may restart at will."""
-    bindir = find_bindir()
-    if bindir is None:
-        require_service("PostgreSQL server binaries (initdb, pg_ctl)")
-    assert bindir is not None
-    made = PrivateCluster(bindir)
-    try:
-        made.init()
-        made.start()
-        yield made
-    finally:
-        made.destroy()
 
 
 @pytest.mark.slow

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from dispatch_core.errors import StoreURLError
+from dispatch_plugins.postgres.connection import session_sql
 from dispatch_plugins.postgres.url import (
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_LIBPQ,
     DEFAULT_MAX_SIZE,
     DEFAULT_MIN_SIZE,
     DEFAULT_POOL_TIMEOUT,
@@ -44,6 +46,65 @@ def test_our_parameters_are_read_and_removed() -> None:
     for ours in ("schema", "min_size", "max_size", "pool_timeout", "prepare_threshold", "worker_"):
         assert ours not in cfg.conninfo
     assert cfg.conninfo.startswith("postgres://u@h/db")
+
+
+def test_timeouts_and_keepalives_by_default() -> None:
+    cfg = parse_url("postgresql://app@db.internal:5433/jobs")
+    assert cfg.statement_timeout == 10
+    assert cfg.lock_timeout == 0
+    assert cfg.idle_in_transaction_session_timeout == 30
+    assert cfg.call_timeout == 12  # statement_timeout + 2: the server's cancellation first
+    for key, value in DEFAULT_LIBPQ.items():
+        assert f"{key}={value}" in cfg.conninfo
+    assert "tcp_user_timeout=30000" in cfg.conninfo
+    assert session_sql(cfg).endswith(
+        "SET statement_timeout = 10000; SET lock_timeout = 0; "
+        "SET idle_in_transaction_session_timeout = 30000"
+    )
+
+
+def test_timeouts_are_read_and_removed() -> None:
+    cfg = parse_url(
+        "postgresql://h/db?statement_timeout=30&lock_timeout=2.5"
+        "&idle_in_transaction_session_timeout=0&call_timeout=45"
+    )
+    assert (cfg.statement_timeout, cfg.lock_timeout) == (30, 2.5)
+    assert cfg.idle_in_transaction_session_timeout == 0  # no limit
+    assert cfg.call_timeout == 45
+    for ours in ("statement_timeout", "lock_timeout", "idle_in_", "call_timeout"):
+        assert ours not in cfg.conninfo
+    assert session_sql(cfg).endswith(
+        "SET statement_timeout = 30000; SET lock_timeout = 2500; "
+        "SET idle_in_transaction_session_timeout = 0"
+    )
+    # a tiny limit stays a limit (0 ms would mean none)
+    assert "SET statement_timeout = 1;" in session_sql(
+        parse_url("postgresql://h/db?statement_timeout=0.0001")
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "call_timeout"),
+    [
+        ("statement_timeout=30", 32.0),
+        ("statement_timeout=0", 0.0),
+        ("statement_timeout=0&call_timeout=20", 20.0),
+    ],
+)
+def test_call_timeout_follows_statement_timeout_unless_given(
+    query: str, call_timeout: float
+) -> None:
+    assert parse_url(f"postgresql://h/db?{query}").call_timeout == call_timeout
+
+
+def test_libpq_keepalive_settings_in_the_url_win() -> None:
+    cfg = parse_url("postgresql://h/db?keepalives_idle=60&tcp_user_timeout=0&keepalives=0")
+    assert cfg.conninfo.count("keepalives_idle") == 1
+    assert "keepalives_idle=60" in cfg.conninfo
+    assert cfg.conninfo.count("tcp_user_timeout") == 1
+    assert "tcp_user_timeout=0" in cfg.conninfo
+    assert "keepalives=0" in cfg.conninfo
+    assert "keepalives_interval=5" in cfg.conninfo  # the ones not given keep our defaults
 
 
 def test_min_size_alone_raises_the_default_max() -> None:
@@ -105,8 +166,15 @@ def test_unix_socket_host_is_displayed_as_such() -> None:
         ("postgresql://h/db?max_size=0", "must be >= 1"),
         ("postgresql://h/db?max_size=many", "must be an integer"),
         ("postgresql://h/db?min_size=5&max_size=2", "smaller than min_size"),
-        ("postgresql://h/db?pool_timeout=0", "pool_timeout"),
+        ("postgresql://h/db?pool_timeout=0", r"pool_timeout='0'.*seconds > 0"),
         ("postgresql://h/db?pool_timeout=nan", "pool_timeout"),
+        ("postgresql://h/db?statement_timeout=-1", r"statement_timeout='-1'.*>= 0 \(0: no limit"),
+        ("postgresql://h/db?statement_timeout=10s", r"statement_timeout='10s'.*number of seconds"),
+        ("postgresql://h/db?lock_timeout=inf", r"lock_timeout='inf'.*number of seconds"),
+        ("postgresql://h/db?call_timeout=nan", r"call_timeout='nan'.*number of seconds"),
+        ("postgresql://h/db?idle_in_transaction_session_timeout=", "idle_in_transaction_session"),
+        ("postgresql://h/db?statement_timeout=3000000", r"too long.*at most 2147483 seconds"),
+        ("postgresql://h/db?call_timeout=1&call_timeout=2", "given twice"),
         ("postgresql://h/db?prepare_threshold=soon", "must be an integer"),
         ("postgresql://[::1/db", "invalid PostgreSQL store URL"),
         ("postgresql://h/db?worker_synchronous_commit=maybe", "must be on or off"),

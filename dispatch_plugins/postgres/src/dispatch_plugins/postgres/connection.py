@@ -4,13 +4,31 @@ translation of driver errors into Dispatch's.
 The store's connections are autocommit (one statement, one transaction, one round trip) and
 use the UTC session time zone, so times come back in UTC without conversion. Pools are made
 here but owned by the stores, which open them lazily and once per process.
+
+Every wait for the server is bounded three ways. The server cancels a statement of the store
+after ``statement_timeout`` (and ends a session idle in a transaction); TCP keepalives and
+``tcp_user_timeout`` (libpq parameters, see :mod:`~dispatch_plugins.postgres.url`) make the
+kernel drop a connection whose peer vanished. Neither helps when the server's host is up but
+the server does not answer (a stopped process, a proxy that accepts and forwards nothing: the
+kernel acknowledges every packet), so a *deadline* guards each step of a call on the store's
+own connections: a step still waiting for the server after ``call_timeout`` seconds has its
+socket shut down (:func:`sever`), which fails the step at once with a connection error and
+gets the connection discarded by the pool.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import os
 import re
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack, ExitStack
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -27,7 +45,16 @@ __all__ = [
     "connect_sync",
     "make_async_pool",
     "make_sync_pool",
+    "session_sql",
+    "timeout_sql",
+    "needs_check",
+    "sever",
+    "Guard",
+    "AsyncDeadline",
+    "SyncWatchdog",
+    "POOL_RECONNECT_TIMEOUT",
     "unavailable",
+    "no_answer",
     "store_error",
     "is_retryable",
     "AsyncPool",
@@ -61,10 +88,233 @@ _SESSION = (
     "SET plan_cache_mode = force_generic_plan"
 )
 
+#: psycopg_pool's ``reconnect_timeout``: how long the pool keeps trying to replace a lost
+#: connection. Its retries back off exponentially from 1 s (1, 2, 4, 8 s...: not tunable),
+#: and a connection slot stays taken while its retry sleeps, so after an outage of a few
+#: seconds a pool with the default (5 minutes) reconnected up to ten seconds after the server
+#: was back. With 0.5 s the pool tries once at once and once 0.5 s later, then gives the slot
+#: up (and tells the store, through ``reconnect_failed``, that the server is unreachable);
+#: the next call that finds no idle connection grows the pool again, at once.
+POOL_RECONNECT_TIMEOUT = 0.5
+#: Rows of a ``COPY`` between two renewals of its deadline: a bulk enqueue is bounded by the
+#: server's progress, not by its total length.
+_COPY_KICK_ROWS = 1000
+
+
+def _ms(seconds: float) -> int:
+    """``seconds`` as whole milliseconds for a server setting: a positive value stays > 0
+    (0 would mean "no limit"), and none exceeds what the server takes (INT_MAX)."""
+    return min(max(1, math.ceil(seconds * 1000)), 2**31 - 1) if seconds > 0 else 0
+
+
+def timeout_sql(seconds: float) -> str:
+    """A statement that sets the session's ``statement_timeout`` to ``seconds`` (0: none)."""
+    return f"SET statement_timeout = {_ms(seconds)}"
+
+
+def session_sql(config: PostgresURL) -> str:
+    """The settings every connection of the store starts with: :data:`_SESSION` and the
+    server-side timeouts of ``config`` (milliseconds; 0 is no limit)."""
+    return (
+        f"{_SESSION}; {timeout_sql(config.statement_timeout)}; "
+        f"SET lock_timeout = {_ms(config.lock_timeout)}; "
+        "SET idle_in_transaction_session_timeout = "
+        f"{_ms(config.idle_in_transaction_session_timeout)}"
+    )
+
+
+#: Lifts the server's statement clock for the rest of the transaction: a ``COPY`` is paced by
+#: the client (its rows are encoded as they are sent), a migration's index build by the table.
+_UNBOUNDED = "SELECT set_config('statement_timeout', '0', true)"
+
+
+def _unbounded(step: object) -> bool:
+    """Whether ``step`` runs without the server's statement clock (see :data:`_UNBOUNDED`)."""
+    return isinstance(step, Copy) or (isinstance(step, Stmt) and step.unbounded)
+
+
+# -- deadlines -------------------------------------------------------------------------------
+
+
+def sever(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """Shut the connection's socket down (both ways), from any thread.
+
+    A step waiting for the server then fails at once ("server closed the connection
+    unexpectedly"), psycopg marks the connection broken, and the pool discards it. The socket
+    is shut down through a duplicate of its descriptor, so the descriptor itself stays libpq's
+    to close: nothing can reuse it while psycopg still waits on it.
+    """
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.Error:
+        return  # already closed
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already gone
+
+
+class Guard(Protocol):
+    """The deadline of one call on one connection (see :func:`run_async`)."""
+
+    #: Whether the deadline passed and the connection was severed.
+    expired: bool
+
+    def kick(self, seconds: float | None = None) -> None:
+        """Start the clock again: ``seconds`` (default: the guard's limit) from now; 0
+        stops it."""
+
+    def stop(self) -> None:
+        """Stop the clock (the call is over)."""
+
+
+class AsyncDeadline:
+    """A :class:`Guard` on the event loop: :func:`sever` the connection when a step has
+    waited ``limit`` seconds (0: never).
+
+    One timer per call: a kick only moves the due time, and a timer that fires before it
+    sets itself again, so a call of many steps costs one ``call_at`` and one ``cancel``.
+    """
+
+    __slots__ = ("_at", "_handle", "_loop", "conn", "expired", "limit")
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], limit: float) -> None:
+        self.conn = conn
+        self.limit = limit
+        self.expired = False
+        self._at = math.inf
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def kick(self, seconds: float | None = None) -> None:
+        seconds = self.limit if seconds is None else seconds
+        if seconds <= 0 or self.expired:
+            self._at = math.inf
+            return
+        self._at = self._loop.time() + seconds
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._at, self._due)
+
+    def stop(self) -> None:
+        self._at = math.inf
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _due(self) -> None:
+        self._handle = None
+        if self._at == math.inf:
+            return  # stopped for an unbounded step; the next kick sets a timer again
+        if self._loop.time() < self._at:
+            self._handle = self._loop.call_at(self._at, self._due)
+            return
+        self.expired = True
+        sever(self.conn)
+
+
+class _SyncDeadline:
+    __slots__ = ("_watchdog", "conn", "expired", "limit")
+
+    def __init__(self, watchdog: SyncWatchdog, conn: psycopg.Connection[Any], limit: float):
+        self.conn = conn
+        self.limit = limit
+        self.expired = False
+        self._watchdog = watchdog
+
+    def kick(self, seconds: float | None = None) -> None:
+        seconds = self.limit if seconds is None else seconds
+        self._watchdog.arm(self, time.monotonic() + seconds if seconds > 0 else None)
+
+    def stop(self) -> None:
+        self._watchdog.arm(self, None)
+
+
+class SyncWatchdog:
+    """The :class:`Guard` maker of the blocking store: one daemon thread that severs the
+    connections whose deadline passed. Started on first use; a forked child makes its own.
+
+    Args:
+        name: The thread's name.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._cond = threading.Condition()
+        self._armed: dict[_SyncDeadline, float] = {}
+        self._wake_at = math.inf
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def guard(self, conn: psycopg.Connection[Any], limit: float) -> Guard:
+        """A guard for one call on ``conn`` (``limit`` seconds per step; 0: none)."""
+        return _SyncDeadline(self, conn, limit)
+
+    def arm(self, deadline: _SyncDeadline, at: float | None) -> None:
+        """Sever ``deadline.conn`` at monotonic time ``at`` (``None``: never)."""
+        with self._cond:
+            if at is None:
+                self._armed.pop(deadline, None)
+                return
+            self._armed[deadline] = at
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+            if at < self._wake_at:  # the thread sleeps past it: wake it up
+                self._cond.notify()
+
+    def close(self) -> None:
+        """Stop the thread (idempotent)."""
+        with self._cond:
+            self._closed = True
+            self._armed.clear()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                for deadline, at in list(self._armed.items()):
+                    if at <= now:
+                        del self._armed[deadline]
+                        deadline.expired = True
+                        sever(deadline.conn)
+                self._wake_at = min(self._armed.values(), default=math.inf)
+                self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
+            self._thread = None
+
+
+_poll = getattr(select, "poll", None)
+
+
+def needs_check(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle pooled connection must be tested before use, decided without a round
+    trip: it is closed or broken, or its socket is readable. An idle connection of the store
+    receives nothing unless the server is ending it (a restart, ``pg_terminate_backend``: an
+    error message, then end of file), or, rarely, sends a notice or a parameter change."""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        fd = conn.pgconn.socket
+        if _poll is not None:
+            poller = _poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([fd], [], [], 0)[0])  # pragma: no cover (Windows)
+    except (psycopg.Error, OSError, ValueError):
+        return True
+
+
 # -- running operations ----------------------------------------------------------------------
 
 
-async def run_async(conn: psycopg.AsyncConnection[Any], steps: Steps[T], *, own: bool) -> T:
+async def run_async(
+    conn: psycopg.AsyncConnection[Any],
+    steps: Steps[T],
+    *,
+    own: bool,
+    guard: Guard | None = None,
+) -> T:
     """Run an operation's steps on ``conn``.
 
     Args:
@@ -73,52 +323,94 @@ async def run_async(conn: psycopg.AsyncConnection[Any], steps: Steps[T], *, own:
         own: ``conn`` is one of the store's (autocommit) connections, so a
             :data:`~dispatch_plugins.postgres.operations.TRANSACTION` marker opens a transaction;
             on a caller's connection the marker is ignored and nothing is committed.
+        guard: The call's deadline (own connections only), started again for each step and
+            for the commit; stopped for an ``unbounded`` statement, and renewed every
+            :data:`_COPY_KICK_ROWS` rows of a ``COPY``. The server's ``statement_timeout`` is
+            lifted for the rest of the transaction before either.
     """
     async with AsyncExitStack() as stack:
         sent: Any = None
+        in_transaction = lifted = False
         while True:
             try:
                 step = steps.send(sent)
             except StopIteration as stop:
+                if guard is not None:
+                    guard.kick()  # the commit, when the stack closes the transaction
                 return cast(T, stop.value)
+            if guard is not None:
+                guard.kick()
+            if own and not lifted and _unbounded(step):
+                assert in_transaction, "an unbounded step runs inside a TRANSACTION"
+                await conn.execute(_UNBOUNDED)
+                lifted = True
             if isinstance(step, Stmt):
+                if step.unbounded and guard is not None:
+                    guard.kick(0)
                 cur = await conn.execute(step.sql, step.params, binary=True)
                 sent = await cur.fetchall() if step.rows else cur.rowcount
             elif isinstance(step, Copy):
                 async with conn.cursor() as cur, cur.copy(step.sql) as copy:
                     copy.set_types(list(step.types))
-                    for row in step.rows:
+                    for i, row in enumerate(step.rows, 1):
                         await copy.write_row(row)
+                        if guard is not None and not i % _COPY_KICK_ROWS:
+                            guard.kick()
+                    if guard is not None:
+                        guard.kick()  # the end of the COPY: the server writes what is left
                 sent = None
             else:
                 assert step is TRANSACTION
                 if own:
                     await stack.enter_async_context(conn.transaction())
+                    in_transaction = True
                 sent = None
 
 
-def run_sync(conn: psycopg.Connection[Any], steps: Steps[T], *, own: bool) -> T:
+def run_sync(
+    conn: psycopg.Connection[Any],
+    steps: Steps[T],
+    *,
+    own: bool,
+    guard: Guard | None = None,
+) -> T:
     """The blocking twin of :func:`run_async`."""
     with ExitStack() as stack:
         sent: Any = None
+        in_transaction = lifted = False
         while True:
             try:
                 step = steps.send(sent)
             except StopIteration as stop:
+                if guard is not None:
+                    guard.kick()
                 return cast(T, stop.value)
+            if guard is not None:
+                guard.kick()
+            if own and not lifted and _unbounded(step):
+                assert in_transaction, "an unbounded step runs inside a TRANSACTION"
+                conn.execute(_UNBOUNDED)
+                lifted = True
             if isinstance(step, Stmt):
+                if step.unbounded and guard is not None:
+                    guard.kick(0)
                 cur = conn.execute(step.sql, step.params, binary=True)
                 sent = cur.fetchall() if step.rows else cur.rowcount
             elif isinstance(step, Copy):
                 with conn.cursor() as cur, cur.copy(step.sql) as copy:
                     copy.set_types(list(step.types))
-                    for row in step.rows:
+                    for i, row in enumerate(step.rows, 1):
                         copy.write_row(row)
+                        if guard is not None and not i % _COPY_KICK_ROWS:
+                            guard.kick()
+                    if guard is not None:
+                        guard.kick()
                 sent = None
             else:
                 assert step is TRANSACTION
                 if own:
                     stack.enter_context(conn.transaction())
+                    in_transaction = True
                 sent = None
 
 
@@ -129,16 +421,8 @@ def _connect_kwargs(config: PostgresURL) -> dict[str, Any]:
     return {"autocommit": True, "prepare_threshold": config.prepare_threshold}
 
 
-async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
-    await conn.execute(_SESSION)
-
-
-def _configure_sync(conn: psycopg.Connection[Any]) -> None:
-    conn.execute(_SESSION)
-
-
 async def connect_async(config: PostgresURL) -> psycopg.AsyncConnection[Any]:
-    """Open one configured autocommit connection (the listener's, or the check in ``open``).
+    """Open one configured autocommit connection (the listener's, or a probe of the server).
 
     Raises:
         StoreUnavailableError: the server cannot be reached or refuses us; the message names
@@ -149,7 +433,7 @@ async def connect_async(config: PostgresURL) -> psycopg.AsyncConnection[Any]:
     except psycopg.Error as exc:
         raise unavailable(config, exc) from exc
     try:
-        await _configure_async(conn)
+        await conn.execute(session_sql(config))
     except psycopg.Error as exc:
         await conn.close()
         raise unavailable(config, exc) from exc
@@ -163,37 +447,57 @@ def connect_sync(config: PostgresURL) -> psycopg.Connection[Any]:
     except psycopg.Error as exc:
         raise unavailable(config, exc) from exc
     try:
-        _configure_sync(conn)
+        conn.execute(session_sql(config))
     except psycopg.Error as exc:
         conn.close()
         raise unavailable(config, exc) from exc
     return conn
 
 
-def make_async_pool(config: PostgresURL) -> AsyncPool:
+def make_async_pool(config: PostgresURL, *, reconnect_failed: Callable[[], None]) -> AsyncPool:
     """An unopened async pool for ``config`` (``await pool.open()`` it in the loop that uses
-    it)."""
+    it).
+
+    Args:
+        config: The store's parsed URL.
+        reconnect_failed: Called when the pool gave up replacing a lost connection
+            (:data:`POOL_RECONNECT_TIMEOUT`): the server is unreachable.
+    """
+    session = session_sql(config)
+
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(session)
+
     return AsyncConnectionPool(
         config.conninfo,
         kwargs=_connect_kwargs(config),
         min_size=config.min_size,
         max_size=config.max_size,
         timeout=config.pool_timeout,
-        configure=_configure_async,
+        configure=configure,
+        reconnect_timeout=POOL_RECONNECT_TIMEOUT,
+        reconnect_failed=lambda _pool: reconnect_failed(),
         name=f"dispatch-{config.schema}",
         open=False,
     )
 
 
-def make_sync_pool(config: PostgresURL) -> SyncPool:
-    """An unopened blocking pool for ``config``."""
+def make_sync_pool(config: PostgresURL, *, reconnect_failed: Callable[[], None]) -> SyncPool:
+    """An unopened blocking pool for ``config``; see :func:`make_async_pool`."""
+    session = session_sql(config)
+
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        conn.execute(session)
+
     return ConnectionPool(
         config.conninfo,
         kwargs=_connect_kwargs(config),
         min_size=config.min_size,
         max_size=config.max_size,
         timeout=config.pool_timeout,
-        configure=_configure_sync,
+        configure=configure,
+        reconnect_timeout=POOL_RECONNECT_TIMEOUT,
+        reconnect_failed=lambda _pool: reconnect_failed(),
         name=f"dispatch-{config.schema}-sync",
         open=False,
     )
@@ -214,8 +518,37 @@ def unavailable(config: PostgresURL, exc: BaseException) -> StoreUnavailableErro
     """A :class:`StoreUnavailableError` naming the server (never the password) and why it
     cannot be used."""
     return StoreUnavailableError(
-        f"cannot use PostgreSQL at {config.display}: {_reason(config, exc)}"
+        f"cannot use PostgreSQL at {config.display}: {_reason(config, exc)}{_hint(config, exc)}"
     )
+
+
+def no_answer(config: PostgresURL, seconds: float) -> StoreUnavailableError:
+    """The error of a call whose deadline passed (the connection was dropped)."""
+    return StoreUnavailableError(
+        f"cannot use PostgreSQL at {config.display}: no answer within {seconds:g}s "
+        "(call_timeout); the connection was dropped"
+    )
+
+
+def _hint(config: PostgresURL, exc: BaseException) -> str:
+    """Which setting of the URL stopped a statement, and how to change it."""
+    primary = getattr(getattr(exc, "diag", None), "message_primary", None) or ""
+    if isinstance(exc, pg_errors.QueryCanceled) and "statement timeout" in primary:
+        return (
+            f" (the store's statement_timeout is {config.statement_timeout:g}s: "
+            "raise it with ?statement_timeout=<seconds> in the store URL)"
+        )
+    if isinstance(exc, pg_errors.LockNotAvailable) and "lock timeout" in primary:
+        return (
+            f" (the store's lock_timeout is {config.lock_timeout:g}s: "
+            "raise it with ?lock_timeout=<seconds> in the store URL)"
+        )
+    if isinstance(exc, pg_errors.IdleInTransactionSessionTimeout):
+        return (
+            " (the session sat idle in a transaction longer than the store's "
+            f"idle_in_transaction_session_timeout, {config.idle_in_transaction_session_timeout:g}s)"
+        )
+    return ""
 
 
 _MISSING_SCHEMA = (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName)

@@ -6,10 +6,14 @@ delivers the notification when, and only if, that transaction commits. The liste
 connection outside the pool (a pooled connection would be handed to other work), runs
 ``LISTEN`` on it and waits in ``conn.notifies()``.
 
-When the connection is lost (server restart, network failure) it logs, reconnects with capped
-exponential backoff, listens again and calls ``wake()`` once: notifications sent while it was
-away are lost, so the worker should look for work. An idle connection is probed every
-``probe_interval`` seconds, so that a silently dropped connection is noticed too.
+When the connection is lost (server restart, network failure) it logs, reconnects, listens
+again and calls ``wake()`` once: notifications sent while it was away are lost, so the worker
+should look for work. Reconnection attempts start 50 ms apart and back off to at most
+:data:`_MAX_RETRY` (a refused connection costs next to nothing), so the listener is back
+within a quarter of a second of the server accepting connections. An idle connection is
+probed every ``probe_interval`` seconds, so that a silently dropped connection is noticed too;
+the probe waits at most the store's ``call_timeout`` for its answer (a server that hangs
+answers nothing, and its kernel still acknowledges every packet).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import psycopg
 
 from dispatch_core.errors import StoreUnavailableError
-from dispatch_plugins.postgres.connection import connect_async
+from dispatch_plugins.postgres.connection import AsyncDeadline, connect_async
 from dispatch_plugins.postgres.url import PostgresURL
 
 __all__ = ["Listener"]
@@ -31,7 +35,8 @@ __all__ = ["Listener"]
 log = logging.getLogger("dispatch_plugins.postgres.listener")
 
 _FIRST_RETRY = 0.05
-_MAX_RETRY = 5.0
+#: The longest wait between two reconnection attempts.
+_MAX_RETRY = 0.25
 
 
 class Listener:
@@ -117,10 +122,21 @@ class Listener:
     async def _listen(self) -> None:
         conn = self._conn
         assert conn is not None
+        guard = AsyncDeadline(conn, self.config.call_timeout)
         while True:
             async for _ in conn.notifies(timeout=self.probe_interval):
                 self.wake()
-            await conn.execute("SELECT 1")  # quiet for a while: is the connection alive?
+            guard.kick()
+            try:
+                await conn.execute("SELECT 1")  # quiet for a while: is the connection alive?
+            except psycopg.Error as exc:
+                if guard.expired:
+                    raise psycopg.OperationalError(
+                        f"no answer to a probe within {self.config.call_timeout:g}s (call_timeout)"
+                    ) from exc
+                raise
+            finally:
+                guard.stop()
 
     async def _reconnect(self) -> None:
         delay = _FIRST_RETRY

@@ -59,7 +59,9 @@ def migrate(
     quoted = f'"{schema}"'
     table = f"{quoted}.{MIGRATIONS_TABLE}"
     yield TRANSACTION
-    yield Stmt("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema),))
+    # Waits for another process's migration; the DDL below may build indexes on a big table:
+    # neither is bounded by the store's timeouts.
+    yield Stmt("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema),), unbounded=True)
     exists = yield Stmt("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,), rows=True)
     if not exists:  # IF NOT EXISTS would still need the CREATE privilege on the database
         yield Stmt(f"CREATE SCHEMA {quoted}")
@@ -78,7 +80,7 @@ def migrate(
         if migration.version in done:
             continue
         for statement in migration.sql(quoted):
-            yield Stmt(statement)
+            yield Stmt(statement, unbounded=True)
         yield Stmt(
             f"INSERT INTO {table} (version, name) VALUES (%s, %s)",
             (migration.version, migration.name),

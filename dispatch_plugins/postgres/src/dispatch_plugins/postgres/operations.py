@@ -161,11 +161,18 @@ T = TypeVar("T")
 
 @attrs.frozen(slots=True)
 class Stmt:
-    """One statement. The runner sends back its rows (``rows=True``) or its row count."""
+    """One statement. The runner sends back its rows (``rows=True``) or its row count.
+
+    ``unbounded``: the statement may rightly run for long (a migration's index build, the
+    wait for another process's migration): on the store's connections it runs without the
+    call's deadline, and the server's ``statement_timeout`` is lifted for the rest of the
+    transaction (which it must be in).
+    """
 
     sql: str
     params: Sequence[Any] | Mapping[str, Any] | None = None
     rows: bool = False
+    unbounded: bool = False
 
 
 @attrs.frozen(slots=True)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from dispatch_core.cluster import WorkerInfo
 from dispatch_core.cron import CronEntry
@@ -41,13 +44,17 @@ from dispatch_plugins.postgres import migrations
 from dispatch_plugins.postgres import operations as ops
 from dispatch_plugins.postgres.codec import claim_order
 from dispatch_plugins.postgres.connection import (
+    AsyncDeadline,
     AsyncPool,
     WrongConnectionError,
     connect_async,
     is_retryable,
     make_async_pool,
+    needs_check,
+    no_answer,
     run_async,
     store_error,
+    timeout_sql,
     unavailable,
     wrong_connection,
 )
@@ -63,14 +70,27 @@ _T = TypeVar("_T")
 
 #: Attempts of a statement rolled back by a deadlock or a serialization failure.
 _ROLLBACK_ATTEMPTS = 3
+#: Seconds a call waits for a pooled connection before it checks that the server can be
+#: reached at all (when it cannot, the call fails then, not after ``pool_timeout``).
+_PROBE_AFTER = 0.5
+#: Seconds for which a successful probe vouches for the server when a pooled connection is
+#: then found dead.
+_PROBE_FRESH = 1.0
+#: Retention may delete many rows per statement: it gets this many times the timeouts.
+_LONG_FACTOR = 6
+
+
+class _DeadConnection(Exception):
+    """A pooled connection was found dead before anything was sent on it."""
 
 
 class PostgresStore(Store):
     """A durable store in a PostgreSQL schema, shared by any number of processes and hosts.
 
     URL: ``postgresql://user:password@host:5432/dbname`` (or ``postgres://``) with optional
-    ``?schema=dispatch&min_size=1&max_size=10&pool_timeout=10&prepare_threshold=5``; other
-    query parameters go to libpq (see :mod:`~dispatch_plugins.postgres.url`).
+    ``?schema=dispatch&min_size=1&max_size=10&pool_timeout=10&prepare_threshold=5`` and
+    timeouts (``statement_timeout=10&call_timeout=12``...); other query parameters go to
+    libpq (see :mod:`~dispatch_plugins.postgres.url`).
 
     Operations run on an ``AsyncConnectionPool`` of autocommit connections, made by
     :meth:`open` and made again in a forked child (a pool is never shared across processes).
@@ -103,7 +123,11 @@ class PostgresStore(Store):
         self._opened = False
         self._opening: asyncio.Lock | None = None
         self._opening_loop: asyncio.AbstractEventLoop | None = None
-        self._checking: asyncio.Task[None] | None = None
+        #: Whether the server must be probed before the next call: a connection was lost, or
+        #: the pool could not connect. Cleared by a successful probe.
+        self._down = False
+        self._probing: asyncio.Task[str | None] | None = None
+        self._probed_at = -math.inf
         self._listeners: set[Listener] = set()
         self._sync: PostgresSyncStore | None = None
         self._sync_lock = threading.Lock()  # sync() may be called from any thread
@@ -149,46 +173,144 @@ class PostgresStore(Store):
     ) -> _T:
         """Run ``op(statements, *args, **kwargs)`` on a pooled connection.
 
-        A statement rolled back by a deadlock or serialization failure is run again; a read
-        that failed because its pooled connection was dead (the server restarted since) is
-        run again once on a fresh one. Driver errors are translated by
+        A pooled connection found dead before use (the server restarted, or ended it) is
+        discarded and the call goes on with another: nothing was sent, so writes are safe to
+        run again too. A statement rolled back by a deadlock or serialization failure is run
+        again; a read whose connection died under it is run again once on a fresh one; a
+        write is not (it may have committed). Each step waits at most ``call_timeout`` for
+        the server (six times that, and six times ``statement_timeout``, for retention).
+        Driver errors are translated by
         :func:`~dispatch_plugins.postgres.connection.store_error`.
+
+        Raises:
+            StoreUnavailableError: the server cannot be reached (found out by a direct
+                connection attempt, within ``connect_timeout``), did not answer in time, or
+                the connection was lost under a write.
         """
         pool = await self._get_pool()
-        attempt = 0
+        long = op in _LONG
+        limit = self.config.call_timeout * (_LONG_FACTOR if long else 1)
+        attempt = dead = 0
         while True:
             attempt += 1
-            conn: psycopg.AsyncConnection[Any] | None = None
+            if self._down:
+                await self._probe()
+            conn = await self._getconn(pool)
+            guard = AsyncDeadline(conn, limit)
             try:
-                async with pool.connection() as conn:
-                    return await run_async(conn, op(self._q, *args, **kwargs), own=True)
+                if needs_check(conn):
+                    guard.kick()
+                    try:
+                        await conn.execute("")
+                    except psycopg.Error:
+                        raise _DeadConnection from None
+                if long:
+                    guard.kick()
+                    await conn.execute(timeout_sql(self.config.statement_timeout * _LONG_FACTOR))
+                try:
+                    return await run_async(
+                        conn, op(self._q, *args, **kwargs), own=True, guard=guard
+                    )
+                finally:
+                    if long and not conn.broken:
+                        await self._restore_timeout(conn, guard)
+            except _DeadConnection:
+                # Each idle connection is found dead once: there are at most max_size.
+                self._lost()
+                dead += 1
+                attempt -= 1
+                if dead <= self.config.max_size:
+                    continue
+                raise StoreUnavailableError(
+                    f"cannot use PostgreSQL at {self.config.display}: every pooled "
+                    "connection was lost"
+                ) from None
             except psycopg.Error as exc:
+                if guard.expired:
+                    self._lost()
+                    raise no_answer(self.config, limit) from exc
                 if is_retryable(exc) and attempt < _ROLLBACK_ATTEMPTS:
                     continue
-                if conn is not None and conn.broken:
-                    checking = self._check_pool(pool)
+                if conn.broken:
+                    self._lost()
                     if attempt == 1 and op in _READS:
-                        await asyncio.shield(checking)
                         continue
                 err = store_error(self.config, exc)
                 if err is exc:
                     raise
                 raise err from exc
+            finally:
+                guard.stop()
+                await pool.putconn(conn)
 
-    def _check_pool(self, pool: AsyncPool) -> asyncio.Task[None]:
-        """After a connection died under us, test the idle ones (one task at a time), so that
-        the next operations do not each find another dead one: a server restart kills them
-        all. The pool replaces the dead ones as soon as the server accepts connections."""
-        if self._checking is None or self._checking.done():
+    async def _restore_timeout(
+        self, conn: psycopg.AsyncConnection[Any], guard: AsyncDeadline
+    ) -> None:
+        """Set ``statement_timeout`` back after a long call, or close the connection (the pool
+        then replaces it) rather than return it with the long one."""
+        guard.kick()
+        try:
+            await conn.execute(timeout_sql(self.config.statement_timeout))
+        except psycopg.Error:
+            await conn.close()
 
-            async def check() -> None:
-                with contextlib.suppress(Exception):
-                    await pool.check()
+    async def _getconn(self, pool: AsyncPool) -> psycopg.AsyncConnection[Any]:
+        """A connection from the pool, within ``pool_timeout``.
 
-            self._checking = asyncio.get_running_loop().create_task(
-                check(), name="dispatch-postgres pool check"
+        A call that waits more than :data:`_PROBE_AFTER` for one asks the server directly
+        (:meth:`_probe`): when it cannot be reached, the call fails at once with libpq's
+        reason instead of waiting out ``pool_timeout``.
+        """
+        deadline = time.monotonic() + self.config.pool_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return await pool.getconn(timeout=min(left, _PROBE_AFTER))
+            except PoolTimeout as exc:
+                if left <= _PROBE_AFTER:
+                    raise unavailable(self.config, exc) from exc
+            # A busy pool makes every waiter come here: one probe a second is enough, unless
+            # the pool itself reported that it cannot connect.
+            if self._down or time.monotonic() - self._probed_at > _PROBE_FRESH:
+                await self._probe()
+
+    async def _probe(self) -> None:
+        """Connect to the server directly, once for every call waiting on it (a shared task).
+
+        Raises:
+            StoreUnavailableError: it cannot be reached, with libpq's reason.
+        """
+        loop = asyncio.get_running_loop()
+        task = self._probing
+        if task is None or task.done() or task.get_loop() is not loop:
+            task = self._probing = loop.create_task(
+                self._probe_once(), name="dispatch-postgres probe"
             )
-        return self._checking
+        reason = await asyncio.shield(task)
+        if reason is not None:
+            raise StoreUnavailableError(reason)
+
+    async def _probe_once(self) -> str | None:
+        try:
+            conn = await connect_async(self.config)
+        except StoreUnavailableError as exc:
+            self._down = True
+            return str(exc)
+        await conn.close()
+        self._down = False
+        self._probed_at = time.monotonic()
+        return None
+
+    def _lost(self) -> None:
+        """A connection died: check the server before the next call, unless a probe just
+        found it up (after a restart, each of the pool's idle connections is found dead in
+        turn, and one probe answers for all)."""
+        if time.monotonic() - self._probed_at > _PROBE_FRESH:
+            self._down = True
+
+    def _reconnect_failed(self) -> None:
+        """The pool gave up replacing a connection: the server is unreachable."""
+        self._down = True
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -215,7 +337,8 @@ class PostgresStore(Store):
             self._pool = None
             conn = await connect_async(self.config)
             await conn.close()
-            pool = make_async_pool(self.config)
+            self._down, self._probed_at = False, time.monotonic()
+            pool = make_async_pool(self.config, reconnect_failed=self._reconnect_failed)
             try:
                 await pool.open()
             except psycopg.Error as exc:
@@ -232,11 +355,11 @@ class PostgresStore(Store):
         self._listeners.clear()
         if self._sync is not None:
             await asyncio.to_thread(self._sync.close)
-        checking, self._checking = self._checking, None
-        if checking is not None:
-            checking.cancel()
+        probing, self._probing = self._probing, None
+        if probing is not None and probing.get_loop() is asyncio.get_running_loop():
+            probing.cancel()
             with contextlib.suppress(BaseException):
-                await checking
+                await probing
         ours = self._pool_is_ours()
         pool, self._pool, self._opened = self._pool, None, False
         if pool is not None and ours:
@@ -661,6 +784,9 @@ class PostgresStore(Store):
 def _migrate(q: ops.Statements, where: str) -> ops.Steps[list[str]]:
     return migrations.migrate(q.schema, where)
 
+
+#: Operations that run with :data:`_LONG_FACTOR` times the timeouts.
+_LONG: frozenset[Callable[..., Any]] = frozenset({ops.prune})
 
 #: Operations that only read: safe to run again after a dead pooled connection.
 _READS: frozenset[Callable[..., Any]] = frozenset(

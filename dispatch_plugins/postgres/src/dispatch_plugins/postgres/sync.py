@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
+from dispatch_core.errors import StoreUnavailableError
 from dispatch_core.models import Job, NewJob, utcnow
 from dispatch_plugins.postgres import operations as ops
 from dispatch_plugins.postgres.connection import (
     SyncPool,
+    SyncWatchdog,
     WrongConnectionError,
     connect_sync,
     is_retryable,
     make_sync_pool,
+    needs_check,
+    no_answer,
     run_sync,
     store_error,
     unavailable,
@@ -30,6 +37,13 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _ROLLBACK_ATTEMPTS = 3
+#: See the async store: the same values, for the same reasons.
+_PROBE_AFTER = 0.5
+_PROBE_FRESH = 1.0
+
+
+class _DeadConnection(Exception):
+    """A pooled connection was found dead before anything was sent on it."""
 
 
 class PostgresSyncStore:
@@ -38,6 +52,9 @@ class PostgresSyncStore:
     Safe to share between threads: calls take connections from a ``ConnectionPool`` that is
     opened on first use, once per process (a pool inherited through ``fork()`` is left to the
     parent and a new one is made). After :meth:`close` the next call opens a new pool.
+    Failures are handled as in :meth:`PostgresStore._run
+    <dispatch_plugins.postgres.store.PostgresStore._run>`; the deadlines of calls are kept
+    by one watchdog thread per store (:class:`~dispatch_plugins.postgres.connection.SyncWatchdog`).
 
     The schema must exist (``await store.migrate()`` once, or ``dispatch migrate``).
 
@@ -51,6 +68,9 @@ class PostgresSyncStore:
         self._lock = threading.Lock()
         self._pool: SyncPool | None = None
         self._pool_pid = 0
+        self._watchdog = SyncWatchdog(f"dispatch-postgres deadlines {config.schema}")
+        self._down = False
+        self._probed_at = -math.inf
 
     def __repr__(self) -> str:
         return f"PostgresSyncStore({self.config.display!r}, schema={self.config.schema!r})"
@@ -62,11 +82,14 @@ class PostgresSyncStore:
                 return pool
             # One direct connection first, for libpq's reason when the server cannot be used.
             connect_sync(self.config).close()
-            pool = make_sync_pool(self.config)
+            self._down, self._probed_at = False, time.monotonic()
+            pool = make_sync_pool(self.config, reconnect_failed=self._reconnect_failed)
             try:
                 pool.open()
             except psycopg.Error as exc:
                 raise unavailable(self.config, exc) from exc
+            if self._pool_pid != os.getpid():  # a forked child: the parent's thread is not here
+                self._watchdog = SyncWatchdog(self._watchdog.name)
             self._pool, self._pool_pid = pool, os.getpid()
             return pool
 
@@ -77,26 +100,84 @@ class PostgresSyncStore:
         **kwargs: _P.kwargs,
     ) -> _T:
         pool = self._get_pool()
-        attempt = 0
+        limit = self.config.call_timeout
+        attempt = dead = 0
         while True:
             attempt += 1
-            conn: psycopg.Connection[Any] | None = None
+            if self._down:
+                self._probe()
+            conn = self._getconn(pool)
+            guard = self._watchdog.guard(conn, limit)
             try:
-                with pool.connection() as conn:
-                    return run_sync(conn, op(self._q, *args, **kwargs), own=True)
+                if needs_check(conn):
+                    guard.kick()
+                    try:
+                        conn.execute("")
+                    except psycopg.Error:
+                        raise _DeadConnection from None
+                return run_sync(conn, op(self._q, *args, **kwargs), own=True, guard=guard)
+            except _DeadConnection:
+                # Nothing was sent on it: safe to go on with another, for writes too.
+                self._lost()
+                dead += 1
+                attempt -= 1
+                if dead <= self.config.max_size:
+                    continue
+                raise StoreUnavailableError(
+                    f"cannot use PostgreSQL at {self.config.display}: every pooled "
+                    "connection was lost"
+                ) from None
             except psycopg.Error as exc:
+                if guard.expired:
+                    self._lost()
+                    raise no_answer(self.config, limit) from exc
                 if is_retryable(exc) and attempt < _ROLLBACK_ATTEMPTS:
                     continue
-                if conn is not None and conn.broken:
-                    # The server restarted since this connection was pooled; the others are
-                    # probably dead too. A read is safe to run again on a fresh one.
-                    pool.check()
+                if conn.broken:
+                    # The server restarted since this connection was pooled. A read is safe
+                    # to run again on a fresh one.
+                    self._lost()
                     if attempt == 1 and op is ops.get_job:
                         continue
                 err = store_error(self.config, exc)
                 if err is exc:
                     raise
                 raise err from exc
+            finally:
+                guard.stop()
+                pool.putconn(conn)
+
+    def _getconn(self, pool: SyncPool) -> psycopg.Connection[Any]:
+        """A connection within ``pool_timeout``; after :data:`_PROBE_AFTER` of waiting, fail
+        at once if the server cannot be reached."""
+        deadline = time.monotonic() + self.config.pool_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return pool.getconn(timeout=min(left, _PROBE_AFTER))
+            except PoolTimeout as exc:
+                if left <= _PROBE_AFTER:
+                    raise unavailable(self.config, exc) from exc
+            if self._down or time.monotonic() - self._probed_at > _PROBE_FRESH:
+                self._probe()
+
+    def _probe(self) -> None:
+        """Connect to the server directly; raise with libpq's reason when it cannot be
+        reached."""
+        try:
+            connect_sync(self.config).close()
+        except StoreUnavailableError:
+            self._down = True
+            raise
+        self._down = False
+        self._probed_at = time.monotonic()
+
+    def _lost(self) -> None:
+        if time.monotonic() - self._probed_at > _PROBE_FRESH:
+            self._down = True
+
+    def _reconnect_failed(self) -> None:
+        self._down = True
 
     def enqueue(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Persist ``jobs`` in one transaction; see :meth:`PostgresStore.enqueue`."""
@@ -141,3 +222,5 @@ class PostgresSyncStore:
             ours = self._pool_pid == os.getpid()
         if pool is not None and ours:
             pool.close()
+            self._watchdog.close()
+            self._watchdog = SyncWatchdog(self._watchdog.name)

@@ -16,16 +16,29 @@ A store URL is a standard libpq connection URI (``postgresql://user:password@hos
   heartbeat, finish, rescue) commit without waiting for the WAL flush, which a server crash
   can only turn into a job run again; ``on``: they wait, like every other write
   (see :data:`~dispatch_plugins.postgres.operations.RELAXED`).
+* ``statement_timeout``, ``lock_timeout``, ``idle_in_transaction_session_timeout`` -- seconds,
+  set on the store's own sessions (defaults 10, 0 and 30; 0 means no limit): the server
+  cancels a statement of the store that runs longer, or waits for a lock longer, and ends a
+  session left idle inside a transaction (its locks are released).
+* ``call_timeout`` -- seconds the store waits for the server to answer one step of a call
+  before it drops the connection and raises
+  :class:`~dispatch_core.errors.StoreUnavailableError` (default: ``statement_timeout`` + 2,
+  so that the server's own cancellation comes first; 0 means no limit). It bounds a call to a
+  server that hangs, which neither the server's timeouts nor TCP keepalives can.
 
 Every other query parameter must be a libpq connection parameter (``sslmode``,
 ``connect_timeout``, ``application_name``, ``options``...) and is passed to libpq unchanged.
-``connect_timeout`` defaults to 10 seconds when neither the URL nor ``PGCONNECT_TIMEOUT`` sets
-it, so an unreachable server fails fast instead of hanging.
+Unless the URL sets them, ``connect_timeout`` is 5 seconds (unless ``PGCONNECT_TIMEOUT`` is
+set), so an unreachable server fails fast instead of hanging, and TCP keepalives
+(``keepalives_idle=10``, ``keepalives_interval=5``, ``keepalives_count=3``) and
+``tcp_user_timeout=30000`` (milliseconds) make the kernel give up on a peer that vanished
+(see :data:`DEFAULT_LIBPQ`).
 """
 
 from __future__ import annotations
 
 import getpass
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -46,6 +59,11 @@ __all__ = [
     "DEFAULT_MAX_SIZE",
     "DEFAULT_POOL_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_STATEMENT_TIMEOUT",
+    "DEFAULT_LOCK_TIMEOUT",
+    "DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT",
+    "CALL_TIMEOUT_MARGIN",
+    "DEFAULT_LIBPQ",
     "OUR_PARAMS",
 ]
 
@@ -54,8 +72,37 @@ DEFAULT_MIN_SIZE = 1
 DEFAULT_MAX_SIZE = 10
 DEFAULT_POOL_TIMEOUT = 10.0
 DEFAULT_PREPARE_THRESHOLD = 5
-#: Seconds libpq waits for a connection when nothing else says (libpq's own default: forever).
-DEFAULT_CONNECT_TIMEOUT = 10
+#: Seconds libpq waits for a connection when nothing else says (libpq's own default: forever;
+#: its minimum is 2).
+DEFAULT_CONNECT_TIMEOUT = 5
+#: Seconds the server lets one statement of the store run. Claims, heartbeats and finishes
+#: take milliseconds; the slowest calls are the admin's scans of ``jobs`` (counts, queue
+#: stats). Retention (``prune``) gets six times as long; migrations have no limit.
+DEFAULT_STATEMENT_TIMEOUT = 10.0
+#: Seconds a statement of the store may wait for a lock (0: no limit of its own, so
+#: ``statement_timeout`` bounds the wait).
+DEFAULT_LOCK_TIMEOUT = 0.0
+#: Seconds a session of the store may sit idle inside a transaction before the server ends
+#: it: the store never pauses there, so only a client that hangs mid-transaction (a blocked
+#: event loop, a stopped process) is cut off, and its row locks are released.
+DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT = 30.0
+#: ``call_timeout`` defaults to ``statement_timeout`` plus this: time for the server's
+#: cancellation to come back, so that a slow statement is cancelled (and the connection kept)
+#: rather than dropped.
+CALL_TIMEOUT_MARGIN = 2.0
+#: libpq parameters given to every connection unless the URL sets them. Keepalives make the
+#: kernel notice an idle connection whose peer vanished (10 s idle, then 3 probes 5 s apart);
+#: ``tcp_user_timeout`` (milliseconds) drops a connection whose sent data goes unacknowledged
+#: that long, instead of retransmitting for many minutes. Both are ignored on Unix sockets.
+DEFAULT_LIBPQ: Mapping[str, str] = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+#: The largest timeout PostgreSQL accepts (INT_MAX milliseconds), in whole seconds.
+_MAX_SECONDS = 2_147_483
 
 #: The query parameters this plugin reads (and removes before handing the URL to libpq).
 OUR_PARAMS = (
@@ -65,6 +112,10 @@ OUR_PARAMS = (
     "pool_timeout",
     "prepare_threshold",
     "worker_synchronous_commit",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "call_timeout",
 )
 _BOOLEANS = {"on": True, "true": True, "1": True, "yes": True}
 _BOOLEANS |= {"off": False, "false": False, "0": False, "no": False}
@@ -90,6 +141,15 @@ class PostgresURL:
     prepare_threshold: int | None = DEFAULT_PREPARE_THRESHOLD
     #: Whether the worker's hot-path writes wait for the WAL flush when they commit.
     worker_synchronous_commit: bool = False
+    #: Seconds (0: none) the server lets a statement of the store run.
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
+    #: Seconds (0: none) a statement of the store may wait for a lock.
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    #: Seconds (0: none) a session of the store may stay idle inside a transaction.
+    idle_in_transaction_session_timeout: float = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT
+    #: Seconds (0: none) the store waits for one answer of the server before it drops the
+    #: connection.
+    call_timeout: float = DEFAULT_STATEMENT_TIMEOUT + CALL_TIMEOUT_MARGIN
     #: The password, if the URL holds one, so that messages can be scrubbed of it.
     password: str | None = attrs.field(default=None, repr=False)
 
@@ -157,6 +217,10 @@ def parse_url(url: str) -> PostgresURL:
     keys = {k for k, _ in passed}
     if "connect_timeout" not in keys and not os.environ.get("PGCONNECT_TIMEOUT"):
         passed.append(("connect_timeout", str(DEFAULT_CONNECT_TIMEOUT)))
+    for key, value in DEFAULT_LIBPQ.items():
+        # tcp_user_timeout needs libpq 12 or later (psycopg[c] may be built on an older one).
+        if key not in keys and key in libpq:
+            passed.append((key, value))
     if "application_name" not in keys and "fallback_application_name" not in keys:
         passed.append(("fallback_application_name", "dispatch"))
     conninfo = urlunsplit(
@@ -181,18 +245,14 @@ def parse_url(url: str) -> PostgresURL:
         raise StoreURLError(
             f"max_size={max_size} in {_safe(url)!r} is smaller than min_size={min_size}"
         )
-    pool_timeout = DEFAULT_POOL_TIMEOUT
-    if "pool_timeout" in ours:
-        raw = ours["pool_timeout"]
-        try:
-            pool_timeout = float(raw)
-        except ValueError:
-            pool_timeout = float("nan")
-        if not pool_timeout > 0:  # also refuses NaN
-            raise StoreURLError(
-                f"query parameter pool_timeout={raw!r} in {_safe(url)!r} must be a number of "
-                "seconds > 0"
-            )
+    pool_timeout = _seconds(url, ours, "pool_timeout", DEFAULT_POOL_TIMEOUT, zero=False)
+    statement_timeout = _seconds(url, ours, "statement_timeout", DEFAULT_STATEMENT_TIMEOUT)
+    lock_timeout = _seconds(url, ours, "lock_timeout", DEFAULT_LOCK_TIMEOUT)
+    idle_in_transaction = _seconds(
+        url, ours, "idle_in_transaction_session_timeout", DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT
+    )
+    default_call = statement_timeout + CALL_TIMEOUT_MARGIN if statement_timeout else 0.0
+    call_timeout = _seconds(url, ours, "call_timeout", default_call)
     prepare: int | None = DEFAULT_PREPARE_THRESHOLD
     if "prepare_threshold" in ours:
         if ours["prepare_threshold"].lower() in ("none", "off", ""):
@@ -218,8 +278,36 @@ def parse_url(url: str) -> PostgresURL:
         pool_timeout=pool_timeout,
         prepare_threshold=prepare,
         worker_synchronous_commit=worker_sync,
+        statement_timeout=statement_timeout,
+        lock_timeout=lock_timeout,
+        idle_in_transaction_session_timeout=idle_in_transaction,
+        call_timeout=call_timeout,
         password=str(password) if password else None,
     )
+
+
+def _seconds(
+    url: str, ours: dict[str, str], key: str, default: float, *, zero: bool = True
+) -> float:
+    """A duration in seconds: a finite number > 0, or also 0 ("no limit") when ``zero``."""
+    if key not in ours:
+        return default
+    raw = ours[key]
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and (value > 0 or (zero and value == 0))):
+        wanted = ">= 0 (0: no limit)" if zero else "> 0"
+        raise StoreURLError(
+            f"query parameter {key}={raw!r} in {_safe(url)!r} must be a number of seconds {wanted}"
+        )
+    if value > _MAX_SECONDS:
+        raise StoreURLError(
+            f"query parameter {key}={raw!r} in {_safe(url)!r} is too long: PostgreSQL takes "
+            f"at most {_MAX_SECONDS} seconds (use 0 for no limit)"
+        )
+    return value
 
 
 def _int(url: str, ours: dict[str, str], key: str, default: int, *, minimum: int) -> int:
