@@ -147,6 +147,17 @@ def test_the_password_is_never_shown() -> None:
     assert "s3" not in str(info.value).replace("postgresql", "")
 
 
+def test_a_query_password_is_never_shown_in_url_errors() -> None:
+    for url in (
+        "postgresql://app@db:5432/jobs?password=hunter2&bogus=1",
+        "postgresql://app@db:5432/jobs?sslpassword=hunter2&statement_timeout=-1",
+    ):
+        with pytest.raises(StoreURLError) as info:
+            parse_url(url)
+        assert "hunter2" not in str(info.value), str(info.value)
+        assert "=***" in str(info.value)
+
+
 def test_unix_socket_host_is_displayed_as_such() -> None:
     cfg = parse_url("postgresql://u@%2Fvar%2Frun%2Fpostgresql/db")
     assert cfg.display == "u@/var/run/postgresql (socket, port 5432)/db"

@@ -49,6 +49,7 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
+from dispatch_core._urls import redact_url
 from dispatch_core.errors import StoreURLError
 
 __all__ = [
@@ -355,13 +356,6 @@ def _scrub_url(url: str, text: str) -> str:
 
 
 def _safe(url: str) -> str:
-    """``url`` with the password of its netloc masked, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
+    """``url`` with its secrets masked (the user part's password, ``password=``,
+    ``sslpassword=``), for messages."""
+    return redact_url(url)
