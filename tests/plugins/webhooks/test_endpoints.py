@@ -97,3 +97,19 @@ def test_tenant_none_is_an_operator_endpoint_and_a_tenant_sees_only_its_own() ->
 def test_invalid_relay_options(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(RelayConfigError, match=message):
         Relay([make()], **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["false", "no", 0, 1, None])
+def test_allow_private_must_be_a_real_boolean(value: object) -> None:
+    """A configuration file's "allow_private": "false" is a non-empty string, truthy: taken
+    as given it would turn the SSRF guard off. Anything but true or false is refused."""
+    with pytest.raises(RelayConfigError, match="allow_private must be true or false"):
+        Endpoint(
+            name="ops",
+            url="https://hooks.example.com/x",
+            secret="s" * 32,
+            allow_private=value,  # type: ignore[arg-type]
+        )
+    from_file = {"name": "ops", "url": "https://hooks.example.com/x", "secret": "s" * 32}
+    with pytest.raises(RelayConfigError, match="allow_private"):
+        Relay.from_config({"endpoints": [{**from_file, "allow_private": value}]})

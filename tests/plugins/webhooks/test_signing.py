@@ -113,3 +113,25 @@ def test_verify_needs_exactly_one_of_secret_and_secrets() -> None:
         verify_signature(body=BODY, headers=headers(signature))
     with pytest.raises(ValueError, match="exactly one"):
         verify_signature(secret=OLD, secrets=[OLD], body=BODY, headers=headers(signature))
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["\u00b2\u00b3", "\u0661\u0662\u0663", "9" * 5000, "1e9", "-5", "", "\udcff"],
+    ids=["superscripts", "arabic-indic", "5000-digits", "float", "negative", "empty", "surrogate"],
+)
+def test_a_hostile_timestamp_is_a_signature_error(stamp: str) -> None:
+    """Whatever arrives in the timestamp header, the receiver gets a SignatureError, never a
+    ValueError or UnicodeEncodeError it did not expect."""
+    given = {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: sign(secret=OLD, body=BODY, timestamp=NOW)}
+    with pytest.raises(SignatureError):
+        verify_signature(secret=OLD, body=BODY, headers=given, now=NOW)
+
+
+@pytest.mark.parametrize("tolerance", [float("nan"), float("inf"), -1.0])
+def test_a_tolerance_that_would_accept_any_age_is_refused(tolerance: float) -> None:
+    signature = sign(secret=OLD, body=BODY, timestamp=NOW)
+    with pytest.raises(ValueError, match="tolerance must be a finite number"):
+        verify_signature(
+            secret=OLD, body=BODY, headers=headers(signature), now=NOW + 10**9, tolerance=tolerance
+        )

@@ -80,6 +80,11 @@ class Endpoint:
                     f"endpoint {self.name!r}: events: {problem}; known types: "
                     f"{', '.join(EVENT_TYPES)}"
                 )
+        if not isinstance(self.allow_private, bool):  # "false" from a file would be truthy
+            raise RelayConfigError(
+                f"endpoint {self.name!r}: allow_private must be true or false, got "
+                f"{self.allow_private!r}"
+            )
         if self.tenant is not None and (not isinstance(self.tenant, str) or not self.tenant):
             raise RelayConfigError(
                 f"endpoint {self.name!r}: tenant must be a non-empty string or None"

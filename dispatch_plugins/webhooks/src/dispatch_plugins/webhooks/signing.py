@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Mapping, Sequence
 
@@ -70,6 +71,10 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+#: Digits of a Unix time in seconds until the year 33658.
+_MAX_STAMP_DIGITS = 12
+
+
 def verify_signature(
     *,
     body: bytes,
@@ -97,10 +102,13 @@ def verify_signature(
     Raises:
         SignatureError: why the request is not authentic (missing header, malformed or stale
             timestamp, no ``v1`` signature, mismatch).
-        ValueError: neither or both of ``secret`` and ``secrets`` given.
+        ValueError: neither or both of ``secret`` and ``secrets`` given, or a ``tolerance``
+            that is negative or not finite.
     """
     if (secret is None) == (secrets is None):
         raise ValueError("give exactly one of secret= or secrets=")
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"tolerance must be a finite number of seconds >= 0, got {tolerance!r}")
     accepted = _as_list(secret if secret is not None else list(secrets or ()))
     stamp = _header(headers, TIMESTAMP_HEADER)
     if stamp is None:
@@ -109,7 +117,9 @@ def verify_signature(
     if signature is None:
         raise SignatureError(f"missing {SIGNATURE_HEADER} header")
     stamp = stamp.strip()
-    if not stamp.isdigit():
+    # ASCII digits only, and no more than a Unix time has: str.isdigit() also accepts "²" and
+    # other digits int() refuses, and a 5,000-digit stamp would make int() raise.
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= _MAX_STAMP_DIGITS):
         raise SignatureError(f"malformed {TIMESTAMP_HEADER} header: not Unix seconds")
     current = time.time() if now is None else now
     skew = current - int(stamp)
