@@ -357,14 +357,20 @@ class Rescue:
     #: The database restart that got in the way, if any: its rescue may wait for it (the
     #: leader rescues only after a full worker timeout of store contact).
     outage: Outage | None = None
+    #: When the rescue clock started: the kill, or the later kill of a leader that died
+    #: before it could rescue these jobs (a rescue needs a live leader; its successor
+    #: starts over: lease expiry, then a worker timeout).
+    since: float | None = None
 
     @property
     def limit(self) -> float:
-        """The latest acceptable time (from the kill): :data:`RESCUE_LIMIT`; when the database
-        was down in the way, :data:`HELD_UP_AFTER` + :data:`RESCUE_TARGET` from its return
-        (the leader first waits a worker timeout of contact, then rescues as usual)."""
+        """The latest acceptable time (from the kill): :data:`RESCUE_LIMIT` from the start of
+        the rescue clock; when the database was down in the way, :data:`HELD_UP_AFTER` +
+        :data:`RESCUE_TARGET` from its return (the leader first waits a worker timeout of
+        contact, then rescues as usual)."""
+        start = self.kill.at if self.since is None else self.since
         if self.outage is None:
-            return RESCUE_LIMIT
+            return start - self.kill.at + RESCUE_LIMIT
         return max(self.outage.up_at - self.kill.at, 0.0) + HELD_UP_AFTER + RESCUE_TARGET
 
 
@@ -556,10 +562,20 @@ def analyse(
             later = [e.started_at for e in by_job[v.job_id] if e.started_at > k.at]
             if later:
                 times.append(min(later) - k.at)
+        # A leader killed while these jobs still waited for their rescue restarts its clock.
+        since = k.at
+        for later in sorted(x.at for x in kills if x.leader and x.at > k.at):
+            if later <= since + RESCUE_TARGET and (not times or later < k.at + times[-1]):
+                since = later
         in_the_way = [
-            o for o in outages if o.down_at - RESCUE_TARGET <= k.at <= o.up_at + HELD_UP_AFTER
+            o for o in outages if o.down_at - RESCUE_TARGET <= since <= o.up_at + HELD_UP_AFTER
         ]
-        rescue = Rescue(kill=k, times=sorted(times), outage=in_the_way[0] if in_the_way else None)
+        rescue = Rescue(
+            kill=k,
+            times=sorted(times),
+            outage=in_the_way[0] if in_the_way else None,
+            since=since,
+        )
         f.rescues.append(rescue)
         if times and times[-1] > rescue.limit:
             f.problems.append(

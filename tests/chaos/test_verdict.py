@@ -254,6 +254,31 @@ def test_a_rescue_held_up_by_the_database_restart_is_timed_from_its_return() -> 
     assert any("held up by the database restart" in p for p in f.problems)
 
 
+def test_a_rescue_whose_rescuer_is_killed_starts_over_from_that_kill() -> None:
+    """The leader that should rescue the jobs is killed before it does: its successor starts
+    over (lease expiry, then a worker timeout), so the limit counts from that second kill; a
+    database restart in the way of the new clock holds it up as usual."""
+    first = Kill(at=T0, pid=100, worker_id="wkr_a", leader=True)
+    rescuer = Kill(at=T0 + 7, pid=101, worker_id="wkr_b", leader=True)
+    runs = [
+        run("a", 1, pid=100, start=-0.1, end=None),
+        run("b", 1, pid=101, start=6.5, end=None),
+        run("a", 2, pid=102, start=20),
+        run("b", 2, pid=102, start=20),
+    ]
+    jobs = [job("a", attempt=2), job("b", attempt=2)]
+    f = verdict(jobs, runs, kills=[first, rescuer])
+    assert f.problems == [], f.problems
+    late = [*runs[:2], run("a", 2, pid=102, start=23), run("b", 2, pid=102, start=20)]
+    f = verdict(jobs, late, kills=[first, rescuer])
+    assert any("wkr_a" in p and "ran again only after 23.0s" in p for p in f.problems)
+    # The cascade seen in CI: then a database restart in the way of the new clock.
+    outage = Outage(down_at=T0 + 11.5, up_at=T0 + 14)
+    held = [*runs[:2], run("a", 2, pid=102, start=22), run("b", 2, pid=102, start=22)]
+    f = verdict(jobs, held, kills=[first, rescuer], outages=[outage])
+    assert f.problems == [], f.problems
+
+
 def test_a_run_without_a_leader_kill_fails() -> None:
     f = verdict([job("a")], [run("a", 1)], kills=[Kill(at=T0, pid=5, worker_id=None, leader=False)])
     assert any("leader was never killed" in p for p in f.problems)
