@@ -6,6 +6,7 @@ import importlib
 import json
 import multiprocessing
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import attrs
@@ -13,11 +14,13 @@ import pytest
 
 from dispatch_core._ids import new_id
 from dispatch_core.cluster import WorkerInfo
-from dispatch_core.errors import StoreUnavailableError
-from dispatch_core.models import utcnow
+from dispatch_core.errors import JobIdTakenError, StoreUnavailableError
+from dispatch_core.models import JobFilter, utcnow
+from dispatch_core.states import JobState
 from dispatch_core.testing import make_new_job
 from dispatch_plugins.sqlite import SQLiteStore
 from dispatch_plugins.sqlite import operations as ops
+from dispatch_plugins.sqlite.codec import JOB_SELECT, to_us
 from dispatch_plugins.sqlite.connection import connect
 from dispatch_plugins.sqlite.migrations import LATEST_VERSION, migrate
 from dispatch_plugins.sqlite.schema import MIGRATIONS
@@ -177,3 +180,81 @@ def test_processes_migrating_at_once_apply_each_step_once(
     names = [m.name for m in MIGRATIONS]
     assert sorted(applied, key=len) == [[]] * (len(outs) - 1) + [names]
     assert [n for _, n, _ in _rows(tmp_path / "jobs.db")] == names
+
+
+async def test_a_version_5_database_gets_a_rowid_jobs_table(db_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    old = connect(str(path), busy_timeout_ms=5000)
+    try:
+        assert migrate(old, str(path), MIGRATIONS[:5]) == [m.name for m in MIGRATIONS[:5]]
+        later = utcnow() + timedelta(hours=1)
+        ops.enqueue(
+            old,
+            [
+                make_new_job("a", queue="q", priority=1, headers={"h": "1"}),
+                make_new_job("b", queue="q", tenant="acme", unique_key="k", run_at=later),
+                make_new_job("c", queue="r", payload={"big": "x" * 100_000}),
+                make_new_job("d", queue="r", tenant="acme"),
+            ],
+        )
+        jobs = {j.name: j for j in ops.list_jobs(old, JobFilter())}
+        first, keyed, big = jobs["a"], jobs["b"], jobs["c"]
+        # As a version 5 worker left them: one completed, one running (this code claims by
+        # rowid, which a version 5 table does not have).
+        old.execute(
+            "UPDATE jobs SET state = 'completed', attempt = 1, started_at = 1, finished_at = 2, "
+            "result = '{\"ok\": [1, 2]}' WHERE id = ?",
+            (first.id,),
+        )
+        old.execute(
+            "UPDATE jobs SET state = 'running', attempt = 1, worker_id = 'wkr_old', "
+            "attempt_token = 't', started_at = 1, lease_expires_at = ? WHERE id = ?",
+            (to_us(utcnow()) + 60_000_000, big.id),
+        )
+        before = old.execute(f"SELECT {JOB_SELECT} FROM jobs ORDER BY id").fetchall()
+    finally:
+        old.close()
+    store = SQLiteStore(db_url)
+    await store.open()
+    try:
+        assert await store.migrate() == [m.name for m in MIGRATIONS[5:]]
+        conn = sqlite3.connect(path)
+        try:
+            # Every row, every column, as it was.
+            assert conn.execute(f"SELECT {JOB_SELECT} FROM jobs ORDER BY id").fetchall() == before
+            (sql,) = conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'jobs'").fetchone()
+            assert "WITHOUT ROWID" not in sql.upper()
+            indexes = {
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs'"
+                )
+            }
+        finally:
+            conn.close()
+        assert indexes == {
+            "sqlite_autoindex_jobs_1",  # the primary key on id
+            "jobs_claim_idx",
+            "jobs_running_idx",
+            "jobs_finished_idx",
+            "jobs_unique_key_tenant_idx",
+        }
+        # The running job, the keys, the ids and the claim order carry on.
+        assert (await store.get_job(big.id)).state is JobState.RUNNING
+        (same,) = await store.enqueue([make_new_job("b", tenant="acme", unique_key="k")])
+        assert same.id == keyed.id
+        with pytest.raises(JobIdTakenError):
+            await store.enqueue([attrs.evolve(make_new_job(), id=first.id)])
+        claimed = await store.claim(
+            worker_id="wkr_new",
+            queues=None,
+            names=None,
+            limit=5,
+            lease_seconds=30,
+            now=utcnow(),
+        )
+        assert [j.name for j in claimed] == ["d"]  # b waits an hour
+        counts = await store.count_jobs()
+        assert counts == {JobState.COMPLETED: 1, JobState.RUNNING: 2, JobState.PENDING: 1}
+    finally:
+        await store.close()

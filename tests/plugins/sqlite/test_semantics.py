@@ -260,7 +260,7 @@ async def test_count_runnable_reads_only_the_runnable_rows_and_takes_no_write_lo
         await store.enqueue([make_new_job("b", queue="q", tenant="t") for _ in range(2)])
         for job in await _claim(store, limit=3, names=["a"]):
             await store.finish([_done(job)], now=utcnow())
-        # The statement walks jobs_claim_idx (the runnable rows), never the whole table.
+        # The statement reads jobs_claim_idx alone (the runnable rows), never the table.
         conn = sqlite3.connect(store.path, isolation_level=None)
         try:
             conn.execute("ANALYZE")
@@ -268,7 +268,7 @@ async def test_count_runnable_reads_only_the_runnable_rows_and_takes_no_write_lo
                 sql = ops._COUNT_RUNNABLE.format(tenant=tenant)
                 params = {"now": 0, "excluded": "[]", "tenant": "t"}
                 plan = " | ".join(r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
-                assert "USING INDEX jobs_claim_idx" in plan, plan
+                assert "USING COVERING INDEX jobs_claim_idx" in plan, plan
             # Another process holds the write lock, with an enqueue not yet committed.
             conn.execute("BEGIN IMMEDIATE")
             ops.enqueue(conn, [make_new_job("c", queue="q")])
