@@ -56,6 +56,28 @@ for line in "${lines[@]}"; do
   done_smokes[$smoke]=1
 done
 
+# The newer Pythons the classifiers name, where this machine has them (on PATH, or pyenv's):
+# the first install line and the README quick start in each.
+newer=()
+for minor in 12 13; do
+  for found in "$(command -v "python3.$minor" 2>/dev/null || true)" \
+    "$(ls -d "$(pyenv root 2>/dev/null || echo /nonexistent)"/versions/3."$minor".*/bin/python3 \
+      2>/dev/null | tail -n 1)"; do
+    # A pyenv shim exists for every version but runs only the selected ones: try each.
+    if [ -n "$found" ] && "$found" -c pass >/dev/null 2>&1; then newer+=("$found"); break; fi
+  done
+done
+for py in "${newer[@]}"; do
+  version=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  echo "== Python $version: ${lines[0]}"
+  venv="$tmp/venv-py$version"
+  "$py" -m venv "$venv"
+  (cd "$root" && eval "\"$venv/bin/python\" -m ${lines[0]} --quiet")
+  mkdir -p "$tmp/work-py$version/quickstart"
+  (cd "$tmp/work-py$version" && "$venv/bin/python" "$root/scripts/install_smoke/smoke_sqlite.py")
+  (cd "$tmp/work-py$version/quickstart" && "$venv/bin/python" "$root/scripts/readme_quickstart.py")
+done
+
 for f in scripts/install_smoke/smoke_*.py; do
   name=$(basename "$f" .py)
   name=${name#smoke_}
