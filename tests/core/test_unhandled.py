@@ -386,10 +386,12 @@ async def test_a_job_rescued_with_no_attempts_left_is_a_dead_letter_warning(
     [r] = job_records(caplog, job.id)
     assert r.levelno == logging.WARNING
     assert (r.name, r.job_id) == ("dispatch_core.job", job.id)  # type: ignore[attr-defined]
-    assert f"job {job.id} (fragile) failed for good on attempt 1/1 (worker {w.id} rescued it" in (
-        r.getMessage()
+    assert (
+        f"job {job.id} (fragile) failed for good on attempt 1/1 (worker {w.id} took it back"
+        in r.getMessage()
     )
-    assert "was dead-lettered: worker wkr_dead is dead" in r.getMessage()  # the stored error
+    # the stored error: a crash reads as a crash
+    assert "was dead-lettered: worker wkr_dead died: it sent no heartbeat" in r.getMessage()
 
 
 async def test_success_logs_nothing_at_info(caplog: pytest.LogCaptureFixture) -> None:

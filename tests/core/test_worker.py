@@ -423,7 +423,7 @@ async def test_rescue_of_last_attempt_dead_letters() -> None:
     worker.stop()
     await run
     (entry,) = await engine.alist_dlq()
-    assert "lease expired" in entry.error
+    assert "died or stalled: its lease expired" in entry.error
 
 
 async def test_heartbeats_keep_a_long_job_leased() -> None:
@@ -557,3 +557,37 @@ async def test_fail_job_dead_letters_at_once_with_its_cause() -> None:
     assert entry.job_id == job.id
     assert entry.error.startswith("ValueError: card declined")
     assert events.names().count("job_dead_lettered") == 1
+
+
+async def test_a_dead_letter_is_logged_only_once_the_store_wrote_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from dispatch_core import FailJob
+
+    engine = make_engine()
+
+    @engine.job(name="refused", max_retries=0)
+    async def refused(ctx: JobContext) -> None:
+        # Another worker's leader takes the job back under this attempt (its lease is fenced
+        # off): the failure this attempt reports is refused by the store.
+        await engine.store.rescue_expired(now=utcnow() + timedelta(days=1))
+        raise FailJob("the handler's own reason")
+
+    @engine.job(name="written", max_retries=0)
+    async def written(ctx: JobContext) -> None:
+        raise FailJob("a failure the store takes")
+
+    with caplog.at_level(logging.WARNING, logger="dispatch_core"):
+        bad = await refused.aenqueue()
+        await engine.drain()
+        good = await written.aenqueue()
+        await engine.drain()
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("the handler's own reason" in m for m in messages), messages
+    assert any(f"outcome fail of job {bad.id} discarded" in m for m in messages)
+    assert any(
+        f"job {good.id} (written) failed for good" in m and "a failure the store takes" in m
+        for m in messages
+    )

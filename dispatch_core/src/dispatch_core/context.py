@@ -45,7 +45,16 @@ class JobContext:
         worker_id: The worker running it.
     """
 
-    __slots__ = ("_cancel", "_deadline", "_log", "_timed_out", "engine", "job", "worker_id")
+    __slots__ = (
+        "_cancel",
+        "_deadline",
+        "_log",
+        "_started",
+        "_timed_out",
+        "engine",
+        "job",
+        "worker_id",
+    )
 
     def __init__(self, job: Job, engine: Engine, worker_id: str) -> None:
         self.job = job
@@ -56,6 +65,8 @@ class JobContext:
         #: monotonic() time after which the worker's watchdog stops the attempt.
         self._deadline: float | None = None
         self._timed_out = False
+        #: Set (under the worker's start lock) when the attempt begins to run.
+        self._started = False
 
     @property
     def id(self) -> str:

@@ -92,7 +92,7 @@ class LeaderDuties:
         now = utcnow()
         seasoned = timedelta(seconds=worker.worker_timeout)
         try:
-            rows = await self.engine.store.list_workers()
+            rows = await worker.bounded(self.engine.store.list_workers())
         except Exception:
             return False
         return any(
@@ -109,8 +109,8 @@ class LeaderDuties:
             return
         asked = time.monotonic()
         try:
-            leader = await store.acquire_leadership(
-                worker_id=self.worker.id, ttl=self.ttl, now=utcnow()
+            leader = await self.worker.bounded(
+                store.acquire_leadership(worker_id=self.worker.id, ttl=self.ttl, now=utcnow())
             )
         except Exception as exc:
             self.worker._store_failed()
@@ -156,8 +156,8 @@ class LeaderDuties:
         # dying, and running jobs would be rescued while their workers are fine.
         if not worker.store_contact_for(worker.worker_timeout):
             return
-        rescued = await self.engine.store.rescue_expired(
-            now=utcnow(), worker_timeout=worker.worker_timeout
+        rescued = await worker.bounded(
+            self.engine.store.rescue_expired(now=utcnow(), worker_timeout=worker.worker_timeout)
         )
         if rescued:
             worker._report_rescued(rescued)
@@ -167,7 +167,7 @@ class LeaderDuties:
     async def _fire_cron(self) -> None:
         store = self.engine.store
         if time.monotonic() - self._entries_read > _CRON_REFRESH:
-            self._entries = await store.list_cron()
+            self._entries = await self.worker.bounded(store.list_cron())
             self._entries_read = time.monotonic()
         now = utcnow()
         stale = False
@@ -191,8 +191,10 @@ class LeaderDuties:
                     )
                     job = None
             with self.engine._producing((job,) if job is not None else ()):
-                result = await store.fire_cron(
-                    name=entry.name, tick=tick, next_run_at=following, job=job, now=now
+                result = await self.worker.bounded(
+                    store.fire_cron(
+                        name=entry.name, tick=tick, next_run_at=following, job=job, now=now
+                    )
                 )
             if result is None and job is not None:
                 stale = True  # someone changed the entry (or fired it): re-read
@@ -220,7 +222,9 @@ class LeaderDuties:
         if retention is None or time.monotonic() - self._last_prune < retention.interval:
             return
         self._last_prune = time.monotonic()
-        deleted = await self.engine.store.prune(retention.cutoffs(utcnow()), limit=retention.batch)
+        deleted = await self.worker.bounded(
+            self.engine.store.prune(retention.cutoffs(utcnow()), limit=retention.batch)
+        )
         if deleted:
             log.info("worker %s: pruned %d old rows", self.worker.id, deleted)
             if deleted >= retention.batch:

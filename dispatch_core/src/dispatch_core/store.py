@@ -109,6 +109,10 @@ class Store(abc.ABC):
 
     #: URL scheme(s) this store answers to, e.g. ``"sqlite"``.
     scheme: ClassVar[str] = ""
+    #: Whether one instance may be called from several threads' event loops at once. When it
+    #: may not (the usual case: a pool belongs to one loop), a worker's stall guard opens a
+    #: second instance from the same URL (see :mod:`dispatch_core._stall`).
+    thread_safe: ClassVar[bool] = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 

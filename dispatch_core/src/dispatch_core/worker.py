@@ -21,7 +21,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from dispatch_core._ids import new_id
+from dispatch_core._stall import StallGuard
 from dispatch_core._tracebacks import format_error
 from dispatch_core._urls import redact_url
 from dispatch_core.cluster import WorkerInfo
@@ -36,6 +37,7 @@ from dispatch_core.context import JobContext
 from dispatch_core.errors import (
     ConfigurationError,
     FailJob,
+    PayloadError,
     ResultError,
     RetryJob,
     StoreUnavailableError,
@@ -53,6 +55,7 @@ from dispatch_core.states import JobState
 
 if TYPE_CHECKING:
     from dispatch_core.engine import Engine
+    from dispatch_core.store import Store
 
 __all__ = ["Worker", "WorkerStats", "DrainResult"]
 
@@ -61,6 +64,7 @@ log = logging.getLogger("dispatch_core.worker")
 _IDLE_BASE = 0.05  # first idle wait (s); doubles up to poll_interval
 _STORE_RETRY_MAX = 5.0  # cap of the wait between retries when the store is unreachable
 _WATCHDOG_TICK = 0.05  # resolution of job timeouts (s)
+_STALL_MIN = 1.0  # shortest block of the event loop (s) that the stall guard acts on
 #: Seconds after start of the first check for unhandled jobs: time for the workers started
 #: with this one to register their names.
 _UNHANDLED_FIRST_CHECK = 5.0
@@ -72,8 +76,12 @@ _NAMES_SHOWN = 20  # known job names listed in the unhandled-job warning
 _REFUSED_STRIKES = 2
 _SUSPECT_STRIKES = 3
 _STORE_ERROR_CHARS = 300  # of a store's error, quoted in the error that replaces an outcome
+#: A worker timeout (s) that no worker's silence reaches: a rescue pass with it declares no
+#: worker dead, and takes back only the jobs of workers already dead or stopped.
+_NOBODY_SILENT_SO_LONG = 10 * 365 * 86400.0
 
 _Entry = tuple[Outcome, Job, float]  # an outcome to write, its job, the attempt's run time
+_JobLog = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
 @attrs.define
@@ -153,6 +161,9 @@ class Worker:
             queues under a name no running worker registers (default 60; the first check
             comes a few seconds after the start). Each such name is logged once, at WARNING,
             with what to do. A drain does not check (it warns when it ends instead).
+        store_timeout: Seconds any one store call of the worker and of its leader duties may
+            take before it counts as failed (default: the lease, at least 5): a hung
+            connection then stalls nothing, the call is retried like any store failure.
         max_result_bytes: Largest result recorded, in bytes of compact UTF-8 JSON (default
             10 MiB; ``None``: no limit but the store's). A result that is larger, is not JSON
             (NaN, infinities, other types) or holds a lone surrogate fails its job with a
@@ -177,6 +188,7 @@ class Worker:
         prefetch: int = 0,
         unhandled_check_interval: float = 60.0,
         max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES,
+        store_timeout: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
@@ -222,6 +234,9 @@ class Worker:
         self.grace_period = grace_period
         self.unhandled_check_interval = unhandled_check_interval
         self.max_result_bytes = max_result_bytes
+        if store_timeout is not None and not store_timeout > 0:
+            raise ConfigurationError(f"store_timeout must be > 0 seconds, got {store_timeout}")
+        self.store_timeout = store_timeout or max(lease_seconds, 5.0)
         self.id = worker_id or new_id("wkr")
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
@@ -258,6 +273,14 @@ class Worker:
         self._held_since: float | None = None
         #: Job names already reported as unhandled (once per name for the worker's life).
         self._warned_unhandled: set[str] = set()
+        #: Watches the event loop from a thread (not in a drain; see _stall.py).
+        self._guard: StallGuard | None = None
+        #: Decides, with the guard's thread, whether a job starts or is given back.
+        self._start_lock = threading.Lock()
+        #: Jobs the guard gave back while the loop was blocked; they must not start.
+        self._given_back: set[str] = set()
+        #: Why each failing job is dead-lettered, logged once the store has written it.
+        self._dead_reasons: dict[str, tuple[_JobLog, str]] = {}
 
     # -- control -------------------------------------------------------------------------------
 
@@ -356,6 +379,10 @@ class Worker:
         self.engine._add_waker(self.wake)
         self._stop_listening = await self.engine.store.listen(self.wake)
         self._idle_max = self.poll_interval
+        if not self._drain:
+            self._guard = self._make_guard()
+            if self._guard is not None:
+                self._guard.start()
         self._background = [
             asyncio.create_task(self._finish_loop(), name="dispatch-finisher"),
             asyncio.create_task(self._heartbeat_loop(), name="dispatch-heartbeat"),
@@ -364,7 +391,7 @@ class Worker:
         if self._drain:
             # A drain is a test's or a script's: it takes no part in the cluster, but obeys
             # the queue limits declared in code.
-            await self.engine.apply_schedules()
+            await self.bounded(self.engine.apply_schedules())
         else:
             await self._register()
             if self.lead:
@@ -383,6 +410,26 @@ class Worker:
             self.concurrency,
         )
 
+    def _make_guard(self) -> StallGuard | None:
+        """The stall guard, when the guard's thread can have a store of its own: a new one
+        from the engine's URL, or the engine's own when it is thread-safe (memory)."""
+        engine = self.engine
+        factory: Callable[[], Store]
+        if engine.store.thread_safe:
+            factory = lambda: engine.store  # noqa: E731
+        elif engine._built_from_url:
+            factory = lambda: engine.stores.create(engine.url)  # noqa: E731
+        else:
+            log.debug("worker %s: no stall guard (the store was given as an instance)", self.id)
+            return None
+        return StallGuard(
+            self,
+            store_factory=factory,
+            # Never below a second: a busy machine pauses a loop for tenths of seconds.
+            threshold=max(self.heartbeat_interval, _STALL_MIN),
+            give_back_after=max(2 * self.heartbeat_interval, 2 * _STALL_MIN),
+        )
+
     async def _register(self) -> None:
         """Write the worker's row and the declared cron entries and queue limits."""
         now = utcnow()
@@ -398,13 +445,48 @@ class Worker:
             last_seen=now,
         )
         try:
-            await self.engine.store.register_worker(self._info)
-            await self.engine.apply_schedules()
+            await self._take_over()
+            await self.bounded(self.engine.store.register_worker(self._info))
+            await self.bounded(self.engine.apply_schedules())
         except Exception as exc:  # the heartbeats register it and retry the schedules
             self._store_failed()
             log.warning("worker %s: registration failed (%s); will retry", self.id, exc)
         else:
             self._schedules_applied = True
+
+    async def _take_over(self) -> None:
+        """Take back at once the jobs that an earlier worker with this id (a restart with a
+        fixed ``worker_id``) still holds: they died with it, and waiting for their leases to
+        expire would only delay them."""
+        store = self.engine.store
+        rows = await self.bounded(store.list_workers())
+        earlier = next((w for w in rows if w.id == self.id), None)
+        if earlier is None:
+            return
+        await self.bounded(store.deregister_worker(self.id, now=utcnow()))
+        # A worker timeout no live worker can reach: nobody is declared dead by this call
+        # (only a leader with store contact may do that); the jobs of dead and stopped
+        # workers, this id's included now, are rescued whatever their leases say.
+        rescued = await self.bounded(
+            store.rescue_expired(now=utcnow(), worker_timeout=_NOBODY_SILENT_SO_LONG)
+        )
+        if rescued:
+            log.warning(
+                "worker %s: an earlier worker with this id (pid %d on %s, last seen %s) left "
+                "%s running; took them back",
+                self.id,
+                earlier.pid,
+                earlier.hostname,
+                earlier.last_seen.isoformat(timespec="seconds"),
+                _jobs(len(rescued)),
+            )
+            self._report_rescued(rescued)
+
+    async def bounded(self, call: Awaitable[T]) -> T:
+        """Await one store call within :attr:`store_timeout`; a :class:`TimeoutError` (an
+        :class:`OSError`, so it reads as the store being unavailable) when it takes longer."""
+        async with asyncio.timeout(self.store_timeout):
+            return await call
 
     def _store_failed(self) -> None:
         self._contact_since = None
@@ -454,13 +536,15 @@ class Worker:
             not self._active and not self._ready and not self._outcomes and not self._flushing
         )
         self._wake_ev.clear()
-        jobs = await store.claim(
-            worker_id=self.id,
-            queues=self.queues,
-            names=self._names,
-            limit=room,
-            lease_seconds=self.lease_seconds,
-            now=utcnow(),
+        jobs = await self.bounded(
+            store.claim(
+                worker_id=self.id,
+                queues=self.queues,
+                names=self._names,
+                limit=room,
+                lease_seconds=self.lease_seconds,
+                now=utcnow(),
+            )
         )
         if jobs:
             self._idle = _IDLE_BASE
@@ -474,7 +558,7 @@ class Worker:
                     self._ready.append((job, claimed_at))
             return False
         if self._drain and was_idle:
-            nxt = await store.next_run_at(queues=self.queues, names=self._names)
+            nxt = await self.bounded(store.next_run_at(queues=self.queues, names=self._names))
             if nxt is None:
                 return True
             until = (nxt - utcnow()).total_seconds()
@@ -498,7 +582,7 @@ class Worker:
             await self._wait(self._idle_max)
             return False
         wait = self._idle
-        nxt = await store.next_run_at(queues=self.queues, names=self._names)
+        nxt = await self.bounded(store.next_run_at(queues=self.queues, names=self._names))
         if nxt is not None:
             until = (nxt - utcnow()).total_seconds()
             # A job already due that the claim did not return is held back by a queue limit
@@ -538,17 +622,33 @@ class Worker:
         if structure is not None:
             try:
                 payload = structure(payload, definition.payload_type)
-            except Exception:
-                # Report it with the field paths, as at enqueue.
-                from_json_payload(
-                    self.engine.converter, definition.name, definition.payload_type, payload
-                )
-                raise
+            except Exception as exc:
+                # Report it with the field paths, as at enqueue. No retry can mend a payload
+                # that does not fit its type (one written by another version of the app): it
+                # is dead-lettered at once, to be replayed once the code reads it.
+                try:
+                    from_json_payload(
+                        self.engine.converter, definition.name, definition.payload_type, payload
+                    )
+                except PayloadError as bad:
+                    raise _UndecodablePayload() from bad
+                raise _UndecodablePayload() from exc
         assert self._executor is not None
         return await definition._invoke(ctx, payload, self._executor)
 
     async def _execute(self, ctx: JobContext) -> None:
         job = ctx.job
+        if self._guard is not None:
+            with self._start_lock:
+                given_back = job.id in self._given_back
+                if given_back:
+                    self._given_back.discard(job.id)
+                else:
+                    ctx._started = True
+            if given_back:  # the guard gave it back while the loop was blocked
+                self.stats.released += 1
+                self._next_slot(job)
+                return
         if self._emit_started:
             self.engine.hooks.emit("dispatch_job_started", job=job, engine=self.engine)
         token = job.attempt_token or ""
@@ -598,12 +698,7 @@ class Worker:
                 outcome = Outcome(
                     job_id=job.id, attempt_token=token, kind=OutcomeKind.FAIL, error=error
                 )
-                _log_dead_letter(
-                    ctx.log,
-                    job,
-                    "it raised FailJob" if isinstance(exc, FailJob) else "no attempts left",
-                    error,
-                )
+                self._dead_reasons[job.id] = (ctx.log, _fail_reason(exc))
         else:
             raw = None
             try:
@@ -620,21 +715,75 @@ class Worker:
                 outcome = Outcome(
                     job_id=job.id, attempt_token=token, kind=OutcomeKind.FAIL, error=error
                 )
-                _log_dead_letter(ctx.log, job, "its result cannot be stored", error)
+                self._dead_reasons[job.id] = (ctx.log, "its result cannot be stored")
             else:
                 outcome = Outcome(
                     job_id=job.id, attempt_token=token, kind=OutcomeKind.COMPLETED, result=raw
                 )
         finally:
-            self._active.pop(job.id, None)
-            self._prefetch_paused = False
-            if self._ready and not self._stopping:
-                self._launch(self._ready.popleft()[0])
-            self._slot_ev.set()
+            self._next_slot(job)
         if outcome is not None:
             if not self._outcomes:  # the finisher waits only when the buffer is empty
                 self._flush_ev.set()
             self._outcomes.append((outcome, job, time.perf_counter() - t0))
+
+    def _next_slot(self, job: Job) -> None:
+        """``job`` left its slot: start a prefetched job in it, and tell the fetcher."""
+        self._active.pop(job.id, None)
+        self._prefetch_paused = False
+        if self._ready and not self._stopping:
+            self._launch(self._ready.popleft()[0])
+        self._slot_ev.set()
+
+    # -- while the loop is blocked (called from the stall guard's thread) -------------------------
+
+    def _give_back_unstarted(self) -> list[Job]:
+        """Mark the jobs that have not started (launched but not yet run, prefetched) as given
+        back, and return them: the guard writes them back to the store, and the loop does not
+        start them. Runs in the guard's thread, while the loop is blocked."""
+        jobs: list[Job] = []
+        with self._start_lock:
+            for _ in range(3):  # the loop may wake and change the collections under us
+                try:
+                    unstarted = [ctx.job for _, ctx in list(self._active.values())]
+                    unstarted = [j for j in unstarted if not self._is_started(j.id)]
+                    unstarted += [job for job, _ in list(self._ready)]
+                    break
+                except RuntimeError:
+                    continue
+            else:
+                return []
+            for job in unstarted:
+                if job.id not in self._given_back:
+                    self._given_back.add(job.id)
+                    jobs.append(job)
+        return jobs
+
+    def _is_started(self, job_id: str) -> bool:
+        entry = self._active.get(job_id)
+        return entry is not None and entry[1]._started
+
+    def _stalled_leases(self, overrun_before: float) -> dict[str, str]:
+        """The leases the guard renews while the loop is blocked: every job held but those
+        given back and those past their timeout by ``overrun_before`` (monotonic), which
+        nothing can stop while the loop is blocked: the leader's rescue takes them over."""
+        for _ in range(3):
+            try:
+                leases: dict[str, str] = {}
+                for job_id, (_, ctx) in list(self._active.items()):
+                    deadline = ctx._deadline
+                    if deadline is not None and deadline < overrun_before:
+                        continue
+                    leases[job_id] = ctx.job.attempt_token or ""
+                for job, _ in list(self._ready):
+                    leases[job.id] = job.attempt_token or ""
+                for outcome, _, _ in (*list(self._writing), *list(self._outcomes)):
+                    leases[outcome.job_id] = outcome.attempt_token
+            except RuntimeError:
+                continue
+            given_back = self._given_back
+            return {k: v for k, v in leases.items() if k not in given_back}
+        return {}
 
     # -- background tasks --------------------------------------------------------------------------
 
@@ -687,7 +836,9 @@ class Worker:
         outcome never holds back the others.
         """
         try:
-            written = await self.engine.store.finish([e[0] for e in batch], now=utcnow())
+            written = await self.bounded(
+                self.engine.store.finish([e[0] for e in batch], now=utcnow())
+            )
         except Exception as exc:
             kept = await self._settle(batch, exc)
             if self._strikes:  # forget the outcomes that were written or replaced
@@ -717,7 +868,9 @@ class Worker:
             mid = len(group) // 2
             for half in (group[:mid], group[mid:]):
                 try:
-                    written = await self.engine.store.finish([e[0] for e in half], now=utcnow())
+                    written = await self.bounded(
+                        self.engine.store.finish([e[0] for e in half], now=utcnow())
+                    )
                 except Exception as half_exc:
                     kept += await self._settle(half, half_exc)
                 else:
@@ -736,11 +889,13 @@ class Worker:
         """Whether the store answers a call other than the failed write: a heartbeat that
         extends the leases of ``group``'s jobs."""
         try:
-            await self.engine.store.heartbeat(
-                worker_id=self.id,
-                leases={e[0].job_id: e[0].attempt_token for e in group},
-                lease_seconds=self.lease_seconds,
-                now=utcnow(),
+            await self.bounded(
+                self.engine.store.heartbeat(
+                    worker_id=self.id,
+                    leases={e[0].job_id: e[0].attempt_token for e in group},
+                    lease_seconds=self.lease_seconds,
+                    now=utcnow(),
+                )
             )
         except Exception:
             self._store_failed()
@@ -781,7 +936,7 @@ class Worker:
             error,
         )
         try:
-            written = await self.engine.store.finish([replacement], now=utcnow())
+            written = await self.bounded(self.engine.store.finish([replacement], now=utcnow()))
         except Exception as again:
             if _unavailable(again) and not await self._probe([entry]):
                 return [(replacement, job, elapsed)]  # the store went away: write it later
@@ -805,6 +960,7 @@ class Worker:
         rewake = False
         for (outcome, job, elapsed), ok in zip(batch, written, strict=True):
             kind = outcome.kind
+            dead = self._dead_reasons.pop(job.id, None) if kind is OutcomeKind.FAIL else None
             if not ok:
                 stats.lost += 1
                 log.warning(
@@ -849,6 +1005,8 @@ class Worker:
                     )
             elif kind is OutcomeKind.FAIL:
                 stats.failed += 1
+                if dead is not None:  # logged now that the store holds the dead letter
+                    _log_dead_letter(dead[0], job, dead[1], outcome.error or "")
                 failed = attrs.evolve(
                     job,
                     state=JobState.FAILED,
@@ -883,15 +1041,19 @@ class Worker:
             # retried, the leader must not rescue (and run again) a job that already ran.
             for outcome, _, _ in (*self._writing, *self._outcomes):
                 leases[outcome.job_id] = outcome.attempt_token
+            for job_id in self._given_back:  # no longer this worker's
+                leases.pop(job_id, None)
             if not leases and self._info is None:
                 continue
             try:
-                lost = await store.heartbeat(
-                    worker_id=self.id,
-                    leases=leases,
-                    lease_seconds=self.lease_seconds,
-                    now=utcnow(),
-                    worker=self._info,
+                lost = await self.bounded(
+                    store.heartbeat(
+                        worker_id=self.id,
+                        leases=leases,
+                        lease_seconds=self.lease_seconds,
+                        now=utcnow(),
+                        worker=self._info,
+                    )
                 )
             except Exception as exc:
                 self._store_failed()
@@ -900,7 +1062,7 @@ class Worker:
             self._store_ok()
             if self._info is not None and not self._schedules_applied:
                 try:
-                    await self.engine.apply_schedules()
+                    await self.bounded(self.engine.apply_schedules())
                 except Exception as exc:
                     log.warning("worker %s: writing cron entries failed (%s)", self.id, exc)
                 else:
@@ -963,7 +1125,9 @@ class Worker:
     async def _warn_left_behind(self) -> None:
         """After a drain, name the runnable jobs it left because it has no handler for them."""
         try:
-            rows = await self.engine.store.count_runnable(now=utcnow(), exclude_names=self._names)
+            rows = await self.bounded(
+                self.engine.store.count_runnable(now=utcnow(), exclude_names=self._names)
+            )
         except Exception as exc:
             log.debug("drain: counting the jobs it left failed (%s)", exc)
             return
@@ -989,6 +1153,8 @@ class Worker:
         keep: collections.deque[tuple[Job, float]] = collections.deque()
         released = 0
         for job, claimed_at in self._ready:
+            if job.id in self._given_back:  # the stall guard gave it back already
+                continue
             if everything or claimed_at < cutoff:
                 outcome = Outcome(
                     job_id=job.id, attempt_token=job.attempt_token or "", kind=OutcomeKind.RELEASE
@@ -1006,8 +1172,11 @@ class Worker:
 
     async def _watchdog_loop(self) -> None:
         """Cancel attempts whose deadline (set by the Timeout middleware) has passed."""
+        guard = self._guard
         while True:
             await asyncio.sleep(_WATCHDOG_TICK)
+            if guard is not None:
+                guard.tick()
             now = time.monotonic()
             for task, ctx in list(self._active.values()):
                 deadline = ctx._deadline
@@ -1025,17 +1194,17 @@ class Worker:
                 _log_dead_letter(
                     JobContext(job, self.engine, self.id).log,  # the job's logger and fields
                     job,
-                    f"worker {self.id} rescued it from a dead worker or an expired lease, "
-                    "with no attempts left",
+                    f"worker {self.id} took it back with no attempts left",
                     job.last_error or "",
                 )
             else:
                 log.warning(
-                    "worker %s: rescued job %s (%s) from a dead worker or an expired lease -> %s",
+                    "worker %s: took back job %s (%s) -> %s: %s",
                     self.id,
                     job.id,
                     job.name,
                     job.state.value,
+                    job.last_error,
                 )
             if hooks.wants("dispatch_job_rescued"):
                 hooks.emit("dispatch_job_rescued", job=job, engine=self.engine)
@@ -1105,13 +1274,31 @@ class Worker:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._info is not None:
             try:  # also hands the leader lease over at once
-                await self.engine.store.deregister_worker(self.id, now=utcnow())
+                await self.bounded(self.engine.store.deregister_worker(self.id, now=utcnow()))
             except Exception as exc:
                 log.warning("worker %s: could not mark itself stopped (%s)", self.id, exc)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._guard is not None:
+            await asyncio.to_thread(self._guard.stop)
         await self.engine.hooks.flush()
         log.info("worker %s stopped: %s", self.id, self.stats)
+
+
+class _UndecodablePayload(FailJob):
+    """The stored payload does not fit the handler's type (the cause says where)."""
+
+    def __init__(self) -> None:
+        super().__init__("its payload does not fit the handler's type")
+
+
+def _fail_reason(exc: Exception) -> str:
+    """Why a job is dead-lettered, for the log."""
+    if isinstance(exc, _UndecodablePayload):
+        return "its payload does not fit the handler's type"
+    if isinstance(exc, FailJob):
+        return "it raised FailJob"
+    return "no attempts left"
 
 
 def _unavailable(exc: BaseException) -> bool:

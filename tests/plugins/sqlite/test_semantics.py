@@ -148,7 +148,9 @@ async def test_rescue_dead_letters_exhausted_jobs(store: SQLiteStore) -> None:
     assert states[2].state is JobState.RETRYING
     assert states[2].run_at == t0 + timedelta(seconds=2)
     for j in rescued:
-        assert j.last_error == "lease expired: worker wkr_gone stopped heartbeating"
+        assert (
+            j.last_error == "worker wkr_gone died or stalled: its lease expired without a heartbeat"
+        )
         assert j.attempt_token is None
     (entry,) = await store.list_dlq(DLQFilter())
     assert entry.job_id == states[1].id

@@ -204,6 +204,8 @@ class MemoryStore(Store):
     """A complete store held in memory. URL: ``memory://``."""
 
     scheme = "memory"
+    #: Every call holds the store's lock, and wake-ups are thread-safe.
+    thread_safe = True
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
@@ -565,13 +567,11 @@ class MemoryStore(Store):
                         gone[w.id] = w.state
             for job_id in list(self._running):
                 row = self._jobs[job_id]
+                expired = row.lease_expires_at is not None and row.lease_expires_at < now
                 state = gone.get(row.worker_id) if gone and row.worker_id else None
-                if state is not None:
-                    error = f"worker {row.worker_id} is {state.value}: its lease was revoked"
-                elif row.lease_expires_at is None or row.lease_expires_at >= now:
+                if state is None and not expired:
                     continue
-                else:
-                    error = f"lease expired: worker {row.worker_id} stopped heartbeating"
+                error = _rescue_error(row.worker_id, self._workers.get(row.worker_id or ""))
                 self._running.discard(job_id)
                 row.last_error = error
                 row.updated_at = now
@@ -1235,3 +1235,13 @@ def _dlq_matches(
         and (tenant is None or entry.tenant == tenant)
         and (replayed is None or (entry.replayed_at is not None) == replayed)
     )
+
+
+def _rescue_error(worker_id: str | None, worker: WorkerInfo | None) -> str:
+    """Why a job was taken back, by what its worker's row says: a crash reads as a crash."""
+    state = worker.state if worker is not None else None
+    if state is WorkerState.DEAD:
+        return f"worker {worker_id} died: it sent no heartbeat within the worker timeout"
+    if state is WorkerState.STOPPED:
+        return f"worker {worker_id} stopped or restarted without finishing the job"
+    return f"worker {worker_id or '?'} died or stalled: its lease expired without a heartbeat"

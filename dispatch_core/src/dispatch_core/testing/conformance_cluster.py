@@ -427,7 +427,10 @@ class ClusterConformance:
             assert job.state is JobState.RETRYING
             assert job.attempt == 1
             assert job.attempt_token is None
-            assert job.last_error
+            # a crash reads as a crash, in the job and in its dead-letter entry alike
+            assert job.last_error == (
+                f"worker {silent.id} died: it sent no heartbeat within the worker timeout"
+            )
             stored = await store.get_job(lost_job.id)
             assert stored.state is JobState.RETRYING
             assert stored.attempt_token is None
@@ -460,6 +463,9 @@ class ClusterConformance:
             rescued = await store.rescue_expired(now=t0 + _s(2), worker_timeout=60)
             assert [j.id for j in rescued] == [job.id]
             assert rescued[0].state is JobState.RETRYING
+            assert rescued[0].last_error == (
+                f"worker {w.id} stopped or restarted without finishing the job"
+            )
             assert (await _workers(store))[w.id].state is WorkerState.STOPPED
 
         _run(store_factory, body)
@@ -501,6 +507,9 @@ class ClusterConformance:
             (entry,) = await store.list_dlq(DLQFilter())
             assert entry.job_id == job.id
             assert entry.attempts == 1
+            assert entry.error == (
+                f"worker {w.id} died: it sent no heartbeat within the worker timeout"
+            )
             assert not await _finish(store, job, now=t0 + _s(16))
 
         _run(store_factory, body)

@@ -676,10 +676,13 @@ WITH c AS (
         state = CASE WHEN {exhausted} THEN 'failed' ELSE 'retrying' END,
         run_at = CASE WHEN {exhausted} THEN j.run_at ELSE %(now)b END,
         finished_at = CASE WHEN {exhausted} THEN %(now)b ELSE j.finished_at END,
-        last_error = CASE WHEN j.lease_expires_at < %(now)b
-                          THEN 'lease expired: worker ' || coalesce(j.worker_id, 'None')
-                               || ' stopped heartbeating'
-                          ELSE 'worker ' || j.worker_id || ' is gone (dead or stopped)' END,
+        last_error = CASE (SELECT w.state FROM {self.workers} AS w WHERE w.id = j.worker_id)
+            WHEN 'dead' THEN 'worker ' || j.worker_id
+                             || ' died: it sent no heartbeat within the worker timeout'
+            WHEN 'stopped' THEN 'worker ' || j.worker_id
+                                || ' stopped or restarted without finishing the job'
+            ELSE 'worker ' || coalesce(j.worker_id, '?')
+                 || ' died or stalled: its lease expired without a heartbeat' END,
         updated_at = %(now)b, {_LEASE_FREE}
     FROM c{relax}
     WHERE j.id = c.id

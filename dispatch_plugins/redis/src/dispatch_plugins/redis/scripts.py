@@ -666,14 +666,18 @@ for i = 1, #r, 2 do
   else
     local err = nil
     local state = nil
-    if revoke and j.worker_id then
+    if j.worker_id then
       state = redis.call('HGET', P .. 'worker:' .. j.worker_id, 'state')
-      if state == 'running' then state = nil end
     end
-    if state then
-      err = 'worker ' .. j.worker_id .. ' is ' .. state .. ': its lease was revoked'
-    elseif j.lease_expires_at and tonumber(j.lease_expires_at) < nowf then
-      err = 'lease expired: worker ' .. (j.worker_id or '?') .. ' stopped heartbeating'
+    local expired = j.lease_expires_at and tonumber(j.lease_expires_at) < nowf
+    -- why it is taken back, by what its worker's row says: a crash reads as a crash
+    if state == 'dead' and (revoke or expired) then
+      err = 'worker ' .. j.worker_id .. ' died: it sent no heartbeat within the worker timeout'
+    elseif state == 'stopped' and (revoke or expired) then
+      err = 'worker ' .. j.worker_id .. ' stopped or restarted without finishing the job'
+    elseif expired then
+      err = 'worker ' .. (j.worker_id or '?') ..
+        ' died or stalled: its lease expired without a heartbeat'
     end
     if err then
       local fail = tonumber(j.attempt) >= tonumber(j.max_attempts)

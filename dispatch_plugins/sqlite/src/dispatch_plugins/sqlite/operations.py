@@ -766,22 +766,23 @@ _RESCUE_SET = f"""
     last_error = {{error}},
     updated_at = :now, {_LEASE_FREE}
 """
-_LEASE_EXPIRED = (
-    "'lease expired: worker ' || coalesce(worker_id, 'None') || ' stopped heartbeating'"
-)
+# Why a job was taken back, by what its worker's row says: a crash reads as a crash.
+_RESCUE_ERROR = """
+CASE (SELECT state FROM workers WHERE workers.id = jobs.worker_id)
+     WHEN 'dead' THEN 'worker ' || worker_id
+                      || ' died: it sent no heartbeat within the worker timeout'
+     WHEN 'stopped' THEN 'worker ' || worker_id
+                         || ' stopped or restarted without finishing the job'
+     ELSE 'worker ' || coalesce(worker_id, '?')
+          || ' died or stalled: its lease expired without a heartbeat' END
+"""
 _RESCUE = f"""
-UPDATE jobs SET {_RESCUE_SET.format(error=_LEASE_EXPIRED)}
+UPDATE jobs SET {_RESCUE_SET.format(error=_RESCUE_ERROR)}
 WHERE state = 'running' AND lease_expires_at < :now
 RETURNING {JOB_SELECT}
 """
-_WORKER_GONE = f"""
-CASE WHEN lease_expires_at < :now THEN {_LEASE_EXPIRED}
-     ELSE 'worker ' || worker_id || ' is '
-          || (SELECT state FROM workers WHERE workers.id = jobs.worker_id)
-          || ': the job was rescued from it' END
-"""
 _RESCUE_WORKERS = f"""
-UPDATE jobs SET {_RESCUE_SET.format(error=_WORKER_GONE)}
+UPDATE jobs SET {_RESCUE_SET.format(error=_RESCUE_ERROR)}
 WHERE state = 'running' AND (lease_expires_at < :now OR worker_id IN ({_GONE_WORKERS}))
 RETURNING {JOB_SELECT}
 """
