@@ -34,7 +34,12 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from dispatch_core.errors import ConfigurationError, JobIdTakenError, StoreUnavailableError
+from dispatch_core.errors import (
+    ConfigurationError,
+    DispatchError,
+    JobIdTakenError,
+    StoreUnavailableError,
+)
 from dispatch_plugins.postgres.operations import TRANSACTION, Copy, Steps, Stmt
 from dispatch_plugins.postgres.url import PostgresURL
 
@@ -56,6 +61,8 @@ __all__ = [
     "unavailable",
     "no_answer",
     "store_error",
+    "PostgresLimitError",
+    "PostgresTimeoutError",
     "is_retryable",
     "AsyncPool",
     "SyncPool",
@@ -551,6 +558,43 @@ def _hint(config: PostgresURL, exc: BaseException) -> str:
     return ""
 
 
+class PostgresLimitError(DispatchError, ValueError):
+    """PostgreSQL refused a statement of the store because something in it is over one of
+    the server's fixed limits (SQLSTATE class 54, "program limit exceeded": a ``jsonb``
+    value or string over 256 MB, a value nested too deeply...).
+
+    The same call fails the same way every time, so it is not an outage: a worker does not
+    keep an outcome refused so for a later try, it records a failure in its place.
+    """
+
+
+class PostgresTimeoutError(StoreUnavailableError, TimeoutError):
+    """The server cancelled a statement of the store that ran longer than the store's
+    ``statement_timeout``, or that waited longer than its ``lock_timeout`` for a lock.
+
+    A :class:`~dispatch_core.errors.StoreUnavailableError`: the server is up but did not get
+    the work done in time (load, a lock held by another session), and the same call may
+    well succeed later; the message names the setting to raise.
+    """
+
+
+#: SQLSTATE classes of errors that say the server cannot be used right now, whatever the
+#: statement: 08 connection exception; 53 insufficient resources (too many connections, disk
+#: full, out of memory); 58 system error (I/O error on the server); 40 transaction rollback
+#: (a deadlock or serialization failure, once the store's own retries are used up).
+_UNAVAILABLE_CLASSES = frozenset({"08", "40", "53", "58"})
+#: Single SQLSTATEs of the same meaning: 57000 operator intervention; 57P01 admin shutdown,
+#: 57P02 crash shutdown, 57P03 cannot connect now (starting up, shutting down, in recovery);
+#: 57P04 database dropped; the session ended by the server for idling (57P05), for idling in
+#: a transaction (25P03) or for a transaction that ran too long (25P04); 57014 a statement
+#: cancelled on request (``pg_cancel_backend``: an operator, not the statement); 55P03 a lock
+#: not obtained (``lock_timeout``).
+_UNAVAILABLE_STATES = frozenset(
+    {"57000", "57P01", "57P02", "57P03", "57P04", "57P05", "25P03", "25P04", "57014", "55P03"}
+)
+#: The SQLSTATE class of statements over a limit of the server: see :class:`PostgresLimitError`.
+_LIMIT_CLASS = "54"
+
 _MISSING_SCHEMA = (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName)
 # The detail of a primary key violation on jobs: ids hold no spaces, so the match is exact.
 _KEY_DETAIL = re.compile(r"Key \(id\)=\((\S+)\) already exists\.")
@@ -559,10 +603,22 @@ _KEY_DETAIL = re.compile(r"Key \(id\)=\((\S+)\) already exists\.")
 def store_error(config: PostgresURL, exc: psycopg.Error) -> Exception:
     """The error to raise for a driver error met by an operation.
 
-    Connection-level errors (refused, lost, pool exhausted, server shutting down, deadlock
-    retries used up) and a missing schema become :class:`StoreUnavailableError`; a job id
-    already taken (``jobs_pkey``: a chosen id another tenant's job has) becomes
-    :class:`JobIdTakenError`; anything else (a constraint, a bad value) is returned unchanged.
+    By SQLSTATE, not by the driver's exception class (psycopg makes an ``OperationalError``
+    of a server restart and of a value over a limit alike):
+
+    * a statement cancelled by the store's ``statement_timeout`` or ``lock_timeout``:
+      :class:`PostgresTimeoutError`, which says so and names the setting;
+    * the server cannot be used right now (connection refused or lost, no SQLSTATE at all;
+      shutting down, restarting, out of connections or resources; the session ended; a
+      deadlock once the store's retries are used up): :class:`StoreUnavailableError`, an
+      outage the caller may retry;
+    * a missing schema: :class:`StoreUnavailableError` that says to migrate;
+    * a value over a limit of the server (class 54): :class:`PostgresLimitError`, never an
+      outage: the same call fails again;
+    * a job id already taken (``jobs_pkey``: a chosen id another tenant's job has):
+      :class:`JobIdTakenError`;
+    * anything else (a constraint, a bad value, any other failure of the statement itself)
+      is returned unchanged.
     """
     taken = _taken_job_id(exc)
     if taken is not None:
@@ -572,9 +628,33 @@ def store_error(config: PostgresURL, exc: psycopg.Error) -> Exception:
             f"PostgreSQL at {config.display}: {_reason(config, exc)} (the schema "
             f"{config.schema!r} is missing or incomplete: run 'await store.migrate()' once)"
         )
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+    state = exc.sqlstate
+    if state is None:  # raised by libpq or psycopg, not the server: the connection failed
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            return unavailable(config, exc)
+        return exc
+    if _timed_out(exc):
+        return PostgresTimeoutError(
+            f"PostgreSQL at {config.display} timed out: {_reason(config, exc)}{_hint(config, exc)}"
+        )
+    if state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES:
         return unavailable(config, exc)
+    if state[:2] == _LIMIT_CLASS:
+        return PostgresLimitError(
+            f"PostgreSQL at {config.display} refused the statement: {_reason(config, exc)} "
+            f"(SQLSTATE {state}: over a limit of the server, so it fails the same way on "
+            "every try)"
+        )
     return exc
+
+
+def _timed_out(exc: psycopg.Error) -> bool:
+    """Whether the server cancelled the statement for the store's ``statement_timeout`` or
+    ``lock_timeout`` (the same SQLSTATEs also stand for a cancel request and ``NOWAIT``)."""
+    primary = exc.diag.message_primary or ""
+    if isinstance(exc, pg_errors.QueryCanceled):
+        return "statement timeout" in primary
+    return isinstance(exc, pg_errors.LockNotAvailable) and "lock timeout" in primary
 
 
 def _taken_job_id(exc: psycopg.Error) -> str | None:

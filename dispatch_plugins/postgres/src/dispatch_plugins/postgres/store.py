@@ -78,6 +78,9 @@ _PROBE_AFTER = 0.5
 _PROBE_FRESH = 1.0
 #: Retention may delete many rows per statement: it gets this many times the timeouts.
 _LONG_FACTOR = 6
+#: Seconds the pool's custodian waits for the pool's tasks to stop when the event loop ends
+#: with the store open (``asyncio.run`` waits for them in any case).
+_CUSTODIAN_CLOSE_TIMEOUT = 1.0
 
 
 class _DeadConnection(Exception):
@@ -120,6 +123,9 @@ class PostgresStore(Store):
         self._pool: AsyncPool | None = None
         self._pool_pid = 0
         self._pool_loop: asyncio.AbstractEventLoop | None = None
+        #: Closes the pool when its event loop ends with the store still open (see
+        #: :func:`_close_at_loop_end`).
+        self._custodian: asyncio.Task[None] | None = None
         self._opened = False
         self._opening: asyncio.Lock | None = None
         self._opening_loop: asyncio.AbstractEventLoop | None = None
@@ -344,11 +350,18 @@ class PostgresStore(Store):
             except psycopg.Error as exc:
                 raise unavailable(self.config, exc) from exc
             self._pool, self._pool_pid, self._pool_loop = pool, os.getpid(), loop
+            self._custodian = loop.create_task(
+                _close_at_loop_end(pool), name="dispatch-postgres pool custodian"
+            )
             self._opened = True
 
     async def close(self) -> None:
         """Stop the listeners and close the sync producer's and the store's pools.
-        Idempotent."""
+        Idempotent.
+
+        A store left open has its pool closed when ``asyncio.run()`` ends its event loop
+        (see :func:`_close_at_loop_end`), so such a program still exits at once.
+        """
         for listener in list(self._listeners):
             with contextlib.suppress(RuntimeError):  # its event loop is gone
                 await listener.stop()
@@ -362,8 +375,13 @@ class PostgresStore(Store):
                 await probing
         ours = self._pool_is_ours()
         pool, self._pool, self._opened = self._pool, None, False
+        custodian, self._custodian = self._custodian, None
         if pool is not None and ours:
             await pool.close()
+            if custodian is not None:
+                custodian.cancel()  # the pool is closed: it has nothing left to do
+                with contextlib.suppress(asyncio.CancelledError):
+                    await custodian
 
     async def migrate(self) -> list[str]:
         """Create or upgrade the schema; return the names of the migrations applied.
@@ -433,7 +451,7 @@ class PostgresStore(Store):
             return []
         try:
             return await run_async(conn, ops.enqueue(self._q, jobs), own=False)
-        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg.IntegrityError) as exc:
+        except psycopg.Error as exc:
             err = store_error(self.config, exc)
             if err is exc:
                 raise
@@ -779,6 +797,30 @@ class PostgresStore(Store):
         """Consume the run's oldest unconsumed event ``name`` for ``seq`` (or return the one
         ``seq`` already consumed); ``None`` when there is none."""
         return await self._run(ops.take_event, run_id, name, seq=seq, now=now)
+
+
+async def _close_at_loop_end(pool: AsyncPool) -> None:
+    """Wait until cancelled, then close ``pool`` (a task, made with the pool).
+
+    ``asyncio.run()`` ends by cancelling every task left in its loop and waiting for all of
+    them. psycopg_pool's maintenance tasks catch ``CancelledError`` raised while they run a
+    job (such as connecting: the pool grows in the background while a first call waits) and
+    go back to wait for the next job, so a program whose ``main()`` returned without closing
+    the store hung at exit, about one run in ten. Cancelled along with them, this task closes
+    the pool, which sends each of them the order to stop that they then wait for.
+
+    Only in the process that made the pool: closing a pool inherited through ``fork()``
+    would end its connections, which are the parent's.
+    """
+    pid = os.getpid()
+    try:
+        await asyncio.get_running_loop().create_future()
+    finally:
+        if os.getpid() == pid:
+            # pool.close() raises the CancelledError of a maintenance task cancelled while
+            # idle, once the stop orders are sent: those are all that is needed here.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await pool.close(timeout=_CUSTODIAN_CLOSE_TIMEOUT)
 
 
 def _migrate(q: ops.Statements, where: str) -> ops.Steps[list[str]]:

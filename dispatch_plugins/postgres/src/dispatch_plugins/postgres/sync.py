@@ -201,7 +201,7 @@ class PostgresSyncStore:
             return []
         try:
             return run_sync(conn, ops.enqueue(self._q, jobs), own=False)
-        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg.IntegrityError) as exc:
+        except psycopg.Error as exc:
             err = store_error(self.config, exc)
             if err is exc:
                 raise

@@ -236,7 +236,7 @@ def parse_url(url: str) -> PostgresURL:
     schema = ours.get("schema", DEFAULT_SCHEMA)
     if not _SCHEMA_RE.fullmatch(schema):
         raise StoreURLError(
-            f"schema={schema!r} in {_safe(url)!r} is not a plain lowercase identifier: use "
+            f"schema={_shown(schema)!r} in {_safe(url)!r} is not a plain lowercase identifier: use "
             "letters a-z, digits and underscores, starting with a letter or underscore, "
             "at most 50 characters"
         )
@@ -265,8 +265,8 @@ def parse_url(url: str) -> PostgresURL:
         raw = ours["worker_synchronous_commit"]
         if raw.lower() not in _BOOLEANS:
             raise StoreURLError(
-                f"query parameter worker_synchronous_commit={raw!r} in {_safe(url)!r} must be "
-                "on or off"
+                f"query parameter worker_synchronous_commit={_shown(raw)!r} in {_safe(url)!r} "
+                "must be on or off"
             )
         worker_sync = _BOOLEANS[raw.lower()]
     password = params.get("password")
@@ -301,12 +301,13 @@ def _seconds(
     if not (math.isfinite(value) and (value > 0 or (zero and value == 0))):
         wanted = ">= 0 (0: no limit)" if zero else "> 0"
         raise StoreURLError(
-            f"query parameter {key}={raw!r} in {_safe(url)!r} must be a number of seconds {wanted}"
+            f"query parameter {key}={_shown(raw)!r} in {_safe(url)!r} must be a number of "
+            f"seconds {wanted}"
         )
     if value > _MAX_SECONDS:
         raise StoreURLError(
-            f"query parameter {key}={raw!r} in {_safe(url)!r} is too long: PostgreSQL takes "
-            f"at most {_MAX_SECONDS} seconds (use 0 for no limit)"
+            f"query parameter {key}={_shown(raw)!r} in {_safe(url)!r} is too long: PostgreSQL "
+            f"takes at most {_MAX_SECONDS} seconds (use 0 for no limit)"
         )
     return value
 
@@ -319,10 +320,12 @@ def _int(url: str, ours: dict[str, str], key: str, default: int, *, minimum: int
         value = int(raw)
     except ValueError:
         raise StoreURLError(
-            f"query parameter {key}={raw!r} in {_safe(url)!r} must be an integer"
+            f"query parameter {key}={_shown(raw)!r} in {_safe(url)!r} must be an integer"
         ) from None
     if value < minimum:
-        raise StoreURLError(f"query parameter {key}={raw!r} in {_safe(url)!r} must be >= {minimum}")
+        raise StoreURLError(
+            f"query parameter {key}={_shown(raw)!r} in {_safe(url)!r} must be >= {minimum}"
+        )
     return value
 
 
@@ -359,3 +362,9 @@ def _safe(url: str) -> str:
     """``url`` with its secrets masked (the user part's password, ``password=``,
     ``sslpassword=``), for messages."""
     return redact_url(url)
+
+
+def _shown(value: str) -> str:
+    """A value of the URL, as an error may quote it: a secret run into it (``x;password=...``,
+    when ``;`` was meant as a separator) masked like one in the URL."""
+    return redact_url(value)

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import attrs
 
+from dispatch_core._urls import redact_url
 from dispatch_core.errors import StoreURLError
 
 __all__ = ["RedisURL", "parse_url", "DEFAULT_PREFIX", "OPTIONS"]
@@ -56,7 +57,6 @@ OPTIONS = (
 )
 _TLS_OPTIONS = frozenset(o for o in OPTIONS if o.startswith("ssl_"))
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
-_QUERY_PASSWORD_RE = re.compile(r"([?&]password=)[^&#]*")
 _BOOLEANS = {"on": True, "true": True, "1": True, "yes": True}
 _BOOLEANS |= {"off": False, "false": False, "0": False, "no": False}
 
@@ -158,7 +158,7 @@ def parse_url(url: str) -> RedisURL:
         if raw_db and not raw_db.isdigit():
             raise StoreURLError(
                 f"the path of {_safe(url)!r} must be a database number "
-                f"(redis://host:6379/0), not {parts.path!r}"
+                f"(redis://host:6379/0), not {_shown(parts.path)!r}"
             )
         db = int(raw_db) if raw_db else 0
         host = parts.hostname or "localhost"
@@ -169,7 +169,7 @@ def parse_url(url: str) -> RedisURL:
             reqs = options.get("ssl_cert_reqs", "required").lower()
             if reqs not in ("none", "optional", "required"):
                 raise StoreURLError(
-                    f"ssl_cert_reqs={options['ssl_cert_reqs']!r} in {_safe(url)!r} must be "
+                    f"ssl_cert_reqs={_shown(options['ssl_cert_reqs'])!r} in {_safe(url)!r} must be "
                     "none, optional or required"
                 )
             kwargs["ssl_cert_reqs"] = reqs
@@ -185,7 +185,8 @@ def parse_url(url: str) -> RedisURL:
     prefix = options.get("prefix", DEFAULT_PREFIX)
     if not _PREFIX_RE.fullmatch(prefix):
         raise StoreURLError(
-            f"prefix={prefix!r} in {_safe(url)!r} must be 1 to 64 letters, digits or _ . - :"
+            f"prefix={_shown(prefix)!r} in {_safe(url)!r} must be 1 to 64 letters, digits or "
+            "_ . - :"
         )
     kwargs["socket_timeout"] = _float(url, options, "socket_timeout", DEFAULT_SOCKET_TIMEOUT)
     kwargs["socket_connect_timeout"] = _float(
@@ -207,10 +208,12 @@ def _int(url: str, options: dict[str, str], key: str, default: int, *, minimum: 
         value = int(raw)
     except ValueError:
         raise StoreURLError(
-            f"query parameter {key}={raw!r} in {_safe(url)!r} must be an integer"
+            f"query parameter {key}={_shown(raw)!r} in {_safe(url)!r} must be an integer"
         ) from None
     if value < minimum:
-        raise StoreURLError(f"query parameter {key}={raw!r} in {_safe(url)!r} must be >= {minimum}")
+        raise StoreURLError(
+            f"query parameter {key}={_shown(raw)!r} in {_safe(url)!r} must be >= {minimum}"
+        )
     return value
 
 
@@ -224,7 +227,8 @@ def _float(url: str, options: dict[str, str], key: str, default: float) -> float
         value = float("nan")
     if not 0 < value < float("inf"):  # also refuses NaN
         raise StoreURLError(
-            f"query parameter {key}={raw!r} in {_safe(url)!r} must be a number of seconds > 0"
+            f"query parameter {key}={_shown(raw)!r} in {_safe(url)!r} must be a number of "
+            "seconds > 0"
         )
     return value
 
@@ -232,7 +236,9 @@ def _float(url: str, options: dict[str, str], key: str, default: float) -> float
 def _bool(url: str, options: dict[str, str], key: str) -> bool:
     raw = options[key]
     if raw.lower() not in _BOOLEANS:
-        raise StoreURLError(f"query parameter {key}={raw!r} in {_safe(url)!r} must be on or off")
+        raise StoreURLError(
+            f"query parameter {key}={_shown(raw)!r} in {_safe(url)!r} must be on or off"
+        )
     return _BOOLEANS[raw.lower()]
 
 
@@ -254,18 +260,13 @@ def _scrub(url: str, exc: Exception) -> str:
 
 
 def _safe(url: str) -> str:
-    """``url`` with its password (in the user part or a ``password=`` parameter) masked."""
-    url = _QUERY_PASSWORD_RE.sub(r"\1***", url)
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        password = _password(url)
-        if password:
-            return url.replace(password, "***")
-        return url
-    if password is None:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
+    """``url`` with its secrets masked (the user part's password, and ``password=``,
+    ``token=``... query parameters, in any case), for messages: core's
+    :func:`~dispatch_core._urls.redact_url`, as every store uses."""
+    return redact_url(url)
+
+
+def _shown(value: str) -> str:
+    """A value of the URL, as an error may quote it: a secret run into it (``x;password=...``,
+    when ``;`` was meant as a separator) masked like one in the URL."""
+    return redact_url(value)
