@@ -49,6 +49,7 @@ from dispatch_core.models import (
     RunnableCount,
     SortOrder,
     ThroughputBucket,
+    Truncated,
 )
 from dispatch_core.operations import Operations
 from dispatch_core.queues import QueueConfig, QueueStats
@@ -99,6 +100,7 @@ __all__ = [
     "Outcome",
     "OutcomeKind",
     "DLQEntry",
+    "Truncated",
     # the cluster
     "WorkerInfo",
     "WorkerState",

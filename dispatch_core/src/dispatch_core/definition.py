@@ -160,6 +160,8 @@ class JobDefinition(Generic[P]):
             PayloadError: the payload does not fit; nothing was written.
             SyncInAsyncContextError: called inside a running event loop; use ``aenqueue``.
             ConfigurationError: ``conn`` was given to a store that cannot use it.
+            ValueError: the job would run before 1970-01-01 or from 2200-01-01 (UTC), or
+                ``delay`` is not a finite number; nothing was written.
         """
         return self.engine.enqueue(
             self,

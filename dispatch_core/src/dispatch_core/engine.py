@@ -53,7 +53,7 @@ from dispatch_core.workflows.api import WorkflowAPI
 if TYPE_CHECKING:
     from dispatch_core.worker import DrainResult, Worker
 
-__all__ = ["Engine", "DEFAULT_QUEUE"]
+__all__ = ["Engine", "DEFAULT_QUEUE", "EARLIEST_RUN_AT", "LATEST_RUN_AT"]
 
 log = logging.getLogger("dispatch_core.engine")
 T = TypeVar("T")
@@ -80,6 +80,43 @@ DEFAULT_QUEUE = "default"
 _DEFAULT_TIMEOUT = 300.0
 _DEFAULT_RETENTION = Retention()
 _JOB_ID = re.compile(r"[!-~]{1,200}")
+#: The times a job may be scheduled at: every store can hold them (Redis keeps run_at as 16
+#: digits of microseconds since 1970, up to 2286).
+EARLIEST_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_RUN_AT = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _scheduled_at(
+    now: datetime, run_at: datetime | None, delay: float | timedelta | None
+) -> datetime:
+    """When a job enqueued at ``now`` with ``run_at`` or ``delay`` runs.
+
+    Raises:
+        ValueError: both are given, ``run_at`` is naive, ``delay`` is not finite, or the time
+            is outside ``[EARLIEST_RUN_AT, LATEST_RUN_AT)`` (a job stored there would stall
+            the claims of its queue on some stores, and past 9999 it overflows).
+    """
+    if run_at is not None and delay is not None:
+        raise ValueError("give run_at or delay, not both")
+    if run_at is not None:
+        if run_at.tzinfo is None:
+            raise ValueError(f"run_at must be timezone-aware, got naive {run_at.isoformat()}")
+        when: datetime | None = run_at
+        what = f"run_at {run_at.isoformat()}"
+    elif delay is not None:
+        what = f"delay {delay!r}"
+        try:
+            when = now + (delay if isinstance(delay, timedelta) else timedelta(seconds=delay))
+        except (OverflowError, ValueError):  # too many days for a timedelta or a date; NaN
+            when = None
+    else:
+        return now
+    if when is None or not EARLIEST_RUN_AT <= when < LATEST_RUN_AT:
+        raise ValueError(
+            f"{what} is out of range: a job runs from {EARLIEST_RUN_AT:%Y-%m-%d} to "
+            f"{LATEST_RUN_AT:%Y-%m-%d} (UTC)"
+        )
+    return when
 
 
 class Engine(ClusterAPI, WorkflowAPI):
@@ -412,16 +449,7 @@ class Engine(ClusterAPI, WorkflowAPI):
                 raise ValueError("give job_id or unique_key, not both")
             # A chosen id is idempotent: enqueueing it again returns the job that has it.
             unique_key = f"job-id:{job_id}"
-        if run_at is not None and delay is not None:
-            raise ValueError("give run_at or delay, not both")
-        if run_at is not None:
-            if run_at.tzinfo is None:
-                raise ValueError(f"run_at must be timezone-aware, got naive {run_at.isoformat()}")
-            when = run_at
-        elif delay is not None:
-            when = now + (delay if isinstance(delay, timedelta) else timedelta(seconds=delay))
-        else:
-            when = now
+        when = _scheduled_at(now, run_at, delay)
         retries = definition.max_retries if max_retries is None else max_retries
         if retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {retries}")
@@ -501,6 +529,8 @@ class Engine(ClusterAPI, WorkflowAPI):
             PayloadError: the payload does not fit; nothing was written.
             JobIdTakenError: ``job_id`` is the id of another tenant's job (ids are global);
                 nothing was written.
+            ValueError: an option is invalid, e.g. a ``run_at`` or ``delay`` outside
+                1970-01-01 to 2200-01-01 (UTC); nothing was written.
         """
         new = self._prepare(job, payload, options)
         await self.aopen()
@@ -620,11 +650,15 @@ class Engine(ClusterAPI, WorkflowAPI):
         offset: int = 0,
         after: str | None = None,
         order: SortOrder | str = SortOrder.DESC,
+        preview: int | None = None,
     ) -> list[Job]:
         """Jobs, newest first (or ``order="asc"``), optionally filtered.
 
         ``after`` is a keyset cursor, the last id of the previous page: unlike ``offset`` it
-        neither skips nor repeats jobs while new ones arrive.
+        neither skips nor repeats jobs while new ones arrive. With ``preview`` N, payloads
+        and results longer than N bytes of JSON come back as
+        :class:`~dispatch_core.models.Truncated` (see :class:`JobFilter`); :meth:`aget_job`
+        returns one job whole.
         """
         await self.aopen()
         return await self.store.list_jobs(
@@ -637,6 +671,7 @@ class Engine(ClusterAPI, WorkflowAPI):
                 offset=offset,
                 after=after,
                 order=SortOrder(order),
+                preview=preview,
             )
         )
 
@@ -690,10 +725,13 @@ class Engine(ClusterAPI, WorkflowAPI):
         after: str | None = None,
         order: SortOrder | str = SortOrder.ASC,
         replayed: bool | None = None,
+        preview: int | None = None,
     ) -> list[DLQEntry]:
         """Dead-letter entries, oldest failure first (or ``order="desc"``); ``after`` is the
         last id of the previous page. ``replayed=False`` lists only the entries never
-        replayed, ``True`` only the replayed ones (replayed entries stay, stamped)."""
+        replayed, ``True`` only the replayed ones (replayed entries stay, stamped). With
+        ``preview`` N, payloads longer than N bytes of JSON come back as
+        :class:`~dispatch_core.models.Truncated`."""
         await self.aopen()
         return await self.store.list_dlq(
             DLQFilter(
@@ -705,6 +743,7 @@ class Engine(ClusterAPI, WorkflowAPI):
                 offset=offset,
                 after=after,
                 order=SortOrder(order),
+                preview=preview,
             )
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ __all__ = [
     "JobFilter",
     "DLQFilter",
     "SortOrder",
+    "Truncated",
     "ThroughputBucket",
     "RunnableCount",
     "utcnow",
@@ -152,6 +154,65 @@ class DLQEntry:
         )
 
 
+#: A listing's ``preview``: ``None`` or a number of bytes, at least 0.
+_PREVIEW = attrs.validators.optional(
+    attrs.validators.and_(attrs.validators.instance_of(int), attrs.validators.ge(0))
+)
+
+# Compact JSON, as every store keeps bodies (PostgreSQL's jsonb aside: see Truncated).
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+@attrs.frozen(kw_only=True)
+class Truncated:
+    """A payload, result, input or output left out of a listing: the first characters of its
+    compact JSON text, and the length of that whole text.
+
+    A listing asked for previews (``JobFilter(preview=N)``, ``DLQFilter``, ``RunFilter``)
+    returns one in place of each body whose compact JSON text is longer than ``N`` bytes of
+    UTF-8; shorter bodies, and every detail read (``get_job``, ``get_dlq``, ``get_run``), come
+    back whole. Lengths are in bytes of UTF-8 (for ASCII text, the number of characters): the
+    unit of the admin API's body limit, and one Redis knows without reading a body through
+    (``HSTRLEN``), which keeps its listing scripts short. On PostgreSQL the text is the
+    server's rendering of the ``jsonb`` value (keys in its order, a space after each ``:`` and
+    ``,``).
+
+    Attributes:
+        preview: The start of the text: as many whole characters as fit in ``N`` bytes.
+        size: The length of the whole text, in bytes of UTF-8 (more than ``N``).
+    """
+
+    preview: str
+    size: int
+
+    @staticmethod
+    def cut(text: str, limit: int) -> str:
+        """The longest start of ``text`` that takes at most ``limit`` bytes of UTF-8 and ends
+        on a whole character. For a store that reads a few characters more than it needs
+        (``substr`` counts characters): they are dropped here."""
+        head = text[:limit]  # limit characters take limit bytes or more
+        if head.isascii():
+            return head
+        # the one character split by the cut is incomplete: "ignore" drops it, and only it
+        # (surrogatepass: a listing never fails on a lone surrogate, which no store keeps)
+        return head.encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
+
+    @classmethod
+    def of(cls, value: JSON, limit: int | None) -> JSON:
+        """``value`` itself, or a :class:`Truncated` in its place when its compact JSON text
+        takes more than ``limit`` bytes of UTF-8 (``None``: never). For stores that hold
+        bodies as Python values; ``None`` (no result, no output) always comes back as is."""
+        if limit is None or value is None:
+            return value
+        text = _compact(value)
+        if len(text) <= limit // 4:  # four bytes per character at most: it fits
+            return value
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size <= limit:
+            return value
+        return cls(preview=cls.cut(text, limit), size=size)
+
+
 class SortOrder(enum.StrEnum):
     """The order of a listing, by id. TypeIDs are time-ordered, so id order is creation order."""
 
@@ -167,6 +228,11 @@ class JobFilter:
         after: A keyset cursor: only jobs whose id comes strictly after this one in ``order``
             (the last id of the previous page). Stable while jobs are added, unlike ``offset``.
         order: By id, newest first (``DESC``, the default) or oldest first.
+        preview: With a number N, a payload or result whose compact JSON text is longer than
+            N bytes of UTF-8 comes back as a :class:`Truncated` (its first N bytes' worth of
+            characters and its size); shorter ones come back whole. ``None`` (the default)
+            returns them whole. Listings that show many jobs ask for previews, so that big
+            bodies stay in the store; :meth:`Store.get_job` returns one job whole.
     """
 
     state: JobState | None = None
@@ -177,6 +243,7 @@ class JobFilter:
     offset: int = 0
     after: str | None = None
     order: SortOrder = SortOrder.DESC
+    preview: int | None = attrs.field(default=None, validator=_PREVIEW)
 
 
 @attrs.frozen(kw_only=True)
@@ -189,6 +256,9 @@ class DLQFilter:
     Attributes:
         replayed: ``False``: only entries never replayed; ``True``: only replayed ones (they
             stay in the queue, stamped); ``None``: both.
+        preview: With a number N, a payload whose compact JSON text is longer than N bytes
+            of UTF-8 comes back as a :class:`Truncated`, as in :class:`JobFilter`; ``None``
+            (the default) returns payloads whole.
     """
 
     queue: str | None = None
@@ -199,6 +269,7 @@ class DLQFilter:
     offset: int = 0
     after: str | None = None
     order: SortOrder = SortOrder.ASC
+    preview: int | None = attrs.field(default=None, validator=_PREVIEW)
 
 
 @attrs.frozen(kw_only=True)

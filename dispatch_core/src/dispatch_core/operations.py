@@ -12,7 +12,11 @@ with either::
 
 Listings page by keyset (``after`` = the last id of the previous page, ``order``): offsets are
 left out on purpose, as the admin API does not offer them (they skip and repeat rows while
-jobs arrive).
+jobs arrive). ``preview=N`` asks a listing to leave bodies (payloads, results, run inputs and
+outputs) longer than N bytes of JSON where they are, and to return each as a
+:class:`~dispatch_core.models.Truncated` (its start and its size); the ``aget_*`` reads
+return bodies whole. An Engine returns whole bodies when ``preview`` is ``None``; the admin
+API always sends previews, so its client then gets the server's default length.
 """
 
 from __future__ import annotations
@@ -60,9 +64,10 @@ class Operations(Protocol):
         limit: int = 100,
         after: str | None = None,
         order: SortOrder | str = SortOrder.DESC,
+        preview: int | None = None,
     ) -> list[Job]:
         """Jobs by id, newest first by default; ``after`` is the last id of the previous
-        page."""
+        page; ``preview``: long payloads and results as previews."""
         ...
 
     async def acount_jobs(
@@ -96,9 +101,11 @@ class Operations(Protocol):
         after: str | None = None,
         order: SortOrder | str = SortOrder.ASC,
         replayed: bool | None = None,
+        preview: int | None = None,
     ) -> list[DLQEntry]:
         """Dead-letter entries by id, oldest failure first by default; ``replayed=False``:
-        only those never replayed, ``True``: only replayed ones."""
+        only those never replayed, ``True``: only replayed ones; ``preview``: long payloads
+        as previews."""
         ...
 
     async def acount_dlq(
@@ -193,8 +200,10 @@ class Operations(Protocol):
         limit: int = 100,
         after: str | None = None,
         order: SortOrder | str = SortOrder.DESC,
+        preview: int | None = None,
     ) -> list[WorkflowRun]:
-        """Workflow runs by id, newest first by default."""
+        """Workflow runs by id, newest first by default; ``preview``: long inputs and
+        outputs as previews."""
         ...
 
     async def aget_run(self, run_id: str) -> WorkflowRun:

@@ -270,7 +270,15 @@ class Store(abc.ABC):
     async def list_jobs(self, filter: JobFilter) -> list[Job]:
         """Jobs matching ``filter``, ordered by id in ``filter.order`` (newest first by
         default), starting strictly after the id ``filter.after`` when it is given, then
-        skipping ``filter.offset``."""
+        skipping ``filter.offset``.
+
+        With ``filter.preview`` N, a payload or result whose compact JSON text is longer than
+        N bytes of UTF-8 comes back as :class:`~dispatch_core.models.Truncated` (``preview``:
+        :meth:`Truncated.cut <dispatch_core.models.Truncated.cut>` of the text to N bytes,
+        ``size``: the text's length in bytes); shorter ones, and ``None`` results, come back
+        as they are. The cut is made where the body lives (in SQL, in the server-side
+        script...), so a big body crosses neither the store's connection nor the caller's
+        memory. ``None`` (the default) returns every body whole."""
 
     @abc.abstractmethod
     async def count_jobs(
@@ -322,7 +330,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_dlq(self, filter: DLQFilter) -> list[DLQEntry]:
         """Dead-letter entries matching ``filter``, ordered by id (the order they failed in)
-        in ``filter.order``, after the cursor ``filter.after`` when given."""
+        in ``filter.order``, after the cursor ``filter.after`` when given. With
+        ``filter.preview``, payloads longer than that come back as
+        :class:`~dispatch_core.models.Truncated`, as in :meth:`list_jobs`."""
 
     @abc.abstractmethod
     async def count_dlq(
@@ -493,7 +503,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_runs(self, filter: RunFilter) -> list[WorkflowRun]:
         """Runs matching ``filter``, ordered by id in ``filter.order`` (newest first by default),
-        after the cursor ``filter.after`` when given."""
+        after the cursor ``filter.after`` when given. With ``filter.preview``, inputs and
+        outputs longer than that come back as :class:`~dispatch_core.models.Truncated`, as
+        in :meth:`list_jobs`."""
 
     @abc.abstractmethod
     async def list_steps(self, run_id: str) -> list[StepRecord]:

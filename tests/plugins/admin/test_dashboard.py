@@ -271,6 +271,31 @@ def test_replay_a_dead_letter_from_the_ui(page: Page, live: Any, artifacts: Path
     expect(page.locator("#job-id + .badge")).to_have_text("completed")
 
 
+def test_a_long_dead_letter_payload_shows_as_a_preview(
+    page: Page, live: Any, artifacts: Path
+) -> None:
+    # The list carries the payload's first 200 bytes; the button fetches the entry whole.
+    url = "http://legacy.example/" + "p" * 2000 + "/end"
+    job = live.call(live.engine.aenqueue("legacy.ping", url, queue="previews"))
+
+    def dead() -> bool:
+        return live.call(live.engine.aget_job(job.id)).state is JobState.FAILED
+
+    dash.wait_for(dead, "the long job to be dead-lettered")
+    _sign_in(page, live, dash.OPERATOR_SECRET, "/dlq?queue=previews")
+    row = page.locator("tr[data-id]", has_text="legacy.ping")
+    expect(row).to_have_count(1)
+    row.locator("text=Details").click()
+    preview = page.locator(".dlq-detail .payload-preview")
+    expect(preview.locator("pre.code")).to_have_text(('"' + url)[:200] + "…")
+    expect(preview).to_contain_text("2.0 KiB of JSON")
+    _shot(page, artifacts, "dlq-preview")
+    preview.get_by_role("button", name="Show the whole payload").click()
+    whole = page.locator(".dlq-detail pre.code")
+    expect(whole).to_have_text(f'"{url}"')
+    expect(page.locator(".dlq-detail .payload-preview")).to_have_count(0)
+
+
 def test_replay_all_in_batches_and_purge(page: Page, live: Any, artifacts: Path) -> None:
     engine = live.engine
     _sign_in(page, live, dash.OPERATOR_SECRET, "/dlq?queue=images")

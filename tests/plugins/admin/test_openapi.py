@@ -138,10 +138,14 @@ async def test_real_responses_match_the_schemas(api: Any, world: Any) -> None:
     await check("POST", "/jobs", 422, json={"name": "send", "payload": "x"})
     await check("POST", "/jobs", 422, json={"name": "nope"})
     await check("POST", "/jobs", 400, json={"name": 1})
-    # keys are per tenant, ids are not: B cannot take the operator's chosen id
+    # keys are per tenant, ids are not: B's tenant cannot take the operator's chosen id, and
+    # a tenant token may not choose one at all
     await check("POST", "/jobs", 201, json={"name": "send", "payload": 1, "job_id": "u-1"})
     await check(
-        "POST", "/jobs", 409, token=api.B, json={"name": "send", "payload": 1, "job_id": "u-1"}
+        "POST", "/jobs", 409, json={"name": "send", "payload": 1, "job_id": "u-1", "tenant": "B"}
+    )
+    await check(
+        "POST", "/jobs", 403, token=api.B, json={"name": "send", "payload": 1, "job_id": "u-2"}
     )
     # noop is the job of the cron entry "nightly": operator-only
     await check("POST", "/jobs", 403, token=api.B, json={"name": "noop"})

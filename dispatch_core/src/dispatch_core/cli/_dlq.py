@@ -29,7 +29,7 @@ from dispatch_core.cli._format import (
     relative_time,
     to_jsonable,
 )
-from dispatch_core.cli._paging import echo_next_page, page_options
+from dispatch_core.cli._paging import LIST_PREVIEW, echo_next_page, list_preview, page_options
 from dispatch_core.errors import DispatchError
 from dispatch_core.models import DLQEntry, SortOrder, utcnow
 from dispatch_core.operations import Operations
@@ -81,7 +81,13 @@ def _dlq_row(entry: DLQEntry, now: datetime) -> list[str]:
 @click.option("-q", "--queue", help="Only entries of this queue.")
 @click.option("--name", help="Only entries of this job name.")
 @page_options("entries", default_order=SortOrder.ASC)
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of full entries.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help=f"Print a JSON array of entries (a payload over {LIST_PREVIEW} bytes as a preview: "
+    "'dlq show ID --json' prints it whole).",
+)
 @store_options
 def dlq_ls(
     queue: str | None,
@@ -100,7 +106,12 @@ def dlq_ls(
     entries = run_with(
         resolve_operations(app, url),
         lambda ops: ops.alist_dlq(
-            queue=queue, name=name, limit=limit, after=after, order=order.lower()
+            queue=queue,
+            name=name,
+            limit=limit,
+            after=after,
+            order=order.lower(),
+            preview=list_preview(as_json),
         ),
     )
     if as_json:
@@ -143,8 +154,9 @@ async def _unreplayed_ids(ops: Operations, queue: str | None) -> list[str]:
     ids: list[str] = []
     after: str | None = None
     while True:
+        # only the ids are needed: preview=0 leaves every payload where it is
         page = await ops.alist_dlq(
-            queue=queue, replayed=False, limit=_PAGE, after=after, order=SortOrder.ASC
+            queue=queue, replayed=False, limit=_PAGE, after=after, order=SortOrder.ASC, preview=0
         )
         ids.extend(x.id for x in page)
         if len(page) < _PAGE:

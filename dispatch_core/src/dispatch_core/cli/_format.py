@@ -17,6 +17,8 @@ from typing import IO, Any, Literal
 import attrs
 import click
 
+from dispatch_core.models import Truncated
+
 __all__ = [
     "Column",
     "DURATION",
@@ -178,8 +180,21 @@ def _serialize(inst: Any, field: Any, value: Any) -> Any:
 
 
 def to_jsonable(record: Any) -> dict[str, Any]:
-    """An attrs record (a Job, a DLQEntry…) as a dict of JSON types."""
-    return attrs.asdict(record, value_serializer=_serialize)
+    """An attrs record (a Job, a DLQEntry…) as a dict of JSON types.
+
+    A body a listing left out (a :class:`~dispatch_core.models.Truncated`) is shown as the
+    admin API shows it: ``null``, beside ``<name>_truncated: true``, ``<name>_preview`` and
+    ``<name>_size``.
+    """
+    data = attrs.asdict(record, value_serializer=_serialize)
+    for field in attrs.fields(type(record)):
+        value = getattr(record, field.name)
+        if isinstance(value, Truncated):
+            data[field.name] = None
+            data[f"{field.name}_truncated"] = True
+            data[f"{field.name}_preview"] = value.preview
+            data[f"{field.name}_size"] = value.size
+    return data
 
 
 def echo_json(data: Any) -> None:

@@ -16,7 +16,7 @@ from dispatch_core.cli._format import (
     relative_time,
     to_jsonable,
 )
-from dispatch_core.cli._paging import echo_next_page, page_options
+from dispatch_core.cli._paging import LIST_PREVIEW, echo_next_page, list_preview, page_options
 from dispatch_core.models import Job, RunnableCount, SortOrder, utcnow
 from dispatch_core.operations import Operations
 from dispatch_core.states import JobState
@@ -64,7 +64,13 @@ def _job_row(job: Job, now: datetime) -> list[str]:
 @click.option("--name", help="Only jobs with this job name.")
 @click.option("--tenant", help="Only jobs of this tenant.")
 @page_options("jobs", default_order=SortOrder.DESC)
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of full job records.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help=f"Print a JSON array of job records (a payload or result over {LIST_PREVIEW} bytes "
+    "as a preview: 'jobs show ID --json' prints it whole).",
+)
 @store_options
 def jobs_ls(
     state: str | None,
@@ -94,6 +100,7 @@ def jobs_ls(
             limit=limit,
             after=after,
             order=order.lower(),
+            preview=list_preview(as_json),
         )
 
     found = run_with(resolve_operations(app, url), fetch)

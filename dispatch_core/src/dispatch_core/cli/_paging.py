@@ -14,11 +14,21 @@ import click
 
 from dispatch_core.models import SortOrder
 
-__all__ = ["ORDERS", "echo_next_page", "page_options"]
+__all__ = ["ORDERS", "LIST_PREVIEW", "echo_next_page", "list_preview", "page_options"]
 
 FC = TypeVar("FC", bound=Callable[..., Any])
 
 ORDERS = [o.value for o in SortOrder]
+
+#: Bytes of JSON up to which ``ls --json`` prints a body (payload, result, run input or
+#: output) whole; a longer one is printed as a preview (``show`` prints it whole).
+LIST_PREVIEW = 200
+
+
+def list_preview(as_json: bool) -> int:
+    """The ``preview`` an ``ls`` command asks for: the tables show no body, so none is read;
+    JSON shows previews of :data:`LIST_PREVIEW` bytes."""
+    return LIST_PREVIEW if as_json else 0
 
 
 def page_options(noun: str, *, default_order: SortOrder) -> Callable[[FC], FC]:

@@ -26,7 +26,7 @@ from dispatch_core.cli._format import (
     relative_time,
     to_jsonable,
 )
-from dispatch_core.cli._paging import echo_next_page, page_options
+from dispatch_core.cli._paging import LIST_PREVIEW, echo_next_page, list_preview, page_options
 from dispatch_core.models import SortOrder, utcnow
 from dispatch_core.operations import Operations
 from dispatch_core.workflows.models import RunState, StepRecord, WorkflowRun
@@ -110,7 +110,13 @@ def _step_row(step: StepRecord) -> list[str]:
 @click.option("--name", help="Only runs of this workflow.")
 @click.option("--tenant", help="Only runs of this tenant.")
 @page_options("runs", default_order=SortOrder.DESC)
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of run records.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help=f"Print a JSON array of run records (an input or output over {LIST_PREVIEW} bytes as "
+    "a preview: 'workflows show RUN_ID --json' prints it whole).",
+)
 @store_options
 def workflows_ls(
     state: str | None,
@@ -136,6 +142,7 @@ def workflows_ls(
             limit=limit,
             after=after,
             order=order.lower(),
+            preview=list_preview(as_json),
         )
 
     found = run_with(resolve_operations(app, url), fetch)

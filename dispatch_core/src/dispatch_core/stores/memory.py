@@ -36,6 +36,7 @@ from dispatch_core.models import (
     RunnableCount,
     SortOrder,
     ThroughputBucket,
+    Truncated,
     utcnow,
 )
 from dispatch_core.queues import QueueConfig, QueueStats, TokenBucket
@@ -623,7 +624,10 @@ class MemoryStore(Store):
             page = _page(
                 rows, lambda r: r.id, filter.order, filter.after, filter.offset, filter.limit
             )
-            return [r.to_job() for r in page]
+            jobs = [r.to_job() for r in page]
+        if filter.preview is None:
+            return jobs
+        return [_job_preview(job, filter.preview) for job in jobs]
 
     async def count_jobs(
         self, *, queue: str | None = None, tenant: str | None = None
@@ -718,9 +722,12 @@ class MemoryStore(Store):
                 if _dlq_matches(e, filter.queue, filter.tenant, filter.replayed)
             ]
         entries = [e for e in entries if filter.name is None or e.name == filter.name]
-        return _page(
+        page = _page(
             entries, lambda e: e.id, filter.order, filter.after, filter.offset, filter.limit
         )
+        if filter.preview is None:
+            return page
+        return [_entry_preview(entry, filter.preview) for entry in page]
 
     async def count_dlq(
         self,
@@ -1076,7 +1083,10 @@ class MemoryStore(Store):
                 and (filter.parent_run_id is None or r.parent_run_id == filter.parent_run_id)
                 and (filter.correlation_key is None or r.correlation_key == filter.correlation_key)
             ]
-        return _page(runs, lambda r: r.id, filter.order, filter.after, filter.offset, filter.limit)
+        page = _page(runs, lambda r: r.id, filter.order, filter.after, filter.offset, filter.limit)
+        if filter.preview is None:
+            return page
+        return [_run_preview(run, filter.preview) for run in page]
 
     async def list_steps(self, run_id: str) -> list[StepRecord]:
         with self._lock:
@@ -1225,6 +1235,28 @@ def _page(
     if after is not None:
         items = [x for x in items if (key(x) < after if desc else key(x) > after)]
     return items[offset : offset + limit]
+
+
+def _job_preview(job: Job, limit: int) -> Job:
+    """``job`` with its payload and result as :class:`Truncated` when they are too long."""
+    payload, result = Truncated.of(job.payload, limit), Truncated.of(job.result, limit)
+    if payload is job.payload and result is job.result:
+        return job
+    return attrs.evolve(job, payload=payload, result=result)
+
+
+def _entry_preview(entry: DLQEntry, limit: int) -> DLQEntry:
+    """``entry`` with its payload as :class:`Truncated` when it is too long."""
+    payload = Truncated.of(entry.payload, limit)
+    return entry if payload is entry.payload else attrs.evolve(entry, payload=payload)
+
+
+def _run_preview(run: WorkflowRun, limit: int) -> WorkflowRun:
+    """``run`` with its input and output as :class:`Truncated` when they are too long."""
+    input_, output = Truncated.of(run.input, limit), Truncated.of(run.output, limit)
+    if input_ is run.input and output is run.output:
+        return run
+    return attrs.evolve(run, input=input_, output=output)
 
 
 def _dlq_matches(

@@ -30,12 +30,15 @@ from dispatch_core.store import Store
 from dispatch_core.testing._helpers import LEASE, StoreFactory, _claim, _run, make_new_job
 from dispatch_core.testing.conformance_cluster import ClusterConformance
 from dispatch_core.testing.conformance_listing import ListingConformance
+from dispatch_core.testing.conformance_previews import PreviewConformance
 from dispatch_core.testing.conformance_workflows import WorkflowConformance
 
 __all__ = ["StoreConformance", "make_new_job"]
 
 
-class StoreConformance(ClusterConformance, WorkflowConformance, ListingConformance):
+class StoreConformance(
+    ClusterConformance, WorkflowConformance, ListingConformance, PreviewConformance
+):
     """Every rule of :class:`dispatch_core.store.Store`, as tests. Subclass and give
     ``store_factory``. The cluster rules (workers, leader, cron, queues, retention) come from
     :class:`~dispatch_core.testing.conformance_cluster.ClusterConformance`."""

@@ -203,9 +203,11 @@ class WorkflowAPI:
         offset: int = 0,
         after: str | None = None,
         order: SortOrder | str = SortOrder.DESC,
+        preview: int | None = None,
     ) -> list[WorkflowRun]:
         """Runs, newest first (or ``order="asc"``), optionally filtered; ``after`` is the last
-        id of the previous page."""
+        id of the previous page. With ``preview`` N, inputs and outputs longer than N bytes
+        of JSON come back as :class:`~dispatch_core.models.Truncated`."""
         engine = self._wf_engine()
         await engine.aopen()
         return await engine.store.list_runs(
@@ -217,6 +219,7 @@ class WorkflowAPI:
                 offset=offset,
                 after=after,
                 order=SortOrder(order),
+                preview=preview,
             )
         )
 

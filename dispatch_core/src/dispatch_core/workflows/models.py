@@ -13,7 +13,7 @@ from datetime import datetime
 
 import attrs
 
-from dispatch_core.models import JSON, SortOrder
+from dispatch_core.models import _PREVIEW, JSON, SortOrder
 
 __all__ = [
     "RunState",
@@ -152,7 +152,14 @@ class WorkflowEvent:
 
 @attrs.frozen(kw_only=True)
 class RunFilter:
-    """Which runs ``Store.list_runs`` returns; ``None`` fields do not filter."""
+    """Which runs ``Store.list_runs`` returns; ``None`` fields do not filter.
+
+    Attributes:
+        preview: With a number N, a run input or output whose compact JSON text is longer
+            than N bytes of UTF-8 comes back as a :class:`~dispatch_core.models.Truncated`,
+            as in :class:`~dispatch_core.models.JobFilter`; ``None`` (the default) returns
+            them whole (``Store.get_run`` always does).
+    """
 
     state: RunState | None = None
     name: str | None = None
@@ -164,3 +171,4 @@ class RunFilter:
     #: A keyset cursor: only runs whose id comes strictly after this one in ``order``.
     after: str | None = None
     order: SortOrder = SortOrder.DESC
+    preview: int | None = attrs.field(default=None, validator=_PREVIEW)

@@ -6,6 +6,10 @@ Mount it where it should live; ``/dispatch`` is the convention (``dispatch serve
 
 Every request under ``/v1`` but the health probes and the OpenAPI document needs a bearer
 token (401 otherwise); each route then checks the token's scopes and tenant (403).
+
+Every response carries ``X-Content-Type-Options: nosniff``; those of the API (errors and 500s
+included) also ``Cache-Control: no-store``, as they hold jobs' data and must not linger in a
+browser's or a proxy's cache. The dashboard's files keep their own caching.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatch_core import Engine
 from dispatch_plugins.admin.auth import Authenticator, Token, load_tokens
@@ -76,6 +81,39 @@ class _Authenticate:
             else "a bearer token is required (Authorization: Bearer <token>)",
             headers=challenge,
         )
+
+
+class _SecurityHeaders:
+    """ASGI middleware around the whole app (outside Starlette's error handler, so that a 500
+    gets them too): ``nosniff`` on every response, ``no-store`` on the API's."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = _route_path(scope)
+        api = path == API_PREFIX or path.startswith(API_PREFIX + "/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                # API answers are never cached; the dashboard's files say how they may be.
+                if api or "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class _AdminApp(Starlette):
+    """Starlette with :class:`_SecurityHeaders` as the outermost layer."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return _SecurityHeaders(super().build_middleware_stack())
 
 
 def _route_path(scope: Scope) -> str:
@@ -151,4 +189,4 @@ def admin_app(
         finally:
             await engine.aclose()
 
-    return Starlette(routes=routes, exception_handlers=exception_handlers(), lifespan=lifespan)
+    return _AdminApp(routes=routes, exception_handlers=exception_handlers(), lifespan=lifespan)

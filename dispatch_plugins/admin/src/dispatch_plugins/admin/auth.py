@@ -16,6 +16,11 @@ Configuration is a JSON list, from ``DISPATCH_ADMIN_TOKENS`` or a file::
      {"name": "acme-ro", "token": "…", "scopes": ["read"], "tenant": "acme"},
      {"name": "acme-mail", "token": "…", "scopes": ["jobs:write"], "tenant": "acme",
       "enqueue": ["emails.*"]}]
+
+An operator token is one *without* a ``tenant`` key: ``"tenant": null`` is refused, so that a
+tenant's name lost by a templating mistake never turns its token into an operator's. A tokens
+file that its group or others may read or write is loaded with a warning saying what to
+``chmod``.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import enum
 import hashlib
 import hmac
 import json
+import logging
 import os
+import shlex
+import stat
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -41,6 +48,8 @@ __all__ = [
     "TOKENS_ENV",
     "MIN_SECRET_LENGTH",
 ]
+
+log = logging.getLogger("dispatch_plugins.admin")
 
 #: The environment variable :func:`load_tokens` reads when no file is given.
 TOKENS_ENV = "DISPATCH_ADMIN_TOKENS"
@@ -155,9 +164,12 @@ def _glob(pattern: str, name: str) -> bool:
     return all(c == "*" for c in pattern[p:])
 
 
-def _check_tenant(_: object, __: attrs.Attribute[Any], tenant: str | None) -> None:
+def _check_tenant(instance: Token, _: attrs.Attribute[Any], tenant: str | None) -> None:
     if tenant is not None and (not isinstance(tenant, str) or not tenant):
-        raise ValueError("a token's tenant must be a non-empty string or null")
+        raise ValueError(
+            f"token {instance.name!r}: the tenant must be a non-empty string (or None for an "
+            "operator token)"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -249,12 +261,13 @@ def _digest(secret: str) -> bytes:
 def parse_tokens(data: str | bytes | Sequence[Mapping[str, Any]]) -> list[Token]:
     """Tokens from their JSON configuration (text, or the decoded list).
 
-    Each item is ``{"name", "token", "scopes": [...], "tenant"?, "enqueue"?: [...]}``.
+    Each item is ``{"name", "token", "scopes": [...], "tenant"?, "enqueue"?: [...]}``. An
+    item without ``tenant`` is an operator token; ``"tenant": null`` is refused.
 
     Raises:
-        ValueError: the JSON is malformed, an item lacks a field or has an unknown one, a
-            scope or an ``enqueue`` pattern is invalid, or a secret is shorter than 16
-            characters. Messages name the token, never its secret.
+        ValueError: the JSON is malformed, an item lacks a field or has an unknown one, its
+            ``tenant`` is ``null``, a scope or an ``enqueue`` pattern is invalid, or a secret is
+            shorter than 16 characters. Messages name the token, never its secret.
     """
     if isinstance(data, str | bytes):
         try:
@@ -273,6 +286,13 @@ def parse_tokens(data: str | bytes | Sequence[Mapping[str, Any]]) -> list[Token]
         missing = [k for k in ("name", "token", "scopes") if k not in item]
         if missing:
             raise ValueError(f"admin tokens: item {i} lacks {', '.join(missing)}")
+        if "tenant" in item and item["tenant"] is None:
+            # Most likely a template that lost the tenant's name: never an operator token.
+            raise ValueError(
+                f'admin tokens: item {i}{_named(item)}: "tenant": null is not allowed; for an '
+                "operator token (every tenant, the cluster routes) leave the tenant key out, "
+                "for a tenant token give the tenant's name"
+            )
         scopes = item["scopes"]
         if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             raise ValueError(f"admin tokens: item {i}: scopes must be a list of strings")
@@ -296,10 +316,19 @@ def parse_tokens(data: str | bytes | Sequence[Mapping[str, Any]]) -> list[Token]
     return tokens
 
 
+def _named(item: Mapping[str, Any]) -> str:
+    """`` (token 'ops')`` when the item has a usable name, for error messages."""
+    name = item.get("name")
+    return f" (token {name!r})" if isinstance(name, str) and name.strip() else ""
+
+
 def load_tokens(
     path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
 ) -> list[Token]:
     """Read the token configuration from a file, or else from ``DISPATCH_ADMIN_TOKENS``.
+
+    A file whose mode lets its group or others read or write it is loaded, with a warning
+    (logger ``dispatch_plugins.admin``) naming the file and the ``chmod`` to run.
 
     Args:
         path: A JSON file holding the list; when ``None`` the environment variable is read.
@@ -313,6 +342,39 @@ def load_tokens(
         OSError: the file cannot be read.
     """
     if path is not None:
-        return parse_tokens(Path(path).read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            text = file.read()
+        tokens = parse_tokens(text)
+        # Only once it loads: a file that does not stops the server anyway.
+        _warn_if_exposed(os.fspath(path), mode)
+        return tokens
     text = (os.environ if environ is None else environ).get(TOKENS_ENV, "").strip()
     return parse_tokens(text) if text else []
+
+
+#: Permission bits that expose a tokens file: read or write by its group or by others.
+_EXPOSING = stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
+
+
+def _warn_if_exposed(path: str, mode: int) -> None:
+    """Warn when the mode of the tokens file at ``path`` lets its group or others read it (and
+    use its secrets) or write it (and add a token of their own)."""
+    if os.name == "nt" or not stat.S_ISREG(mode) or not mode & _EXPOSING:
+        return  # Windows has no such bits; a pipe or a device is not a file to chmod
+    grants = []
+    for whom, read, write in (
+        ("its group", stat.S_IRGRP, stat.S_IWGRP),
+        ("others", stat.S_IROTH, stat.S_IWOTH),
+    ):
+        rights = [right for right, bit in (("read", read), ("write", write)) if mode & bit]
+        if rights:
+            grants.append(f"{' and '.join(rights)} to {whom}")
+    log.warning(
+        "admin tokens file %s grants %s (mode %04o), but it holds the API's secrets: make "
+        "it readable by its owner only (chmod 600 %s)",
+        path,
+        ", ".join(grants),
+        stat.S_IMODE(mode),
+        shlex.quote(path),
+    )

@@ -8,6 +8,11 @@ they do on a store (the ``dispatch_remote_operations`` hook hands it to the CLI)
         failed = await client.alist_jobs(state="failed", limit=20)
         await client.aretry(failed[0].id)
 
+Listings carry previews, as the API sends them: a long payload, result, run input or output
+comes back as a :class:`~dispatch_core.models.Truncated` (``preview=N`` asks for N bytes, up
+to the server's ``MAX_PREVIEW``; ``None`` takes its default), and the ``aget_*`` methods
+return bodies whole.
+
 Answers are decoded into the same models the Engine returns (with the API's codec); API
 errors become the core's exceptions where one fits (404: the matching ``*NotFoundError``;
 409: :class:`~dispatch_core.InvalidTransitionError` for jobs, ``WorkflowError`` for runs) and
@@ -44,7 +49,7 @@ from dispatch_core.states import JobState
 from dispatch_core.workflows.errors import WorkflowError
 from dispatch_core.workflows.models import RunState, StepRecord, WorkflowRun
 from dispatch_plugins.admin.codec import format_datetime, from_json
-from dispatch_plugins.admin.pagination import MAX_LIMIT, encode_cursor
+from dispatch_plugins.admin.pagination import MAX_LIMIT, MAX_PREVIEW, encode_cursor
 
 __all__ = [
     "AdminAPIError",
@@ -114,6 +119,11 @@ def _run_conflict(message: str, _details: Any) -> DispatchError:
 
 def _not_found(exc: NotFoundError) -> _ErrorFactory:
     return lambda message, _details: _message_with(exc, message)
+
+
+def _preview(preview: int | None) -> int | None:
+    """A listing's ``preview`` as the API takes it: at most its ``MAX_PREVIEW``."""
+    return None if preview is None else min(preview, MAX_PREVIEW)
 
 
 def _enum_value(value: Any, kind: type[Any]) -> str | None:
@@ -379,13 +389,17 @@ class AdminClient:
         limit: int = 100,
         after: str | None = None,
         order: SortOrder | str = SortOrder.DESC,
+        preview: int | None = None,
     ) -> list[Job]:
-        """Jobs by id, newest first by default (``GET /v1/jobs``)."""
+        """Jobs by id, newest first by default (``GET /v1/jobs``); long payloads and results
+        as :class:`~dispatch_core.models.Truncated` previews (``preview`` bytes, or the
+        server's default)."""
         params = {
             "state": _enum_value(state, JobState),
             "queue": queue,
             "name": name,
             "tenant": tenant,
+            "preview": _preview(preview),
         }
         return await self._list("/jobs", Job, params=params, limit=limit, after=after, order=order)
 
@@ -450,10 +464,18 @@ class AdminClient:
         after: str | None = None,
         order: SortOrder | str = SortOrder.ASC,
         replayed: bool | None = None,
+        preview: int | None = None,
     ) -> list[DLQEntry]:
         """Dead-letter entries by id, oldest failure first by default (``GET /v1/dlq``);
-        ``replayed=False``: only those never replayed, ``True``: only replayed ones."""
-        params = {"queue": queue, "name": name, "tenant": tenant, "replayed": _flag(replayed)}
+        ``replayed=False``: only those never replayed, ``True``: only replayed ones; long
+        payloads as previews."""
+        params = {
+            "queue": queue,
+            "name": name,
+            "tenant": tenant,
+            "replayed": _flag(replayed),
+            "preview": _preview(preview),
+        }
         return await self._list(
             "/dlq", DLQEntry, params=params, limit=limit, after=after, order=order
         )
@@ -602,9 +624,16 @@ class AdminClient:
         limit: int = 100,
         after: str | None = None,
         order: SortOrder | str = SortOrder.DESC,
+        preview: int | None = None,
     ) -> list[WorkflowRun]:
-        """Workflow runs by id, newest first by default (``GET /v1/runs``)."""
-        params = {"state": _enum_value(state, RunState), "name": name, "tenant": tenant}
+        """Workflow runs by id, newest first by default (``GET /v1/runs``); long inputs and
+        outputs as previews."""
+        params = {
+            "state": _enum_value(state, RunState),
+            "name": name,
+            "tenant": tenant,
+            "preview": _preview(preview),
+        }
         return await self._list(
             "/runs", WorkflowRun, params=params, limit=limit, after=after, order=order
         )

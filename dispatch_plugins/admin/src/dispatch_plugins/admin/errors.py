@@ -8,6 +8,7 @@ right status, so a client never has to parse anything else.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
+from dispatch_core._urls import redact_url
 from dispatch_core.errors import (
     InvalidTransitionError,
     NotFoundError,
@@ -33,6 +35,8 @@ __all__ = [
     "exception_handlers",
     "invalid_request",
     "not_found",
+    "option_not_allowed",
+    "redact_urls",
 ]
 
 log = logging.getLogger("dispatch_plugins.admin")
@@ -79,11 +83,27 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+#: A URL in an error text (``postgresql://user:pw@host/db``), up to the next blank or quote.
+_URL = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+""")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL in it redacted (:func:`dispatch_core._urls.redact_url`:
+    passwords and secret query values masked), for the log."""
+    return _URL.sub(lambda m: redact_url(m.group(0)), text)
+
+
 def invalid_request(message: str, field: str | None = None, **details: Any) -> ApiError:
     """A 400 ``invalid_request`` naming the offending field (in ``details.field``)."""
     if field is not None:
         details = {"field": field, **details}
     return ApiError(400, "invalid_request", message, details or None)
+
+
+def option_not_allowed(field: str, message: str, **details: Any) -> ApiError:
+    """A 403 ``option_not_allowed``: the token may not set this option (a tenant token's
+    ``job_id``, a queue or a priority beyond its job's); ``details.field`` names it."""
+    return ApiError(403, "option_not_allowed", message, {"field": field, **details})
 
 
 def not_found(message: str) -> ApiError:
@@ -127,8 +147,9 @@ def to_api_error(exc: Exception) -> ApiError | None:
         return ApiError(409, "invalid_state", str(exc))
     if isinstance(exc, StoreUnavailableError | OSError):
         # OSError covers refused connections and timeouts that a store did not wrap.
-        log.warning("admin API: store unavailable: %s", exc)
-        return ApiError(503, "store_unavailable", f"the store is unavailable: {exc}")
+        text = redact_urls(str(exc))
+        log.warning("admin API: store unavailable: %s", text)
+        return ApiError(503, "store_unavailable", f"the store is unavailable: {text}")
     return None
 
 
@@ -136,7 +157,22 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     error = to_api_error(exc)
     if error is None:
         return await _server_error(request, exc)
+    if error.status == 503 and _tenant_request(request):
+        # A store's error names its user, host and database: not a tenant's to know.
+        error = ApiError(
+            503,
+            "store_unavailable",
+            f"the store is unavailable ({type(exc).__name__}); the server log has the details",
+        )
     return error_response(error)
+
+
+def _tenant_request(request: Request) -> bool:
+    """Whether a token bound to a tenant made the request."""
+    from dispatch_plugins.admin.routes._base import TOKEN_SCOPE_KEY  # it imports this module
+
+    token = request.scope.get(TOKEN_SCOPE_KEY)
+    return getattr(token, "tenant", None) is not None
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

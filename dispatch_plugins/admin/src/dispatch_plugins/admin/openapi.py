@@ -14,7 +14,10 @@ from typing import Any
 
 from dispatch_core import JobState, RunState, StepKind, StepState, WorkerState
 from dispatch_core.cron import MisfirePolicy
-from dispatch_plugins.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from dispatch_core.models import DLQEntry, Job
+from dispatch_core.workflows.models import WorkflowRun
+from dispatch_plugins.admin.codec import BODY_FIELDS
+from dispatch_plugins.admin.pagination import DEFAULT_LIMIT, LIST_PREVIEW, MAX_LIMIT, MAX_PREVIEW
 from dispatch_plugins.admin.routes import ENDPOINTS
 
 __all__ = ["openapi_document", "OPERATIONS", "SCHEMAS"]
@@ -71,6 +74,42 @@ def _page(item: str, **extra: Schema) -> Schema:
 
 
 _JOB_COUNTS = _object({s.value: {"type": "integer", "minimum": 0} for s in JobState})
+
+
+def _with_previews(schema: Schema, bodies: tuple[str, ...]) -> Schema:
+    """``schema`` (an object) as a listing sends it: each of ``bodies`` may be left out, sent
+    as ``null`` beside ``<body>_truncated``, ``<body>_preview`` and ``<body>_size``."""
+    listed = copy.deepcopy(schema)
+    properties = listed["properties"]
+    rules: list[Schema] = []
+    for body in bodies:
+        properties[f"{body}_truncated"] = {
+            "const": True,
+            "description": f"Present when the listing left {body} out (it is then null): "
+            f"longer than the preview length. GET the object for it whole.",
+        }
+        properties[f"{body}_preview"] = {
+            "type": "string",
+            "description": f"The start of {body}'s JSON text, at most the preview length in "
+            "bytes of UTF-8, ending on a whole character.",
+        }
+        properties[f"{body}_size"] = {
+            "type": "integer",
+            "minimum": 0,
+            "description": f"The length of {body}'s whole JSON text, in bytes of UTF-8.",
+        }
+        rules.append(
+            {
+                "if": {"required": [f"{body}_truncated"]},
+                "then": {
+                    "required": [f"{body}_preview", f"{body}_size"],
+                    "properties": {body: {"type": "null"}},
+                },
+            }
+        )
+    listed["allOf"] = rules
+    return listed
+
 
 #: ``components.schemas``: every JSON shape the API sends or accepts.
 SCHEMAS: dict[str, Schema] = {
@@ -242,9 +281,9 @@ SCHEMAS: dict[str, Schema] = {
             ),
         }
     ),
-    "JobPage": _page("Job"),
-    "DLQPage": _page("DLQEntry"),
-    "RunPage": _page("Run"),
+    "JobPage": _page("JobItem"),
+    "DLQPage": _page("DLQItem"),
+    "RunPage": _page("RunItem"),
     "WorkflowPage": _page("Workflow"),
     "QueuePage": _page("QueueStats"),
     "CronPage": _page("CronEntry"),
@@ -320,12 +359,20 @@ SCHEMAS: dict[str, Schema] = {
         required=["name"],
     ),
 }
+# List items: the models, with the previews a listing may send (codec.BODY_FIELDS).
+for _item, _model, _cls in (
+    ("JobItem", "Job", Job),
+    ("DLQItem", "DLQEntry", DLQEntry),
+    ("RunItem", "Run", WorkflowRun),
+):
+    SCHEMAS[_item] = _with_previews(SCHEMAS[_model], BODY_FIELDS[_cls])
 
 _DESCRIPTIONS = {
     400: "The request is malformed (bad JSON, a bad parameter or field, named in details).",
     401: "No valid bearer token (or no token is configured).",
     403: "The token lacks the scope (forbidden), is bound to a tenant on an operator route "
-    "(operator_only), or may not enqueue the job name (job_not_allowed).",
+    "(operator_only), may not enqueue the job name (job_not_allowed), or may not set an "
+    "enqueue option (option_not_allowed).",
     404: "No such object (or it belongs to another tenant).",
     409: "The object is not in a state that allows this (invalid_state), or the unique_key or "
     "job_id is taken by a job the token cannot see (conflict).",
@@ -382,6 +429,12 @@ def _paging(default_order: str) -> list[Schema]:
 
 _TENANT = _query("tenant", TEXT, "Only this tenant's objects (operator tokens only).")
 _QUEUE = _query("queue", TEXT, "Only this queue.")
+_PREVIEW = _query(
+    "preview",
+    {"type": "integer", "minimum": 0, "maximum": MAX_PREVIEW, "default": LIST_PREVIEW},
+    "Bytes of JSON a body is listed whole up to; a longer one is sent as null with "
+    "<name>_truncated, <name>_preview (its first bytes) and <name>_size.",
+)
 _REPLAYED = _query(
     "replayed",
     BOOLEAN,
@@ -450,9 +503,15 @@ OPERATIONS: dict[tuple[str, str], Schema] = {
             _QUEUE,
             _query("name", TEXT, "Only jobs of this name."),
             _TENANT,
+            _PREVIEW,
             *_paging("desc"),
         ],
         tag="jobs",
+        description=(
+            "Payloads and results longer than the preview length come as previews "
+            "(payload_truncated, payload_preview, payload_size; the same for result); "
+            "GET /jobs/{job_id} gives them whole."
+        ),
     ),
     ("GET", "/jobs/counts"): _op(
         "Count jobs by state",
@@ -491,7 +550,10 @@ OPERATIONS: dict[tuple[str, str], Schema] = {
             "for every name it may not enqueue (unknown, internal, operator-only, including "
             "the job of every cron entry, or outside its enqueue allow-list), without saying "
             "which; an operator token gets it for a job outside its allow-list. "
-            "details.allowed lists the jobs the token may enqueue."
+            "details.allowed lists the jobs the token may enqueue. A tenant token gets 403 "
+            "option_not_allowed (details.field) for a job_id, a queue other than the job's "
+            "own or a priority above the job's; its run_at in the past is taken as now. "
+            "run_at is from 1970 to ten years ahead."
         ),
     ),
     ("GET", "/jobs/{job_id}"): _op(
@@ -524,9 +586,14 @@ OPERATIONS: dict[tuple[str, str], Schema] = {
             _query("name", TEXT, "Only entries of this job name."),
             _TENANT,
             _REPLAYED,
+            _PREVIEW,
             *_paging("asc"),
         ],
         tag="dlq",
+        description=(
+            "Payloads longer than the preview length come as previews (payload_truncated, "
+            "payload_preview, payload_size); GET /dlq/{entry_id} gives them whole."
+        ),
     ),
     ("GET", "/dlq/count"): _op(
         "Count dead-letter entries",
@@ -591,9 +658,15 @@ OPERATIONS: dict[tuple[str, str], Schema] = {
             _query("state", _enum(RunState), "Only runs in this state."),
             _query("name", TEXT, "Only runs of this workflow."),
             _TENANT,
+            _PREVIEW,
             *_paging("desc"),
         ],
         tag="workflows",
+        description=(
+            "Inputs and outputs longer than the preview length come as previews "
+            "(input_truncated, input_preview, input_size; the same for output); "
+            "GET /runs/{run_id} gives them whole."
+        ),
     ),
     ("GET", "/runs/{run_id}"): _op(
         "Show a run",

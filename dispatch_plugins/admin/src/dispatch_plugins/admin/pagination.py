@@ -5,6 +5,10 @@ clients treat it as opaque. The next page holds the items strictly after that ke
 chosen order, so pages stay stable while new items arrive (unlike offsets). A page is
 fetched with one item more than asked for: when that extra item exists, there is a next page;
 when it does not, ``next_cursor`` is ``null``.
+
+Pages of jobs, dead letters and runs carry previews of long bodies (``?preview=``, bytes, by
+default :data:`LIST_PREVIEW`): a page of the most items holds at most about
+``MAX_LIMIT * 2 * MAX_PREVIEW`` bytes of bodies, whatever the store holds.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ __all__ = [
     "DEFAULT_LIMIT",
     "MAX_LIMIT",
     "PAGE_PARAMS",
+    "LIST_PREVIEW",
+    "MAX_PREVIEW",
+    "parse_preview",
 ]
 
 T = TypeVar("T")
@@ -40,6 +47,11 @@ MAX_LIMIT = 1000
 _MAX_CURSOR = 1024
 #: The query parameters :func:`parse_page_request` reads.
 PAGE_PARAMS = frozenset({"limit", "cursor", "order"})
+#: Bytes of JSON a listed body is shown in full up to; a longer one is sent as a preview of
+#: that many bytes (the detail routes send it whole).
+LIST_PREVIEW = 200
+#: The longest preview ``?preview=`` may ask for.
+MAX_PREVIEW = 1024
 
 
 def encode_cursor(key: str) -> str:
@@ -119,6 +131,24 @@ def parse_page_request(params: Mapping[str, str], *, default_order: SortOrder) -
     raw_cursor = params.get("cursor")
     after = decode_cursor(raw_cursor) if raw_cursor is not None else None
     return PageRequest(limit=limit, after=after, order=order)
+
+
+def parse_preview(params: Mapping[str, str]) -> int:
+    """Read ``preview`` (0 to :data:`MAX_PREVIEW` bytes, default :data:`LIST_PREVIEW`).
+
+    Raises:
+        ApiError: 400 naming the parameter.
+    """
+    raw = params.get("preview")
+    if raw is None:
+        return LIST_PREVIEW
+    # the length first: int() refuses (ValueError) numbers of thousands of digits
+    if len(raw) > 6 or not raw.isascii() or not raw.isdigit() or int(raw) > MAX_PREVIEW:
+        raise invalid_request(
+            f"preview must be an integer from 0 to {MAX_PREVIEW} (bytes), got {raw!r}",
+            "preview",
+        )
+    return int(raw)
 
 
 def page_of(fetched: Sequence[T], request: PageRequest, key: Callable[[T], str]) -> Page:

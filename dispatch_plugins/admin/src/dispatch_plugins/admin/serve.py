@@ -320,7 +320,9 @@ def serve(
     """
     import uvicorn
 
-    tokens, secret = _tokens(tokens_file, dev_token, host)
+    # In the log format of the server: loading the tokens may warn (a file others may read).
+    with logging_to_stderr(log_level):
+        tokens, secret = _tokens(tokens_file, dev_token, host)
     from_app = app is not None or (url is None and bool(os.environ.get(APP_ENV, "").strip()))
     if worker and not from_app:
         raise CLIError(

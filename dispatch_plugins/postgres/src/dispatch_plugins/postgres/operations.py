@@ -19,7 +19,7 @@ connection that marker is ignored: the caller's transaction is the transaction.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final, TypeVar, cast
@@ -48,6 +48,7 @@ from dispatch_core.models import (
     RunnableCount,
     SortOrder,
     ThroughputBucket,
+    Truncated,
 )
 from dispatch_core.queues import QueueConfig, QueueStats, TokenBucket
 from dispatch_core.states import TRANSITIONS, JobState, check_transition
@@ -67,11 +68,13 @@ from dispatch_plugins.postgres.codec import (
     COPY_TYPES,
     CRON_COLUMNS,
     CRON_SELECT,
+    DLQ_COLUMNS,
     DLQ_SELECT,
     EVENT_SELECT,
     INSERT_COLUMNS,
     JOB_COLUMNS,
     JOB_SELECT,
+    RUN_COLUMNS,
     RUN_SELECT,
     STEP_COLUMNS,
     STEP_SELECT,
@@ -871,6 +874,44 @@ SELECT * FROM c
         select = f"SELECT {DLQ_SELECT} FROM {self.dlq}"
         return self._page(select, columns, after, order, _replayed(replayed))
 
+    @lru_cache(maxsize=64)  # noqa: B019
+    def previewed(
+        self,
+        page: str,
+        columns: tuple[str, ...],
+        bodies: tuple[str, ...],
+        preview: int,
+        order: SortOrder,
+    ) -> str:
+        """A listing ``page`` (a statement selecting ``columns``) with previews: each body
+        whose text (the server's rendering of the jsonb) is longer than ``preview`` bytes
+        comes back NULL, and after the columns come, for each body, its first ``preview``
+        characters when it is longer (``left`` counts characters: the decoder cuts them to
+        bytes) and its length in bytes.
+
+        The page is chosen first, in a subquery (its LIMIT keeps the planner from merging
+        it), so only the listed rows are rendered, each body once (the ``OFFSET 0`` fence
+        keeps the lateral subquery from being inlined into each use); a long body never
+        leaves the server."""
+        n = int(preview)  # a number in the SQL text: one prepared statement per length
+        outer = [
+            f"CASE WHEN octet_length(t.{c}) > {n} THEN NULL ELSE p.{c} END"
+            if c in bodies
+            else f"p.{c}"
+            for c in columns
+        ]
+        for c in bodies:
+            outer += (
+                f"CASE WHEN octet_length(t.{c}) > {n} THEN left(t.{c}, {n}) END",
+                f"octet_length(t.{c})",
+            )
+        texts = ", ".join(f"p.{c}::text AS {c}" for c in bodies)
+        return (
+            f"SELECT {', '.join(outer)}\nFROM ({page}) AS p\n"
+            f"CROSS JOIN LATERAL (SELECT {texts} OFFSET 0) AS t\n"
+            f"ORDER BY p.id {'DESC' if order is SortOrder.DESC else 'ASC'}"
+        )
+
     @lru_cache(maxsize=256)  # noqa: B019
     def _page(
         self,
@@ -1444,8 +1485,40 @@ def list_jobs(q: Statements, filter: JobFilter) -> Steps[list[Job]]:
     )
     sql = q.list_jobs(columns, filter.after is not None, filter.order)
     params = _page_params(params, filter.after, filter.limit, filter.offset)
+    if filter.preview is not None:
+        sql = q.previewed(sql, JOB_COLUMNS, _JOB_BODIES, filter.preview, filter.order)
+        rows = yield Stmt(sql, params, rows=True)
+        return _decode_previewed(rows, JOB_COLUMNS, _JOB_BODIES, filter.preview, decode_job)
     rows = yield Stmt(sql, params, rows=True)
     return [decode_job(row) for row in rows]
+
+
+_JOB_BODIES = ("payload", "result")
+_DLQ_BODIES = ("payload",)
+_RUN_BODIES = ("input", "output")
+_Listed = TypeVar("_Listed", Job, DLQEntry, WorkflowRun)
+
+
+def _decode_previewed(
+    rows: Sequence[Sequence[Any]],
+    columns: tuple[str, ...],
+    bodies: tuple[str, ...],
+    preview: int,
+    decode: Callable[[Sequence[Any]], _Listed],
+) -> list[_Listed]:
+    """Decode the rows of a :meth:`Statements.previewed` statement: each body its statement
+    left out becomes a :class:`Truncated`."""
+    out: list[_Listed] = []
+    width = len(columns)
+    for row in rows:
+        cut: dict[str, Any] = {}
+        for i, body in enumerate(bodies):
+            head, size = row[width + 2 * i], row[width + 2 * i + 1]
+            if size is not None and size > preview:
+                cut[body] = Truncated(preview=Truncated.cut(head, preview), size=size)
+        item = decode(row[:width])
+        out.append(attrs.evolve(item, **cut) if cut else item)
+    return out
 
 
 def _given(*pairs: tuple[str, object]) -> tuple[tuple[str, ...], list[Any]]:
@@ -1549,6 +1622,10 @@ def list_dlq(q: Statements, filter: DLQFilter) -> Steps[list[DLQEntry]]:
     )
     sql = q.list_dlq(columns, filter.after is not None, filter.order, filter.replayed)
     params = _page_params(params, filter.after, filter.limit, filter.offset)
+    if filter.preview is not None:
+        sql = q.previewed(sql, DLQ_COLUMNS, _DLQ_BODIES, filter.preview, filter.order)
+        rows = yield Stmt(sql, params, rows=True)
+        return _decode_previewed(rows, DLQ_COLUMNS, _DLQ_BODIES, filter.preview, decode_dlq)
     rows = yield Stmt(sql, params, rows=True)
     return [decode_dlq(row) for row in rows]
 
@@ -1863,6 +1940,10 @@ def list_runs(q: Statements, filter: RunFilter) -> Steps[list[WorkflowRun]]:
     )
     sql = q.list_runs(columns, filter.after is not None, filter.order)
     params = _page_params(params, filter.after, filter.limit, filter.offset)
+    if filter.preview is not None:
+        sql = q.previewed(sql, RUN_COLUMNS, _RUN_BODIES, filter.preview, filter.order)
+        rows = yield Stmt(sql, params, rows=True)
+        return _decode_previewed(rows, RUN_COLUMNS, _RUN_BODIES, filter.preview, decode_run)
     rows = yield Stmt(sql, params, rows=True)
     return [decode_run(row) for row in rows]
 

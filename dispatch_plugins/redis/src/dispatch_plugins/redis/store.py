@@ -16,7 +16,9 @@ import re
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+
+import attrs
 
 import redis
 import redis.asyncio as aredis
@@ -43,6 +45,7 @@ from dispatch_core.models import (
     RunnableCount,
     SortOrder,
     ThroughputBucket,
+    Truncated,
     utcnow,
 )
 from dispatch_core.queues import QueueConfig, QueueStats
@@ -80,6 +83,7 @@ __all__ = [
     "DELETE_CHUNK",
     "PAGE_EXAMINE",
     "PAGE_ITEMS",
+    "PREVIEW_BUDGET",
     "BUCKET_STEPS",
     "QUEUE_CHUNK",
     "RESCUE_CHUNK",
@@ -135,6 +139,9 @@ DELETE_CHUNK = 100
 PAGE_EXAMINE = 500
 #: Items one listing step returns, at most.
 PAGE_ITEMS = 50
+#: Bytes of long bodies one listing step with previews reads to cut them, at most (beyond the
+#: item that crosses it): the server copies each long body once to take its first bytes.
+PREVIEW_BUDGET = 4 * 1024 * 1024
 #: Buckets one throughput step counts, at most.
 BUCKET_STEPS = 100
 #: Queues one ``list_queues`` step reads, at most.
@@ -533,9 +540,15 @@ class RedisStore(Store):
         offset: int,
         limit: int,
         hash_prefix: str,
+        preview: int | None = None,
+        bodies: Sequence[str] = (),
     ) -> list[Any]:
         """A listing page in bounded steps: each looks at :data:`PAGE_EXAMINE` ids at most and
-        returns :data:`PAGE_ITEMS` hashes at most; the next one goes on from its cursor."""
+        returns :data:`PAGE_ITEMS` hashes at most; the next one goes on from its cursor.
+
+        With ``preview``, the script leaves each of the ``bodies`` fields longer than that out
+        of its hash (:func:`_previewed` decodes what it sends instead), and a step stops
+        early once it has read :data:`PREVIEW_BUDGET` bytes of them."""
         head = [base, str(len(keys)), *keys, str(len(exclude)), *exclude]
         head.append("1" if order is SortOrder.DESC else "0")
         out: list[Any] = []
@@ -551,6 +564,10 @@ class RedisStore(Store):
                 str(want),
                 hash_prefix,
                 str(PAGE_EXAMINE),
+                "" if preview is None else str(preview),
+                str(PREVIEW_BUDGET),
+                str(len(bodies)),
+                *bodies,
             )
             out += items
             skipped += int(skips)
@@ -579,8 +596,10 @@ class RedisStore(Store):
             offset=filter.offset,
             limit=filter.limit,
             hash_prefix="job:",
+            preview=filter.preview,
+            bodies=("payload", "result"),
         )
-        return [c.job_from(flat) for flat in res]
+        return [_previewed(flat, c.job_from) for flat in res]
 
     async def count_jobs(
         self, *, queue: str | None = None, tenant: str | None = None
@@ -809,8 +828,10 @@ class RedisStore(Store):
             offset=filter.offset,
             limit=filter.limit,
             hash_prefix="dlq:",
+            preview=filter.preview,
+            bodies=("payload",),
         )
-        return [c.dlq_from(flat) for flat in res]
+        return [_previewed(flat, c.dlq_from) for flat in res]
 
     async def count_dlq(
         self,
@@ -1162,8 +1183,10 @@ class RedisStore(Store):
             offset=filter.offset,
             limit=filter.limit,
             hash_prefix="run:",
+            preview=filter.preview,
+            bodies=("input", "output"),
         )
-        return [c.run_from(flat) for flat in res]
+        return [_previewed(flat, c.run_from) for flat in res]
 
     async def list_steps(self, run_id: str) -> list[StepRecord]:
         raws = await self._scan("hscan", self._key("steps", run_id), count=WALK_CHUNK)
@@ -1252,6 +1275,28 @@ class RedisStore(Store):
     ) -> WorkflowEvent | None:
         raw = await self._call("take_event", run_id, name, str(seq))
         return None if raw is None else c.event_from(raw, seq)
+
+
+_Listed = TypeVar("_Listed", Job, DLQEntry, WorkflowRun)
+
+
+def _previewed(flat: Sequence[Any], decode: Callable[[Sequence[Any]], _Listed]) -> _Listed:
+    """Decode a hash of a listing with previews: a field ``~<name>`` valued
+    ``<length>:<first bytes>`` stands for the body ``name`` the page script left out, and
+    becomes a :class:`Truncated`."""
+    names = flat[::2]
+    if not any(name.startswith("~") for name in names):
+        return decode(flat)
+    plain: list[Any] = []
+    cut: dict[str, Any] = {}
+    for name, value in zip(names, flat[1::2], strict=True):
+        if name.startswith("~"):
+            size, _, head = value.partition(":")
+            cut[name[1:]] = Truncated(preview=head, size=int(size))
+            plain += (name[1:], "null")  # decodes to None; the Truncated takes its place
+        else:
+            plain += (name, value)
+    return attrs.evolve(decode(plain), **cut)
 
 
 def _dlq_filters(queue: str | None, tenant: str | None) -> list[str]:

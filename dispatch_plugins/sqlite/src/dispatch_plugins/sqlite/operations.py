@@ -15,10 +15,10 @@ import contextlib
 import math
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -45,6 +45,7 @@ from dispatch_core.models import (
     RunnableCount,
     SortOrder,
     ThroughputBucket,
+    Truncated,
 )
 from dispatch_core.queues import QueueConfig, QueueStats, TokenBucket
 from dispatch_core.states import JobState, check_transition
@@ -63,8 +64,10 @@ from dispatch_core.workflows.models import (
 from dispatch_plugins.sqlite.codec import (
     CRON_COLUMNS,
     CRON_SELECT,
+    DLQ_COLUMNS,
     DLQ_SELECT,
     EVENT_SELECT,
+    JOB_COLUMNS,
     JOB_SELECT,
     RUN_COLUMNS,
     RUN_SELECT,
@@ -867,6 +870,10 @@ def list_jobs(conn: sqlite3.Connection, filter: JobFilter) -> list[Job]:
             ("tenant", filter.tenant),
         )
     )
+    if filter.preview is not None:
+        return _previewed(
+            conn, "jobs", JOB_COLUMNS, _JOB_BODIES, decode_job, filter, conditions, params
+        )
     sql, params = _page(
         f"SELECT {JOB_SELECT} FROM jobs",
         conditions,
@@ -877,6 +884,72 @@ def list_jobs(conn: sqlite3.Connection, filter: JobFilter) -> list[Job]:
         offset=filter.offset,
     )
     return [decode_job(row) for row in conn.execute(sql, params).fetchall()]
+
+
+# -- previews in listings --------------------------------------------------------------------
+
+_JOB_BODIES = ("payload", "result")
+_DLQ_BODIES = ("payload",)
+_RUN_BODIES = ("input", "output")
+_Decoded = TypeVar("_Decoded", Job, DLQEntry, WorkflowRun)
+
+
+@lru_cache(maxsize=64)
+def _preview_select(
+    table: str, columns: tuple[str, ...], bodies: tuple[str, ...], preview: int
+) -> str:
+    """The columns of a listing with previews: each body longer than ``preview`` bytes is
+    replaced by its first ``preview`` characters (``substr`` counts characters: the decoder
+    cuts them to bytes), and each body's length in bytes follows the columns. Only the
+    listed rows are read this way (the page is chosen by id first), so the long bodies
+    neither leave SQLite nor go through a sorter."""
+    n = int(preview)  # a number in the SQL text: the statement cache keeps one per length
+    size = {b: f"length(CAST({b} AS BLOB))" for b in bodies}
+    cols = [
+        f"CASE WHEN {size[c]} > {n} THEN substr({c}, 1, {n}) ELSE {c} END" if c in size else c
+        for c in columns
+    ]
+    return f"SELECT {', '.join(cols + list(size.values()))} FROM {table}"
+
+
+def _previewed(
+    conn: sqlite3.Connection,
+    table: str,
+    columns: tuple[str, ...],
+    bodies: tuple[str, ...],
+    decode: Callable[[Sequence[Any]], _Decoded],
+    filter: JobFilter | DLQFilter | RunFilter,
+    conditions: list[str],
+    params: list[Any],
+) -> list[_Decoded]:
+    """A listing page whose long bodies come back as :class:`Truncated`: the page's ids are
+    chosen as by :func:`_page`, then only those rows are read, with :func:`_preview_select`."""
+    assert filter.preview is not None
+    preview = filter.preview
+    inner, params = _page(
+        f"SELECT id FROM {table}",
+        conditions,
+        params,
+        after=filter.after,
+        order=filter.order,
+        limit=filter.limit,
+        offset=filter.offset,
+    )
+    order = "DESC" if filter.order is SortOrder.DESC else "ASC"
+    select = _preview_select(table, columns, bodies, preview)
+    sql = f"{select} WHERE id IN ({inner}) ORDER BY id {order}"
+    spots = [(body, columns.index(body)) for body in bodies]
+    out: list[_Decoded] = []
+    for row in conn.execute(sql, params).fetchall():
+        values = list(row[: len(columns)])
+        cut: dict[str, Any] = {}
+        for (body, i), size in zip(spots, row[len(columns) :], strict=True):
+            if size is not None and size > preview:
+                cut[body] = Truncated(preview=Truncated.cut(values[i], preview), size=size)
+                values[i] = "null"  # decodes to None; the Truncated takes its place below
+        item = decode(values)
+        out.append(attrs.evolve(item, **cut) if cut else item)
+    return out
 
 
 # One statement (one snapshot), one branch per partial index, each read from its index alone:
@@ -1024,6 +1097,10 @@ def list_dlq(conn: sqlite3.Connection, filter: DLQFilter) -> list[DLQEntry]:
         (("queue", filter.queue), ("name", filter.name), ("tenant", filter.tenant))
     )
     conditions += _replayed(filter.replayed)
+    if filter.preview is not None:
+        return _previewed(
+            conn, "dlq", DLQ_COLUMNS, _DLQ_BODIES, decode_dlq, filter, conditions, params
+        )
     sql, params = _page(
         f"SELECT {DLQ_SELECT} FROM dlq",
         conditions,
@@ -1456,6 +1533,17 @@ def list_runs(conn: sqlite3.Connection, filter: RunFilter) -> list[WorkflowRun]:
             ("correlation_key", filter.correlation_key),
         )
     )
+    if filter.preview is not None:
+        return _previewed(
+            conn,
+            "workflow_runs",
+            RUN_COLUMNS,
+            _RUN_BODIES,
+            decode_run,
+            filter,
+            conditions,
+            params,
+        )
     sql, params = _page(
         f"SELECT {RUN_SELECT} FROM workflow_runs",
         conditions,

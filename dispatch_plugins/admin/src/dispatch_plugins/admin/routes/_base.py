@@ -17,7 +17,7 @@ from starlette.responses import Response
 from dispatch_core import Engine
 from dispatch_core.models import SortOrder
 from dispatch_plugins.admin.auth import Scope, Token
-from dispatch_plugins.admin.codec import JSONResponse, parse_datetime, to_json
+from dispatch_plugins.admin.codec import JSONResponse, format_datetime, parse_datetime, to_json
 from dispatch_plugins.admin.errors import ApiError, invalid_request
 from dispatch_plugins.admin.pagination import PAGE_PARAMS, Page, PageRequest, parse_page_request
 
@@ -32,6 +32,7 @@ __all__ = [
     "json_response",
     "page_response",
     "check_text",
+    "parse_time",
     "MISSING",
 ]
 
@@ -131,6 +132,31 @@ def check_text(value: object, field: str, *, max_length: int = MAX_TEXT) -> str:
     return value
 
 
+def parse_time(value: object, field: str) -> datetime:
+    """``value`` as an ISO 8601 timestamp with a timezone (``Z`` or an offset), in UTC.
+
+    Raises:
+        ApiError: 400 naming ``field``: not a string, not ISO 8601, no timezone, or no UTC
+            form (year 1 with a positive offset, year 9999 with a negative one overflow).
+    """
+    if not isinstance(value, str):
+        raise invalid_request(f"{field} must be an ISO 8601 string", field)
+    try:
+        return parse_datetime(value)
+    except ValueError as exc:
+        raise invalid_request(
+            f"{field} must be an ISO 8601 timestamp with a timezone "
+            f"(e.g. 2026-01-31T12:00:00Z): {exc}",
+            field,
+        ) from None
+    except OverflowError:  # astimezone(UTC) past year 1 or 9999
+        raise invalid_request(
+            f"{field} is out of range: in UTC it must fall from 0001-01-01T00:00:00Z to "
+            f"9999-12-31T23:59:59.999999Z; got {value[:64]!r}",
+            field,
+        ) from None
+
+
 def _clean(text: str) -> bool:
     """No control characters, no lone surrogates (which no store or UTF-8 encoder takes)."""
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
@@ -194,6 +220,11 @@ class Query:
                 f"{name} must be an integer from {minimum} to {maximum}, got {value!r}", name
             )
         return int(value)
+
+    def datetime(self, name: str) -> datetime | None:
+        """An ISO 8601 timestamp with a timezone (see :func:`parse_time`), or ``None``."""
+        value = self.params.get(name)
+        return None if value is None else parse_time(value, name)
 
     def page(self, default_order: SortOrder) -> PageRequest:
         """``limit``, ``cursor`` and ``order``."""
@@ -326,21 +357,32 @@ class Body:
             raise invalid_request(f"{name} must be a number {bound} and at most {maximum:g}", name)
         return float(value)
 
-    def datetime(self, name: str, *, required: bool = False) -> datetime | None:
-        """An ISO 8601 timestamp with a timezone; ``None`` when absent or null."""
+    def datetime(
+        self,
+        name: str,
+        *,
+        required: bool = False,
+        earliest: datetime | None = None,
+        latest: datetime | None = None,
+    ) -> datetime | None:
+        """An ISO 8601 timestamp with a timezone, in UTC; ``None`` when absent or null.
+
+        Raises:
+            ApiError: 400 naming the field when it is not such a timestamp, has no UTC form
+                (``0001-01-01T00:00:00+05:00``) or falls outside ``[earliest, latest]``.
+        """
         value = self._get(name, required)
         if value is MISSING or (value is None and not required):
             return None
-        if not isinstance(value, str):
-            raise invalid_request(f"{name} must be an ISO 8601 string", name)
-        try:
-            return parse_datetime(value)
-        except ValueError as exc:
+        when = parse_time(value, name)
+        if (earliest is not None and when < earliest) or (latest is not None and when > latest):
+            low = "" if earliest is None else f" from {format_datetime(earliest)}"
+            high = "" if latest is None else f" to {format_datetime(latest)}"
             raise invalid_request(
-                f"{name} must be an ISO 8601 timestamp with a timezone "
-                f"(e.g. 2026-01-31T12:00:00Z): {exc}",
+                f"{name} is out of range: it must be a time{low}{high}; got {value[:64]!r}",
                 name,
-            ) from None
+            )
+        return when
 
     def text_list(self, name: str, *, max_items: int) -> list[str] | None:
         """A list of identifier-like strings (1 to ``max_items``); ``None`` when absent."""

@@ -11,9 +11,8 @@ from starlette.responses import Response
 from dispatch_core import DispatchError, DLQEntryNotFoundError
 from dispatch_core.models import DLQEntry, SortOrder
 from dispatch_plugins.admin.auth import Scope
-from dispatch_plugins.admin.codec import parse_datetime
-from dispatch_plugins.admin.errors import invalid_request, to_api_error
-from dispatch_plugins.admin.pagination import page_of
+from dispatch_plugins.admin.errors import to_api_error
+from dispatch_plugins.admin.pagination import page_of, parse_preview
 from dispatch_plugins.admin.routes._base import (
     Call,
     Endpoints,
@@ -52,23 +51,14 @@ def _replayed(query: Query) -> bool | None:
 
 def _before(query: Query) -> datetime | None:
     """``?before=<ISO 8601>``: only entries that failed before it."""
-    value = query.params.get("before")
-    if value is None:
-        return None
-    try:
-        return parse_datetime(value)
-    except ValueError as exc:
-        raise invalid_request(
-            f"before must be an ISO 8601 timestamp with a timezone "
-            f"(e.g. 2026-01-31T12:00:00Z): {exc}",
-            "before",
-        ) from None
+    return query.datetime("before")
 
 
 @endpoints.get("/dlq", Scope.DLQ_READ)
 async def list_dlq(call: Call) -> Response:
-    """Dead-letter entries, oldest failure first by default."""
-    query = call.query("queue", "name", "tenant", "replayed", page=True)
+    """Dead-letter entries, oldest failure first by default, with previews of long payloads
+    (``GET /dlq/{id}`` gives them whole)."""
+    query = call.query("queue", "name", "tenant", "replayed", "preview", page=True)
     request = query.page(SortOrder.ASC)
     entries = await call.engine.alist_dlq(
         queue=query.text("queue"),
@@ -78,6 +68,7 @@ async def list_dlq(call: Call) -> Response:
         limit=request.limit + 1,
         after=request.after,
         order=request.order,
+        preview=parse_preview(query.params),
     )
     return page_response(page_of(entries, request, lambda e: e.id))
 
@@ -108,8 +99,14 @@ async def replay_dlq_entries(call: Call) -> Response:
         targets = list(dict.fromkeys(ids))
     else:
         # Entries already replayed stay in the queue (stamped): the oldest unreplayed ones.
+        # Only the ids are needed: preview=0 leaves every payload in the store.
         oldest = await call.engine.alist_dlq(
-            queue=queue, tenant=tenant, replayed=False, limit=limit, order=SortOrder.ASC
+            queue=queue,
+            tenant=tenant,
+            replayed=False,
+            limit=limit,
+            order=SortOrder.ASC,
+            preview=0,
         )
         targets = [e.id for e in oldest]
     replayed: list[dict[str, str]] = []

@@ -4,17 +4,19 @@ runs."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from starlette.responses import Response
 
 from dispatch_core import Engine, JobNotFoundError, JobState, UnknownJobError, tenant_scope
 from dispatch_core.definition import JobDefinition
+from dispatch_core.engine import EARLIEST_RUN_AT
 from dispatch_core.errors import JobIdTakenError
 from dispatch_core.models import Job, SortOrder, utcnow
 from dispatch_plugins.admin.auth import Scope, Token
-from dispatch_plugins.admin.errors import ApiError, invalid_request
-from dispatch_plugins.admin.pagination import page_of
+from dispatch_plugins.admin.errors import ApiError, invalid_request, option_not_allowed
+from dispatch_plugins.admin.pagination import page_of, parse_preview
 from dispatch_plugins.admin.routes._base import (
     MISSING,
     Call,
@@ -130,8 +132,9 @@ async def get_visible_job(call: Call, job_id: str) -> Job:
 
 @endpoints.get("/jobs", Scope.JOBS_READ)
 async def list_jobs(call: Call) -> Response:
-    """Jobs, newest first by default, filtered by state, queue, name (and tenant)."""
-    query = call.query("state", "queue", "name", "tenant", page=True)
+    """Jobs, newest first by default, filtered by state, queue, name (and tenant), with
+    previews of long payloads and results (``GET /jobs/{id}`` gives them whole)."""
+    query = call.query("state", "queue", "name", "tenant", "preview", page=True)
     request = query.page(SortOrder.DESC)
     jobs = await call.engine.alist_jobs(
         state=query.choice("state", JobState),
@@ -141,6 +144,7 @@ async def list_jobs(call: Call) -> Response:
         limit=request.limit + 1,
         after=request.after,
         order=request.order,
+        preview=parse_preview(query.params),
     )
     return page_response(page_of(jobs, request, lambda j: j.id))
 
@@ -164,9 +168,53 @@ async def list_unhandled_jobs(call: Call) -> Response:
     return json_response({"items": rows})
 
 
+def _confine_options(token: Token, definition: JobDefinition[Any], options: dict[str, Any]) -> None:
+    """Hold a tenant token's enqueue options to what its tenant may choose in queues that
+    tenants share (see ``docs/security.md``), adjusting ``options`` in place.
+
+    Raises:
+        ApiError: 403 ``option_not_allowed`` for a ``job_id`` (ids are global: a chosen one
+            would tell whether another tenant's job has it, or take it from that tenant), a
+            ``queue`` other than the job's own, or a ``priority`` above the job's.
+    """
+    if options["job_id"] is not None:
+        raise option_not_allowed(
+            "job_id",
+            f"token {token.name!r} is bound to a tenant and may not choose job_id: job ids are "
+            "shared by every tenant; give unique_key instead, which dedupes within the tenant",
+            use="unique_key",
+        )
+    queue = options["queue"]
+    if queue is not None and queue != definition.queue:
+        raise option_not_allowed(
+            "queue",
+            f"token {token.name!r} is bound to a tenant and may enqueue {definition.name!r} "
+            f"only in its own queue {definition.queue!r}, not {queue!r}",
+            allowed=[definition.queue],
+        )
+    priority = options["priority"]
+    if priority is not None and priority > definition.priority:
+        raise option_not_allowed(
+            "priority",
+            f"token {token.name!r} is bound to a tenant and may not raise the priority of "
+            f"{definition.name!r} above its own ({definition.priority}); got {priority}",
+            maximum=definition.priority,
+        )
+    run_at = options["run_at"]
+    now = utcnow()
+    if run_at is not None and run_at < now:
+        # A past run_at means "now"; earlier would only put the job ahead of those waiting.
+        options["run_at"] = now
+
+
 @endpoints.post("/jobs", Scope.JOBS_WRITE)
 async def enqueue_job(call: Call) -> Response:
-    """Enqueue a job (201), or return the job an equal ``unique_key``/``job_id`` names (200)."""
+    """Enqueue a job (201), or return the job an equal ``unique_key``/``job_id`` names (200).
+
+    A tenant token may not choose ``job_id``, a ``queue`` other than the job's or a
+    ``priority`` above the job's (403 ``option_not_allowed``), and its past ``run_at`` is
+    taken as now. ``run_at`` is at most ten years ahead, as ``delay``.
+    """
     call.query()
     body = await call.body(*_ENQUEUE_FIELDS)
     name = body.text("name", required=True)
@@ -176,7 +224,11 @@ async def enqueue_job(call: Call) -> Response:
         "queue": body.text("queue"),
         "priority": body.integer("priority", minimum=-_MAX_INT, maximum=_MAX_INT),
         "delay": body.number("delay", minimum=0, maximum=_MAX_SECONDS),
-        "run_at": body.datetime("run_at"),
+        "run_at": body.datetime(
+            "run_at",
+            earliest=EARLIEST_RUN_AT,
+            latest=utcnow() + timedelta(seconds=_MAX_SECONDS),
+        ),
         "unique_key": body.text("unique_key"),
         "max_retries": body.integer("max_retries", minimum=0, maximum=1000),
         "timeout": body.number("timeout", minimum=0, maximum=_MAX_SECONDS, exclusive_minimum=True),
@@ -191,6 +243,8 @@ async def enqueue_job(call: Call) -> Response:
             )
         if options["unique_key"] is not None:
             raise invalid_request("give job_id or unique_key, not both", "job_id")
+    if call.token is not None and call.token.tenant is not None:
+        _confine_options(call.token, call.engine.jobs[name], options)
     options = {k: v for k, v in options.items() if v is not None}
     payload = body.json("payload")
     args = () if payload is MISSING else (payload,)
@@ -200,8 +254,8 @@ async def enqueue_job(call: Call) -> Response:
         with tenant_scope(tenant):
             job = await call.engine.aenqueue(name, *args, **options)
     except JobIdTakenError:
-        # Unique keys are scoped by tenant, ids are not: another tenant's job has this id.
-        # Nothing was enqueued, and nothing of that job is shown.
+        # Unique keys are scoped by tenant, ids are not: another tenant's job has this id (only
+        # operator tokens choose ids). Nothing was enqueued, and nothing of that job is shown.
         raise _conflict("job_id", "job_id is already the id of another job") from None
     if not call.visible(job.tenant):
         # Defence in depth: stores scope unique keys (and so chosen ids) by tenant, so a key

@@ -10,7 +10,7 @@ from dispatch_core.models import SortOrder
 from dispatch_core.workflows.models import TERMINAL_RUN_STATES, WorkflowRun
 from dispatch_plugins.admin.auth import Scope
 from dispatch_plugins.admin.errors import ApiError, invalid_request, not_found
-from dispatch_plugins.admin.pagination import page_of, paginate
+from dispatch_plugins.admin.pagination import page_of, paginate, parse_preview
 from dispatch_plugins.admin.routes._base import (
     MISSING,
     Call,
@@ -71,8 +71,9 @@ async def start_run(call: Call) -> Response:
 
 @endpoints.get("/runs", Scope.WORKFLOWS_READ)
 async def list_runs(call: Call) -> Response:
-    """Runs, newest first by default, filtered by state and workflow name (and tenant)."""
-    query = call.query("state", "name", "tenant", page=True)
+    """Runs, newest first by default, filtered by state and workflow name (and tenant), with
+    previews of long inputs and outputs (``GET /runs/{id}`` gives them whole)."""
+    query = call.query("state", "name", "tenant", "preview", page=True)
     request = query.page(SortOrder.DESC)
     runs = await call.engine.alist_runs(
         state=query.choice("state", RunState),
@@ -81,6 +82,7 @@ async def list_runs(call: Call) -> Response:
         limit=request.limit + 1,
         after=request.after,
         order=request.order,
+        preview=parse_preview(query.params),
     )
     return page_response(page_of(runs, request, lambda r: r.id))
 

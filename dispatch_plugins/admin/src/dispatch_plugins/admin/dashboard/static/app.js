@@ -13,7 +13,7 @@ import runDetail from './js/pages/run.js';
 import workers from './js/pages/workers.js';
 import workflows from './js/pages/workflows.js';
 import { parseHash } from './js/router.js';
-import { notice } from './js/ui.js';
+import { notice, toast } from './js/ui.js';
 
 // [first path segment, number of parameters, page, nav item, title]
 const ROUTES = [
@@ -34,7 +34,11 @@ let page = null;
 
 // ---- sign-in -------------------------------------------------------------------------------
 
-/** "#token=<secret>" hands the dashboard a token; it is stored, then removed from the URL. */
+/**
+ * "#token=<secret>" hands the dashboard a token, then is removed from the URL. It signs in
+ * only a tab that has no token yet: a link must not swap a signed-in tab to another token
+ * (someone else's tenant, whose data the user would then take for theirs).
+ */
 function takeTokenFromFragment() {
   const match = /^#token=([^&]*)/.exec(location.hash);
   if (!match) return;
@@ -44,8 +48,17 @@ function takeTokenFromFragment() {
   } catch {
     // keep it as written
   }
-  if (token) setToken(token);
+  const current = getToken();
+  if (token && !current) setToken(token);
   history.replaceState(null, '', `${location.pathname}${location.search}#/overview`);
+  if (token && current && token !== current) {
+    const shown = toast(
+      'A link tried to sign this tab in with another token; it was ignored and you are still '
+      + 'signed in as before. To use that token, sign out first, then open the link again.',
+      { kind: 'error', timeout: 60000 },
+    );
+    shown.dataset.notice = 'token-ignored';
+  }
 }
 
 function showLogin(message = null) {

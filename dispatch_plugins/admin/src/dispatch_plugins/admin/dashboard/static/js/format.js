@@ -58,6 +58,14 @@ export function fmtNumber(n) {
   return n === null || n === undefined ? '—' : numberFormat.format(n);
 }
 
+/** A size in bytes: "512 B", "12.3 KiB", "4.0 MiB". */
+export function fmtBytes(n) {
+  if (n === null || n === undefined) return '—';
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / (1024 * 1024)).toFixed(1)} MiB`;
+}
+
 export function fmtPercent(ratio) {
   if (ratio === null || ratio === undefined) return '—';
   const pct = ratio * 100;

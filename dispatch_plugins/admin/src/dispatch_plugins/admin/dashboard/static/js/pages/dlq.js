@@ -1,10 +1,11 @@
 // Dead letters: entries with their payload and traceback; replay one or all (in batches, with
-// progress), purge the ones older than a cutoff the user picks.
+// progress), purge the ones older than a cutoff the user picks. The list carries a preview of
+// a long payload (payload_truncated); "Show the whole payload" fetches the entry for it.
 
 import { api, seg } from '../api.js';
 import { h } from '../dom.js';
 import { filterBar, pick } from '../filters.js';
-import { firstLine, fmtNumber, fmtTime } from '../format.js';
+import { firstLine, fmtBytes, fmtNumber, fmtTime } from '../format.js';
 import { PagedList } from '../paging.js';
 import { jobHref } from '../router.js';
 import {
@@ -19,6 +20,8 @@ export default function dlq(root, ctx) {
   const filters = pick(ctx.query, ['queue', 'name']);
   const list = new PagedList('dlq', filters);
   const expanded = new Set();
+  // Whole payloads fetched with "Show the whole payload", by entry id: kept across polls.
+  const wholes = new Map();
   const count = h('span', { class: 'count' });
   const task = h('div', { class: 'task-slot' });
   const rows = h('div');
@@ -40,7 +43,8 @@ export default function dlq(root, ctx) {
   );
 
   const render = () => {
-    renderIfChanged(rows, { items: list.items, expanded: [...expanded] }, () => renderRows(list.items, expanded, toggle, ctx));
+    renderIfChanged(rows, { items: list.items, expanded: [...expanded], wholes: [...wholes.keys()] },
+      () => renderRows(list.items, expanded, toggle, ctx, { wholes, showWhole }));
     renderIfChanged(more, list.hasMore, (hasMore) => loadMoreButton(hasMore, async () => {
       await list.more();
       render();
@@ -49,6 +53,11 @@ export default function dlq(root, ctx) {
   const toggle = (id) => {
     if (expanded.has(id)) expanded.delete(id);
     else expanded.add(id);
+    render();
+  };
+  const showWhole = async (id) => {
+    const entry = await api(`dlq/${seg(id)}`);
+    wholes.set(id, entry.payload);
     render();
   };
 
@@ -62,7 +71,17 @@ export default function dlq(root, ctx) {
   return { refresh };
 }
 
-function renderRows(items, expanded, toggle, ctx) {
+/** The payload of a listed entry: whole, or its preview with a button that loads it whole. */
+function payloadBlock(entry, { wholes, showWhole }) {
+  if (wholes.has(entry.id)) return jsonBlock(wholes.get(entry.id));
+  if (!entry.payload_truncated) return jsonBlock(entry.payload);
+  return h('div', { class: 'payload-preview' },
+    h('pre', { class: 'code' }, `${entry.payload_preview}…`),
+    h('p', { class: 'muted small' }, `Preview: the payload is ${fmtBytes(entry.payload_size)} of JSON. `,
+      actionButton('Show the whole payload', () => showWhole(entry.id), { title: 'Fetch this entry with its whole payload' })));
+}
+
+function renderRows(items, expanded, toggle, ctx, payloads) {
   const columns = [
     { label: 'Job · entry' }, { label: 'Queue' }, { label: 'Attempts', cls: 'num' },
     { label: 'Failed' }, { label: 'Error' }, { label: 'Replayed' }, { label: '', cls: 'actions' },
@@ -97,7 +116,7 @@ function renderRows(items, expanded, toggle, ctx) {
             ['Timeout', entry.timeout === null ? 'none' : `${entry.timeout} s`],
             entry.replayed_at && ['Replayed at', fmtTime(entry.replayed_at)],
           ]),
-          h('div', null, h('h3', null, 'Payload'), jsonBlock(entry.payload)),
+          h('div', null, h('h3', null, 'Payload'), payloadBlock(entry, payloads)),
           h('div', { class: 'span-2' }, h('h3', null, 'Error'), tracebackBlock(entry.error))))));
     }
   }
@@ -180,7 +199,8 @@ async function unreplayedIds(filters) {
   const ids = [];
   let cursor = null;
   do {
-    const page = await api('dlq', { query: { ...filters, limit: 1000, cursor } });
+    // Only the ids are needed: preview=0 leaves every payload on the server.
+    const page = await api('dlq', { query: { ...filters, limit: 1000, cursor, preview: 0 } });
     for (const entry of page.items) if (!entry.replayed_at) ids.push(entry.id);
     cursor = page.next_cursor;
   } while (cursor);

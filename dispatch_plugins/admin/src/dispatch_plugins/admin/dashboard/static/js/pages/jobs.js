@@ -13,7 +13,8 @@ const FILTERS = ['state', 'queue', 'name', 'tenant'];
 
 export default function jobs(root, ctx) {
   const filters = pick(ctx.query, FILTERS);
-  const list = new PagedList('jobs', filters);
+  // The table shows no payload or result: ask for none (preview=0 leaves them on the server).
+  const list = new PagedList('jobs', { ...filters, preview: 0 });
   const chips = h('nav', { class: 'chips', 'aria-label': 'Jobs by state' });
   const rows = h('div');
   const more = h('div');
