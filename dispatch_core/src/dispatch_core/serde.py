@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from typing import Any
 
 import cattrs
 from cattrs.preconf.json import make_converter as _json_converter
 
+from dispatch_core._json import make_json_encoder
 from dispatch_core.errors import PayloadError, ResultError
 
 __all__ = [
@@ -105,41 +105,9 @@ def from_json_payload(converter: cattrs.Converter, job_name: str, tp: Any, raw: 
 # -- results and error texts -----------------------------------------------------------------
 
 
-def _make_strict_encoder() -> Callable[[Any], str]:
-    """Compact JSON text as the stores write it (``ensure_ascii=False``), except that NaN and
-    the infinities are refused: they are not JSON, and PostgreSQL's jsonb rejects them.
-
-    The C encoder is built once (``json.dumps`` builds one per call); ``markers=None`` skips
-    the circularity check, so a cycle ends in :class:`RecursionError`, which is caught.
-    """
-    encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    portable = encoder.encode
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return portable
-    try:
-        # (markers, default, encoder, indent, key sep, item sep, sort_keys, skipkeys, allow_nan)
-        chunks = make(
-            None,
-            encoder.default,
-            json.encoder.encode_basestring,
-            None,
-            ":",
-            ",",
-            False,
-            False,
-            False,
-        )
-        fast: Callable[[Any], str] = lambda value: "".join(chunks(value, 0))  # noqa: E731
-        sample = {"a": [1, 2.5, None, True, "é\n"], "b": {"c": -1e300}}
-        if fast(sample) != portable(sample):
-            return portable
-    except Exception:  # a future interpreter changed the private signature
-        return portable
-    return fast
-
-
-_encode_strict = _make_strict_encoder()
+#: Compact JSON text as the stores write it, except that NaN and the infinities are refused:
+#: they are not JSON, and PostgreSQL's jsonb rejects them.
+_encode_strict = make_json_encoder(allow_nan=False)
 
 
 def check_result(job_id: str, value: Any, max_bytes: int | None) -> None:
