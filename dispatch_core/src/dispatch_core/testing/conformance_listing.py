@@ -26,7 +26,7 @@ from dispatch_core.models import (
 from dispatch_core.states import JobState
 from dispatch_core.store import Store
 from dispatch_core.testing._helpers import StoreFactory, _claim, _finish, _run, make_new_job
-from dispatch_core.testing.conformance_workflows import _driver, _key, _start
+from dispatch_core.testing._workflow_helpers import _driver, _key, _start
 from dispatch_core.workflows.models import NewEvent, RunFilter, RunState
 
 __all__ = ["ListingConformance"]

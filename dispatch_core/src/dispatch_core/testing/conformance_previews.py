@@ -18,7 +18,7 @@ from dispatch_core.models import (
 )
 from dispatch_core.store import Store
 from dispatch_core.testing._helpers import StoreFactory, _claim, _run, make_new_job
-from dispatch_core.testing.conformance_workflows import _start
+from dispatch_core.testing._workflow_helpers import _start
 from dispatch_core.workflows.models import RunFilter, RunState
 
 __all__ = ["PreviewConformance"]
