@@ -20,8 +20,7 @@ from dispatch_core.models import DLQFilter, Job, Outcome, OutcomeKind, utcnow
 from dispatch_core.queues import QueueConfig
 from dispatch_core.states import JobState
 from dispatch_core.testing import make_new_job
-from dispatch_plugins.sqlite import SQLiteStore
-from dispatch_plugins.sqlite import operations as ops
+from dispatch_plugins.sqlite import SQLiteStore, ops
 from dispatch_plugins.sqlite.connection import connect
 from dispatch_plugins.sqlite.migrations import migrate
 from dispatch_plugins.sqlite.schema import MIGRATIONS

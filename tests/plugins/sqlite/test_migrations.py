@@ -18,8 +18,7 @@ from dispatch_core.errors import JobIdTakenError, StoreUnavailableError
 from dispatch_core.models import JobFilter, utcnow
 from dispatch_core.states import JobState
 from dispatch_core.testing import make_new_job
-from dispatch_plugins.sqlite import SQLiteStore
-from dispatch_plugins.sqlite import operations as ops
+from dispatch_plugins.sqlite import SQLiteStore, ops
 from dispatch_plugins.sqlite.codec import JOB_SELECT, to_us
 from dispatch_plugins.sqlite.connection import connect
 from dispatch_plugins.sqlite.migrations import LATEST_VERSION, migrate

@@ -27,9 +27,19 @@ from dispatch_core.queues import QueueConfig
 from dispatch_core.states import JobState
 from dispatch_core.store import PruneCutoffs
 from dispatch_core.testing import make_new_job
-from dispatch_plugins.sqlite import operations as ops
+from dispatch_plugins.sqlite import ops
 from dispatch_plugins.sqlite.connection import connect
 from dispatch_plugins.sqlite.migrations import migrate
+from dispatch_plugins.sqlite.ops.claim import (
+    _NEXT_RUN_AT,
+    _QUEUE_JOBS,
+    _RESCUE_CHECK_WORKERS,
+    _claim_sql,
+    _filters,
+)
+from dispatch_plugins.sqlite.ops.cluster import _PRUNE_JOBS
+from dispatch_plugins.sqlite.ops.common import where_equal
+from dispatch_plugins.sqlite.ops.jobs import _COUNT_JOBS, _COUNT_RUNNABLE, _THROUGHPUT
 
 _PROC_IO = Path("/proc/self/io")
 needs_proc_io = pytest.mark.skipif(
@@ -201,34 +211,34 @@ def test_hot_statements_read_jobs_through_covering_indexes_or_by_rowid(tmp_path:
     conn = _open(path)
     try:
         migrate(conn, str(path))
-        filters, names = ops._filters(["q"], ["n"])
+        filters, names = _filters(["q"], ["n"])
         statements: dict[str, tuple[str, object]] = {
-            "claim": (ops._claim_sql(None, None), ["w", 1, 2, 3, 4, 10]),
+            "claim": (_claim_sql(None, None), ["w", 1, 2, 3, 4, 10]),
             "claim of queues and names": (
-                ops._claim_sql(2, 1),
+                _claim_sql(2, 1),
                 ["w", 1, 2, 3, 4, "q", "r", "n", 10],
             ),
             "limited queue's candidates": (
-                ops._QUEUE_JOBS.format(names=" AND name IN (?)") + " LIMIT ?",
+                _QUEUE_JOBS.format(names=" AND name IN (?)") + " LIMIT ?",
                 [1, "q", "n", 3],
             ),
-            "next_run_at": (ops._NEXT_RUN_AT.format(filters=""), []),
-            "next_run_at filtered": (ops._NEXT_RUN_AT.format(filters=filters), names),
+            "next_run_at": (_NEXT_RUN_AT.format(filters=""), []),
+            "next_run_at filtered": (_NEXT_RUN_AT.format(filters=filters), names),
             "count_runnable": (
-                ops._COUNT_RUNNABLE.format(tenant=" AND tenant = :tenant"),
+                _COUNT_RUNNABLE.format(tenant=" AND tenant = :tenant"),
                 {"now": 1, "excluded": "[]", "tenant": "t"},
             ),
-            "count_jobs": (ops._COUNT_JOBS.format(filters=""), []),
+            "count_jobs": (_COUNT_JOBS.format(filters=""), []),
             "count_jobs filtered": (
-                ops._COUNT_JOBS.format(filters=" AND queue = ? AND tenant = ?"),
+                _COUNT_JOBS.format(filters=" AND queue = ? AND tenant = ?"),
                 ["q", "t"] * 3,
             ),
             "throughput of a tenant": (
-                ops._THROUGHPUT.format(filters=" AND tenant = :tenant"),
+                _THROUGHPUT.format(filters=" AND tenant = :tenant"),
                 {"size": 60, "since": 0, "tenant": "t"},
             ),
-            "rescue check": (ops._RESCUE_CHECK_WORKERS, {"now": 1, "stale": 1}),
-            "prune": (ops._PRUNE_JOBS, ["completed", 1, 10]),
+            "rescue check": (_RESCUE_CHECK_WORKERS, {"now": 1, "stale": 1}),
+            "prune": (_PRUNE_JOBS, ["completed", 1, 10]),
         }
         for name, (sql, params) in statements.items():
             plan = _plan(conn, sql, params)
@@ -291,7 +301,7 @@ def test_count_jobs_agrees_with_a_count_of_every_row(tmp_path: Path) -> None:
         assert states == {s.value for s in JobState}, states
         for queue_filter in (None, "a", "zz"):
             for tenant in (None, "x", "y"):
-                where, params = ops._where((("queue", queue_filter), ("tenant", tenant)))
+                where, params = where_equal((("queue", queue_filter), ("tenant", tenant)))
                 sql = "SELECT state, count(*) FROM jobs"
                 if where:
                     sql += " WHERE " + " AND ".join(where)

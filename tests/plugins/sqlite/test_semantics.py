@@ -11,8 +11,8 @@ from dispatch_core.errors import StoreUnavailableError
 from dispatch_core.models import DLQFilter, Job, JobFilter, Outcome, OutcomeKind, SortOrder, utcnow
 from dispatch_core.states import JobState
 from dispatch_core.testing import make_new_job
-from dispatch_plugins.sqlite import SQLiteStore
-from dispatch_plugins.sqlite import operations as ops
+from dispatch_plugins.sqlite import SQLiteStore, ops
+from dispatch_plugins.sqlite.ops.jobs import _COUNT_RUNNABLE
 
 
 async def _claim(store: SQLiteStore, limit: int = 10, **kw: object) -> list[Job]:
@@ -267,7 +267,7 @@ async def test_count_runnable_reads_only_the_runnable_rows_and_takes_no_write_lo
         try:
             conn.execute("ANALYZE")
             for tenant in ("", " AND tenant = :tenant"):
-                sql = ops._COUNT_RUNNABLE.format(tenant=tenant)
+                sql = _COUNT_RUNNABLE.format(tenant=tenant)
                 params = {"now": 0, "excluded": "[]", "tenant": "t"}
                 plan = " | ".join(r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
                 assert "USING COVERING INDEX jobs_claim_idx" in plan, plan

@@ -17,10 +17,10 @@ from dispatch_core._ids import new_id
 from dispatch_core.models import NewJob, utcnow
 from dispatch_core.testing import make_new_job
 from dispatch_core.workflows.models import NewEvent, NewRun, RunFilter, RunState
-from dispatch_plugins.sqlite import SQLiteStore
-from dispatch_plugins.sqlite import operations as ops
+from dispatch_plugins.sqlite import SQLiteStore, ops
 from dispatch_plugins.sqlite.connection import connect
 from dispatch_plugins.sqlite.migrations import migrate
+from dispatch_plugins.sqlite.ops.workflows import _EVENT_BY_SEQ, _EVENT_WAITING, _TAKE_EVENT
 from dispatch_plugins.sqlite.schema import MIGRATIONS
 
 
@@ -103,9 +103,9 @@ async def test_take_event_reads_the_events_index(
     store: SQLiteStore, conn: sqlite3.Connection
 ) -> None:
     for sql, params in (
-        (ops._EVENT_BY_SEQ, ("run_x", "paid", 3)),
-        (ops._EVENT_WAITING, ("run_x", "paid")),
-        (ops._TAKE_EVENT, (3, "run_x", "paid")),
+        (_EVENT_BY_SEQ, ("run_x", "paid", 3)),
+        (_EVENT_WAITING, ("run_x", "paid")),
+        (_TAKE_EVENT, (3, "run_x", "paid")),
     ):
         plan = _plan(conn, sql, params)
         assert "workflow_events_run_idx" in plan, plan

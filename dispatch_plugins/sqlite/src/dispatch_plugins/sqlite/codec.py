@@ -8,7 +8,7 @@ datetime handed to the store is taken to be UTC.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,7 @@ from dispatch_core.cron import CronEntry, MisfirePolicy
 from dispatch_core.models import JSON, DLQEntry, Job, NewJob
 from dispatch_core.queues import QueueConfig
 from dispatch_core.states import JobState
+from dispatch_core.storekit import compact_json
 from dispatch_core.workflows.models import (
     NewRun,
     RunState,
@@ -49,7 +50,6 @@ __all__ = [
     "dump_json",
     "dump_json_opt",
     "new_job_params",
-    "job_from_new",
     "decode_job",
     "decode_dlq",
     "worker_params",
@@ -57,7 +57,6 @@ __all__ = [
     "cron_params",
     "decode_cron",
     "decode_queue_config",
-    "claim_order",
     "new_run_params",
     "decode_run",
     "step_params",
@@ -201,41 +200,7 @@ EVENT_SELECT = ", ".join(EVENT_COLUMNS)
 _decode = json.JSONDecoder().decode
 
 
-def _make_encoder() -> Callable[[Any], str]:
-    """The fastest compact JSON encoder available.
-
-    ``JSONEncoder.encode`` builds a new C encoder on every call (about 1 us for a small payload,
-    a tenth of a bulk insert per row); build the C encoder once instead, when the interpreter
-    has it and it agrees with the pure-Python path.
-    """
-    encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-    portable = encoder.encode
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return portable
-    try:
-        # markers=None skips the circularity check: payloads are JSON trees by construction.
-        chunks = make(
-            None,
-            encoder.default,
-            json.encoder.encode_basestring,
-            None,
-            ":",
-            ",",
-            False,
-            False,
-            True,
-        )
-        fast: Callable[[Any], str] = lambda value: "".join(chunks(value, 0))  # noqa: E731
-        sample = {"a": [1, 2.5, None, True, "é\n"], "b": {"c": -1e300}}
-        if fast(sample) != portable(sample):
-            return portable
-    except Exception:  # a future interpreter changed the private signature
-        return portable
-    return fast
-
-
-_encode = _make_encoder()
+_encode = compact_json
 
 
 def to_us(value: datetime) -> int:
@@ -265,12 +230,8 @@ def dump_json_opt(value: JSON) -> str | None:
     return None if value is None else _encode(value)
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def new_job_params(new: NewJob) -> tuple[Any, ...]:
-    """Parameters for :data:`~dispatch_plugins.sqlite.operations.INSERT_JOB`."""
+    """Parameters for :data:`~dispatch_plugins.sqlite.ops.common.INSERT_JOB`."""
     created = to_us(new.created_at)
     return (
         new.id,
@@ -286,28 +247,6 @@ def new_job_params(new: NewJob) -> tuple[Any, ...]:
         new.unique_key,
         new.tenant,
         _encode(new.headers) if new.headers else None,
-    )
-
-
-def job_from_new(new: NewJob) -> Job:
-    """The job a successful insert of ``new`` stored, built without reading it back."""
-    created = _utc(new.created_at)
-    return Job(
-        id=new.id,
-        name=new.name,
-        queue=new.queue,
-        payload=new.payload,
-        state=JobState.PENDING,
-        priority=new.priority,
-        attempt=0,
-        max_attempts=new.max_attempts,
-        timeout=new.timeout,
-        run_at=_utc(new.run_at),
-        created_at=created,
-        updated_at=created,
-        unique_key=new.unique_key,
-        tenant=new.tenant,
-        headers=dict(new.headers),
     )
 
 
@@ -499,11 +438,6 @@ def decode_queue_config(
     return QueueConfig(
         name=name, concurrency=concurrency, rate=rate, burst=burst, per_tenant=bool(per_tenant)
     )
-
-
-def claim_order(job: Job) -> tuple[int, datetime, str]:
-    """Sort key of the claim order: priority descending, then run_at, then id."""
-    return (-job.priority, job.run_at, job.id)
 
 
 # -- durable workflows ---------------------------------------------------------------------------

@@ -36,8 +36,7 @@ from dispatch_core.workflows.models import (
     WorkflowEvent,
     WorkflowRun,
 )
-from dispatch_plugins.sqlite import migrations
-from dispatch_plugins.sqlite import operations as ops
+from dispatch_plugins.sqlite import migrations, ops
 from dispatch_plugins.sqlite.connection import configure, translate_errors, unavailable
 from dispatch_plugins.sqlite.sync import SQLiteSyncStore
 from dispatch_plugins.sqlite.url import SQLiteURL, parse_url
@@ -57,7 +56,7 @@ class SQLiteStore(Store):
     and ``idle_poll_interval=0.005`` (seconds between two looks of the :meth:`listen` watcher
     when busy and when idle).
 
-    Every operation is one function of :mod:`~dispatch_plugins.sqlite.operations` run on the
+    Every operation is one function of :mod:`~dispatch_plugins.sqlite.ops` run on the
     aiosqlite connection's thread: one thread hop per call, however many statements it runs,
     and a transaction can never interleave with another coroutine's statements.
 

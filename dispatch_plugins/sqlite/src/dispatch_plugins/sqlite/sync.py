@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
 from dispatch_core.models import Job, NewJob, utcnow
-from dispatch_plugins.sqlite import operations as ops
+from dispatch_plugins.sqlite import ops
 from dispatch_plugins.sqlite.connection import connect, translate_errors
 from dispatch_plugins.sqlite.url import SQLiteURL
 
