@@ -193,9 +193,9 @@ async def test_after_losing_the_store_the_leader_waits_a_worker_timeout_before_r
     w = engine.worker(**FAST)  # type: ignore[arg-type]
     assert w.store_contact_for(0.0)
     assert not w.store_contact_for(10.0)  # counted from its start: it may follow an outage
-    w._store_failed()
+    w.store_failed()
     assert not w.store_contact_for(0.0)
-    w._store_ok()
+    w.store_ok()
     assert not w.store_contact_for(0.2)
     await asyncio.sleep(0.25)
     assert w.store_contact_for(0.2)

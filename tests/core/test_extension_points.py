@@ -90,9 +90,9 @@ async def test_a_batch_is_one_call_and_nothing_is_called_without_plugins() -> No
     assert all(j.headers == {"x-request-id": "none"} for j in jobs)
 
     bare = make_engine()
-    assert bare._producer_hooks is False
+    assert bare.producer.hooked is False
     bare.register_plugin(Stamper())
-    assert bare._producer_hooks is True
+    assert bare.producer.hooked is True
 
 
 def test_sync_enqueue_runs_the_hook_in_the_caller_s_thread_and_context() -> None:

@@ -331,8 +331,8 @@ async def _run_batch(store: RefusingStore, bad: int) -> tuple[Engine, list[Job],
     worker = engine.worker(concurrency=N)
     stats = await worker.drain(timeout=20)
     assert ran == {n: 1 for n in range(N)}, f"runs per job: {dict(ran)}"
-    assert worker._outcomes == []
-    assert worker._strikes == {}
+    assert worker.outcomes.pending == []
+    assert worker.outcomes.strikes == {}
     for n, job in enumerate(jobs):
         if n != bad:
             got = await engine.aget_job(job.id)
@@ -407,7 +407,7 @@ async def test_outcomes_are_kept_while_the_store_is_down() -> None:
             break
         await asyncio.sleep(0.05)
     assert store.refused_calls >= 4, "the worker did not try to write its outcomes"
-    assert len(worker._outcomes) + len(worker._writing) == N  # kept, whole
+    assert len(worker.outcomes.pending) + len(worker.outcomes.writing) == N  # kept, whole
     store.refuses = lambda o: False  # the store is back
     store.heartbeat_error = None
     stats = await drain

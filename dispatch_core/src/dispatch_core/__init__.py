@@ -52,6 +52,7 @@ from dispatch_core.models import (
     Truncated,
 )
 from dispatch_core.operations import Operations
+from dispatch_core.producer import EnqueueOptions
 from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.registry import StoreRegistry
 from dispatch_core.retention import Retention
@@ -80,6 +81,7 @@ __all__ = [
     "Engine",
     "Operations",
     "JobDefinition",
+    "EnqueueOptions",
     "default_name",
     "JobContext",
     "current_job",

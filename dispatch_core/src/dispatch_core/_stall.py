@@ -33,7 +33,7 @@ from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dispatch_core.models import Outcome, OutcomeKind, utcnow
+from dispatch_core.models import Job, Outcome, OutcomeKind, utcnow
 
 if TYPE_CHECKING:
     from dispatch_core.context import JobContext
@@ -50,6 +50,7 @@ T = TypeVar("T")
 #: watchdog cannot stop a job that holds the loop, so the leader's rescue takes over.
 _OVERRUN_GRACE = 1.0
 _CALL_TIMEOUT = 10.0  # seconds for one store call of the guard
+_STALL_MIN = 1.0  # shortest block of the event loop (s) that the stall guard acts on
 
 
 class StallGuard:
@@ -173,7 +174,7 @@ class StallGuard:
         return None
 
     def _give_back(self) -> None:
-        jobs = self.worker._give_back_unstarted()
+        jobs = give_back_unstarted(self.worker)
         if not jobs:
             return
         outcomes = [
@@ -202,7 +203,7 @@ class StallGuard:
 
     def _heartbeat(self) -> None:
         worker = self.worker
-        leases = worker._stalled_leases(time.monotonic() - _OVERRUN_GRACE)
+        leases = stalled_leases(worker, time.monotonic() - _OVERRUN_GRACE)
         try:
             self._call(
                 lambda store: store.heartbeat(
@@ -247,3 +248,78 @@ class StallGuard:
             log.debug("worker %s: closing the stall guard's store failed (%s)", self.worker.id, exc)
         finally:
             loop.close()
+
+
+# -- the worker's side, read and marked from the guard's thread -------------------------
+
+
+def give_back_unstarted(worker: Worker) -> list[Job]:
+    """Mark the jobs that have not started (launched but not yet run, prefetched) as given
+    back, and return them: the guard writes them back to the store, and the loop does not
+    start them. Runs in the guard's thread, while the loop is blocked."""
+    jobs: list[Job] = []
+    with worker._start_lock:
+        for _ in range(3):  # the loop may wake and change the collections under us
+            try:
+                unstarted = [ctx.job for _, ctx in list(worker._active.values())]
+                unstarted = [j for j in unstarted if not _is_started(worker, j.id)]
+                unstarted += [job for job, _ in list(worker._ready)]
+                break
+            except RuntimeError:
+                continue
+        else:
+            return []
+        for job in unstarted:
+            if job.id not in worker._given_back:
+                worker._given_back.add(job.id)
+                jobs.append(job)
+    return jobs
+
+
+def _is_started(worker: Worker, job_id: str) -> bool:
+    entry = worker._active.get(job_id)
+    return entry is not None and entry[1]._started
+
+
+def stalled_leases(worker: Worker, overrun_before: float) -> dict[str, str]:
+    """The leases the guard renews while the loop is blocked: every job held but those
+    given back and those past their timeout by ``overrun_before`` (monotonic), which
+    nothing can stop while the loop is blocked: the leader's rescue takes them over."""
+    for _ in range(3):
+        try:
+            leases: dict[str, str] = {}
+            for job_id, (_, ctx) in list(worker._active.items()):
+                deadline = ctx._deadline
+                if deadline is not None and deadline < overrun_before:
+                    continue
+                leases[job_id] = ctx.job.attempt_token or ""
+            for job, _ in list(worker._ready):
+                leases[job.id] = job.attempt_token or ""
+            leases.update(worker.outcomes.leases())
+        except RuntimeError:
+            continue
+        given_back = worker._given_back
+        return {k: v for k, v in leases.items() if k not in given_back}
+    return {}
+
+
+def make_guard(worker: Worker) -> StallGuard | None:
+    """The stall guard, when the guard's thread can have a store of its own: a new one
+    from the engine's URL, or the engine's own when it is thread-safe (memory)."""
+    engine = worker.engine
+    factory: Callable[[], Store]
+    own = None if engine.store.thread_safe else engine.new_store()
+    if engine.store.thread_safe:
+        factory = lambda: engine.store  # noqa: E731
+    elif own is not None:
+        factory = lambda: own  # noqa: E731
+    else:
+        log.debug("worker %s: no stall guard (the store was given as an instance)", worker.id)
+        return None
+    return StallGuard(
+        worker,
+        store_factory=factory,
+        # Never below a second: a busy machine pauses a loop for tenths of seconds.
+        threshold=max(worker.heartbeat_interval, _STALL_MIN),
+        give_back_after=max(2 * worker.heartbeat_interval, 2 * _STALL_MIN),
+    )

@@ -9,13 +9,13 @@ import inspect
 import typing
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
 
 from dispatch_core.backoff import Backoff
 from dispatch_core.context import JobContext
 from dispatch_core.errors import ConfigurationError
 from dispatch_core.models import Job
+from dispatch_core.producer import EnqueueOptions
 
 if TYPE_CHECKING:
     from dispatch_core.engine import Engine
@@ -123,38 +123,25 @@ class JobDefinition(Generic[P]):
         self,
         payload: P = _NO_PAYLOAD,
         *,
-        queue: str | None = None,
-        priority: int | None = None,
-        run_at: datetime | None = None,
-        delay: float | timedelta | None = None,
-        max_retries: int | None = None,
-        timeout: float | None = None,
-        unique_key: str | None = None,
-        tenant: str | None = None,
-        headers: dict[str, str] | None = None,
-        job_id: str | None = None,
         conn: Any = None,
+        **options: Unpack[EnqueueOptions],
     ) -> Job:
         """Enqueue one job from synchronous code and return it as stored.
 
         Args:
             payload: The payload; validated against the handler's type.
-            queue: Override the definition's queue.
-            priority: Higher runs first.
-            run_at: Do not run before this (timezone-aware) time.
-            delay: Do not run before this many seconds (or this timedelta) from now.
-            max_retries: Retries after the first attempt.
-            timeout: Seconds an attempt may run.
-            unique_key: Idempotency key, unique within the job's tenant: a second enqueue
-                with it returns the first job while that job is stored.
-            tenant: The job's tenant (default: the :func:`~dispatch_core.tenant_scope` in force,
-                else the running job's).
-            headers: String metadata carried with the job (trace context...).
-            job_id: The job's id, chosen by the caller (default: a new ``job_…`` TypeID);
-                enqueueing it again returns the job, and an id another tenant's job holds
-                raises :class:`~dispatch_core.errors.JobIdTakenError`.
             conn: The caller's open database connection: the job is written in the caller's
                 transaction, so a rollback leaves no job (SQL stores only).
+            **options: :class:`~dispatch_core.producer.EnqueueOptions`, each defaulting to
+                the definition's: ``queue``, ``priority`` (higher runs first), ``run_at`` (a
+                timezone-aware time) or ``delay`` (seconds or a timedelta from now),
+                ``max_retries``, ``timeout``, ``unique_key`` (idempotency key within the
+                job's tenant: a second enqueue with it returns the first job while that job
+                is stored), ``tenant`` (default: the :func:`~dispatch_core.tenant_scope` in
+                force, else the running job's), ``headers`` (string metadata: trace
+                context...), ``job_id`` (the job's id, chosen by the caller: enqueueing it
+                again returns the job, and an id another tenant's job holds raises
+                :class:`~dispatch_core.errors.JobIdTakenError`).
 
         Raises:
             PayloadError: the payload does not fit; nothing was written.
@@ -162,63 +149,29 @@ class JobDefinition(Generic[P]):
             ConfigurationError: ``conn`` was given to a store that cannot use it.
             ValueError: the job would run before 1970-01-01 or from 2200-01-01 (UTC), or
                 ``delay`` is not a finite number; nothing was written.
+            TypeError: an option that is not an enqueue option.
         """
-        return self.engine.enqueue(
-            self,
-            payload,
-            queue=queue,
-            priority=priority,
-            run_at=run_at,
-            delay=delay,
-            max_retries=max_retries,
-            timeout=timeout,
-            unique_key=unique_key,
-            tenant=tenant,
-            headers=headers,
-            job_id=job_id,
-            conn=conn,
-        )
+        return self.engine.enqueue(self, payload, conn=conn, **options)
 
     async def aenqueue(
         self,
         payload: P = _NO_PAYLOAD,
         *,
-        queue: str | None = None,
-        priority: int | None = None,
-        run_at: datetime | None = None,
-        delay: float | timedelta | None = None,
-        max_retries: int | None = None,
-        timeout: float | None = None,
-        unique_key: str | None = None,
-        tenant: str | None = None,
-        headers: dict[str, str] | None = None,
-        job_id: str | None = None,
         conn: Any = None,
+        **options: Unpack[EnqueueOptions],
     ) -> Job:
         """Async twin of :meth:`enqueue`; ``conn`` enqueues in a caller's SQL transaction
         where the store supports it."""
-        return await self.engine.aenqueue(
-            self,
-            payload,
-            queue=queue,
-            priority=priority,
-            run_at=run_at,
-            delay=delay,
-            max_retries=max_retries,
-            timeout=timeout,
-            unique_key=unique_key,
-            tenant=tenant,
-            headers=headers,
-            job_id=job_id,
-            conn=conn,
-        )
+        return await self.engine.aenqueue(self, payload, conn=conn, **options)
 
-    def enqueue_many(self, payloads: Iterable[P], **options: Any) -> list[Job]:
+    def enqueue_many(self, payloads: Iterable[P], **options: Unpack[EnqueueOptions]) -> list[Job]:
         """Enqueue many jobs in one store transaction (sync). Options as for :meth:`enqueue`,
         applied to every job. All payloads are validated before anything is written."""
         return self.engine.enqueue_many(self, payloads, **options)
 
-    async def aenqueue_many(self, payloads: Iterable[P], **options: Any) -> list[Job]:
+    async def aenqueue_many(
+        self, payloads: Iterable[P], **options: Unpack[EnqueueOptions]
+    ) -> list[Job]:
         """Async twin of :meth:`enqueue_many`."""
         return await self.engine.aenqueue_many(self, payloads, **options)
 

@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import re
-import threading
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Unpack, cast, overload
 
 import cattrs
 import pluggy
 
+from dispatch_core._blocking import BlockingStore, no_running_loop
 from dispatch_core._ids import new_id
 from dispatch_core._naming import default_name
 from dispatch_core._plugins import Hooks, make_plugin_manager
 from dispatch_core._urls import redact_url
 from dispatch_core.backoff import DEFAULT_BACKOFF, Backoff
-from dispatch_core.context import JobContext, current_tenant
+from dispatch_core.context import JobContext
 from dispatch_core.definition import _NO_PAYLOAD, JobDefinition
 from dispatch_core.errors import (
     ConfigurationError,
     DispatchError,
     PayloadError,
     StoreUnavailableError,
-    SyncInAsyncContextError,
     UnknownJobError,
 )
 from dispatch_core.middleware import Middleware, MiddlewareRegistry
@@ -42,16 +38,25 @@ from dispatch_core.models import (
     ThroughputBucket,
     utcnow,
 )
+from dispatch_core.producer import (
+    EARLIEST_RUN_AT,
+    LATEST_RUN_AT,
+    EnqueueOptions,
+    Producer,
+)
 from dispatch_core.registry import StoreRegistry
 from dispatch_core.retention import Retention
 from dispatch_core.scheduling import ClusterAPI
 from dispatch_core.serde import make_converter, to_json_payload
 from dispatch_core.states import JobState
-from dispatch_core.store import Store, SyncStore
+from dispatch_core.store import Store
 from dispatch_core.workflows.api import WorkflowAPI
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from dispatch_core.worker import DrainResult, Worker
+    from dispatch_core.workflows.models import WorkflowRun
 
 __all__ = ["Engine", "DEFAULT_QUEUE", "EARLIEST_RUN_AT", "LATEST_RUN_AT"]
 
@@ -79,44 +84,6 @@ class JobDecorator(Protocol):
 DEFAULT_QUEUE = "default"
 _DEFAULT_TIMEOUT = 300.0
 _DEFAULT_RETENTION = Retention()
-_JOB_ID = re.compile(r"[!-~]{1,200}")
-#: The times a job may be scheduled at: every store can hold them (Redis keeps run_at as 16
-#: digits of microseconds since 1970, up to 2286).
-EARLIEST_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_RUN_AT = datetime(2200, 1, 1, tzinfo=UTC)
-
-
-def _scheduled_at(
-    now: datetime, run_at: datetime | None, delay: float | timedelta | None
-) -> datetime:
-    """When a job enqueued at ``now`` with ``run_at`` or ``delay`` runs.
-
-    Raises:
-        ValueError: both are given, ``run_at`` is naive, ``delay`` is not finite, or the time
-            is outside ``[EARLIEST_RUN_AT, LATEST_RUN_AT)`` (a job stored there would stall
-            the claims of its queue on some stores, and past 9999 it overflows).
-    """
-    if run_at is not None and delay is not None:
-        raise ValueError("give run_at or delay, not both")
-    if run_at is not None:
-        if run_at.tzinfo is None:
-            raise ValueError(f"run_at must be timezone-aware, got naive {run_at.isoformat()}")
-        when: datetime | None = run_at
-        what = f"run_at {run_at.isoformat()}"
-    elif delay is not None:
-        what = f"delay {delay!r}"
-        try:
-            when = now + (delay if isinstance(delay, timedelta) else timedelta(seconds=delay))
-        except (OverflowError, ValueError):  # too many days for a timedelta or a date; NaN
-            when = None
-    else:
-        return now
-    if when is None or not EARLIEST_RUN_AT <= when < LATEST_RUN_AT:
-        raise ValueError(
-            f"{what} is out of range: a job runs from {EARLIEST_RUN_AT:%Y-%m-%d} to "
-            f"{LATEST_RUN_AT:%Y-%m-%d} (UTC)"
-        )
-    return when
 
 
 class Engine(ClusterAPI, WorkflowAPI):
@@ -180,14 +147,12 @@ class Engine(ClusterAPI, WorkflowAPI):
         self._open_loop: asyncio.AbstractEventLoop | None = None
         self._open_lock: asyncio.Lock | None = None
         self._open_lock_loop: asyncio.AbstractEventLoop | None = None
-        self._sync: SyncStore | None = None
-        self._sync_lock = threading.Lock()
-        self._portal: _Portal | None = None
-        self._migrated = False
-        self._wakers: list[Callable[[], None]] = []
+        #: Blocking calls' access to the store (its sync twin, or a portal).
+        self.blocking = BlockingStore(self)
+        #: The one write path of new jobs (core's internal API; see dispatch_core.producer).
+        self.producer = Producer(self)
         self._init_cluster(retention)
         self._init_workflows()
-        self._find_producers()
         self.pm.hook.dispatch_register_jobs(engine=self)
 
     @property
@@ -216,13 +181,18 @@ class Engine(ClusterAPI, WorkflowAPI):
         """Register a plugin object after construction (lifecycle hooks only)."""
         self.pm.register(plugin, name=name)
         self.hooks.refresh()
-        self._find_producers()
+        self.producer.refresh()
 
-    def _find_producers(self) -> None:
-        # Looked up once, not per enqueue: pluggy's order (last registered first).
-        impls = self.pm.hook.dispatch_job_enqueuing.get_hookimpls()
-        self._producers: tuple[pluggy.HookImpl, ...] = tuple(reversed(impls))
-        self._producer_hooks = bool(impls)
+    @property
+    def opened(self) -> bool:
+        """Whether an event loop has the store open (``aopen``)."""
+        return self._open_loop is not None
+
+    def new_store(self) -> Store | None:
+        """A second, unopened instance of the engine's store (same URL), for another event
+        loop or thread; ``None`` when the engine was given a store object, which must then be
+        shared."""
+        return self.stores.create(self.url) if self._built_from_url else None
 
     # -- definitions -----------------------------------------------------------------------------
 
@@ -364,7 +334,6 @@ class Engine(ClusterAPI, WorkflowAPI):
                 await self.store.open()
                 if migrate:
                     await self.store.migrate()
-                    self._migrated = True
             except StoreUnavailableError:
                 raise
             except Exception as exc:
@@ -389,13 +358,7 @@ class Engine(ClusterAPI, WorkflowAPI):
 
     def close(self) -> None:
         """Release sync resources (the sync producer, the portal thread, the thread pool)."""
-        with self._sync_lock:
-            if self._sync is not None:
-                self._sync.close()
-                self._sync = None
-            if self._portal is not None:
-                self._portal.stop()
-                self._portal = None
+        self.blocking.close()
 
     async def __aenter__(self) -> Engine:
         await self.aopen()
@@ -417,63 +380,9 @@ class Engine(ClusterAPI, WorkflowAPI):
             raise
         except Exception as exc:
             raise StoreUnavailableError(f"migrating store {self.safe_url} failed: {exc}") from exc
-        self._migrated = True
         return applied
 
     # -- enqueue -----------------------------------------------------------------------------------
-
-    def _new_job(
-        self,
-        definition: JobDefinition[Any],
-        raw_payload: Any,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        run_at: datetime | None = None,
-        delay: float | timedelta | None = None,
-        max_retries: int | None = None,
-        timeout: float | None = None,
-        unique_key: str | None = None,
-        tenant: str | None = None,
-        headers: dict[str, str] | None = None,
-        job_id: str | None = None,
-        now: datetime | None = None,
-    ) -> NewJob:
-        now = now or utcnow()
-        if job_id is not None:
-            if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
-                raise ValueError(
-                    f"job_id must be 1 to 200 printable characters without spaces, got {job_id!r}"
-                )
-            if unique_key is not None:
-                raise ValueError("give job_id or unique_key, not both")
-            # A chosen id is idempotent: enqueueing it again returns the job that has it.
-            unique_key = f"job-id:{job_id}"
-        when = _scheduled_at(now, run_at, delay)
-        retries = definition.max_retries if max_retries is None else max_retries
-        if retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {retries}")
-        return NewJob(
-            id=job_id or new_id("job"),
-            name=definition.name,
-            queue=queue or definition.queue,
-            payload=raw_payload,
-            priority=definition.priority if priority is None else priority,
-            max_attempts=retries + 1,
-            timeout=definition.timeout if timeout is None else timeout,
-            run_at=when,
-            created_at=now,
-            unique_key=unique_key,
-            tenant=tenant if tenant is not None else current_tenant(),
-            headers=dict(headers) if headers else {},
-        )
-
-    def _producing(self, jobs: Sequence[NewJob]) -> AbstractContextManager[object]:
-        """Run the ``dispatch_job_enqueuing`` hook for ``jobs`` about to be written; the
-        context managers it returns are held open around the write (``with`` this)."""
-        if not self._producer_hooks or not jobs:
-            return _NO_PRODUCERS
-        return _ProducerScope(self, jobs)
 
     def _definition_of(self, job: JobDefinition[Any] | str) -> JobDefinition[Any]:
         if isinstance(job, JobDefinition):
@@ -483,7 +392,7 @@ class Engine(ClusterAPI, WorkflowAPI):
         return self.get_definition(job)
 
     def _prepare(
-        self, job: JobDefinition[Any] | str, payload: Any, options: dict[str, Any]
+        self, job: JobDefinition[Any] | str, payload: Any, options: Mapping[str, Any]
     ) -> NewJob:
         definition = self._definition_of(job)
         if payload is _NO_PAYLOAD:
@@ -493,23 +402,7 @@ class Engine(ClusterAPI, WorkflowAPI):
         elif not definition.takes_payload and payload is not None:
             raise PayloadError(definition.name, ["this job takes no payload @ $"])
         raw = to_json_payload(self.converter, definition.name, definition.payload_type, payload)
-        return self._new_job(definition, raw, **options)
-
-    def _wake_workers(self) -> None:
-        """Tell this process's workers that jobs may be claimable now."""
-        for waker in self._wakers:
-            waker()
-
-    def _after_enqueue(
-        self, jobs: Sequence[Job], new: Sequence[NewJob], *, committed: bool = True
-    ) -> None:
-        self._wake_workers()
-        # A job written in a caller's transaction may still be rolled back: no hook reports it.
-        if committed and self.hooks.wants("dispatch_job_enqueued"):
-            ids = {n.id for n in new}
-            for job in jobs:
-                if job.id in ids:  # a duplicate unique_key returned an existing job
-                    self.hooks.emit("dispatch_job_enqueued", job=job, engine=self)
+        return self.producer.new_job(definition, raw, **options)
 
     async def aenqueue(
         self,
@@ -517,7 +410,7 @@ class Engine(ClusterAPI, WorkflowAPI):
         payload: Any = _NO_PAYLOAD,
         *,
         conn: Any = None,
-        **options: Any,
+        **options: Unpack[EnqueueOptions],
     ) -> Job:
         """Enqueue one job by definition or name (async). See :meth:`JobDefinition.enqueue`.
 
@@ -534,22 +427,13 @@ class Engine(ClusterAPI, WorkflowAPI):
         """
         new = self._prepare(job, payload, options)
         await self.aopen()
-        with self._producing((new,)):
-            if conn is not None:
-                try:
-                    jobs = await self.store.enqueue_in(conn, [new])
-                except NotImplementedError:
-                    raise ConfigurationError(
-                        f"store {self.safe_url} does not support enqueueing in a caller's "
-                        "transaction (conn=...)"
-                    ) from None
-            else:
-                jobs = await self.store.enqueue([new])
-        self._after_enqueue(jobs, [new], committed=conn is None)
-        return jobs[0]
+        return (await self.producer.write([new], conn=conn))[0]
 
     async def aenqueue_many(
-        self, job: JobDefinition[Any] | str, payloads: Iterable[Any], **options: Any
+        self,
+        job: JobDefinition[Any] | str,
+        payloads: Iterable[Any],
+        **options: Unpack[EnqueueOptions],
     ) -> list[Job]:
         """Enqueue many jobs in one transaction (async); all are validated first."""
         now = utcnow()
@@ -559,10 +443,7 @@ class Engine(ClusterAPI, WorkflowAPI):
         if not new:
             return []
         await self.aopen()
-        with self._producing(new):
-            jobs = await self.store.enqueue(new)
-        self._after_enqueue(jobs, new)
-        return jobs
+        return await self.producer.write(new)
 
     def enqueue(
         self,
@@ -570,43 +451,28 @@ class Engine(ClusterAPI, WorkflowAPI):
         payload: Any = _NO_PAYLOAD,
         *,
         conn: Any = None,
-        **options: Any,
+        **options: Unpack[EnqueueOptions],
     ) -> Job:
         """Blocking twin of :meth:`aenqueue`, for code without an event loop."""
-        self._no_running_loop("enqueue", "aenqueue")
+        no_running_loop("enqueue", "aenqueue")
         new = self._prepare(job, payload, options)
-        jobs: list[Job]
-        if conn is not None:
-            # Optional SyncStore method: write through the caller's connection/transaction.
-            enqueue_in = getattr(self._get_sync(), "enqueue_in", None)
-            if enqueue_in is None:
-                raise ConfigurationError(
-                    f"store {self.safe_url} does not support enqueueing in a caller's transaction "
-                    "(conn=...)"
-                )
-            with self._producing((new,)):
-                jobs = enqueue_in(conn, [new])
-        else:
-            with self._producing((new,)):
-                jobs = self._sync_call("enqueue", [new])
-        self._after_enqueue(jobs, [new], committed=conn is None)
-        return jobs[0]
+        return self.producer.write_blocking([new], conn=conn)[0]
 
     def enqueue_many(
-        self, job: JobDefinition[Any] | str, payloads: Iterable[Any], **options: Any
+        self,
+        job: JobDefinition[Any] | str,
+        payloads: Iterable[Any],
+        **options: Unpack[EnqueueOptions],
     ) -> list[Job]:
         """Blocking twin of :meth:`aenqueue_many`."""
-        self._no_running_loop("enqueue_many", "aenqueue_many")
+        no_running_loop("enqueue_many", "aenqueue_many")
         now = utcnow()
         if "job_id" in options:
             raise ValueError("job_id names one job: it cannot be given to enqueue_many")
         new = [self._prepare(job, p, {**options, "now": now}) for p in payloads]
         if not new:
             return []
-        with self._producing(new):
-            jobs: list[Job] = self._sync_call("enqueue", new)
-        self._after_enqueue(jobs, new)
-        return jobs
+        return self.producer.write_blocking(new)
 
     # -- inspection and control (async, with sync twins) ------------------------------------------
 
@@ -617,8 +483,8 @@ class Engine(ClusterAPI, WorkflowAPI):
 
     def get_job(self, job_id: str) -> Job:
         """Blocking twin of :meth:`aget_job`."""
-        self._no_running_loop("get_job", "aget_job")
-        return self._sync_call("get_job", job_id)  # type: ignore[no-any-return]
+        no_running_loop("get_job", "aget_job")
+        return self.blocking.call("get_job", job_id)  # type: ignore[no-any-return]
 
     async def acancel(self, job_id: str) -> Job:
         """Cancel a pending, retrying or running job. A running attempt is stopped at its next
@@ -629,14 +495,14 @@ class Engine(ClusterAPI, WorkflowAPI):
 
     def cancel(self, job_id: str) -> Job:
         """Blocking twin of :meth:`acancel`."""
-        self._no_running_loop("cancel", "acancel")
-        return self._sync_call("cancel", job_id)  # type: ignore[no-any-return]
+        no_running_loop("cancel", "acancel")
+        return self.blocking.call("cancel", job_id)  # type: ignore[no-any-return]
 
     async def aretry(self, job_id: str) -> Job:
         """Send a failed or cancelled job back to pending with fresh attempts."""
         await self.aopen()
         job = await self.store.retry(job_id, now=utcnow())
-        self._wake_workers()
+        self.producer.wake()
         return job
 
     async def alist_jobs(
@@ -774,7 +640,7 @@ class Engine(ClusterAPI, WorkflowAPI):
         """Enqueue a fresh copy of a dead-lettered job; the entry records the replay."""
         await self.aopen()
         job = await self.store.replay_dlq(entry_id, new_job_id=new_id("job"), now=utcnow())
-        self._after_enqueue([job], [])
+        self.producer.enqueued([job], [])
         return job
 
     async def apurge_dlq(
@@ -837,140 +703,20 @@ class Engine(ClusterAPI, WorkflowAPI):
         worker = self.worker(queues=queues, concurrency=concurrency)
         return await worker.drain(wait_scheduled=wait_scheduled, timeout=timeout)
 
-    def _add_waker(self, waker: Callable[[], None]) -> None:
-        self._wakers.append(waker)
+    # -- transitional: the workflow runtime's calls, until it moves to the producer and the
+    # workflow registry (issue 17) ------------------------------------------------------------
 
-    def _remove_waker(self, waker: Callable[[], None]) -> None:
-        if waker in self._wakers:
-            self._wakers.remove(waker)
+    def _producing(self, jobs: Sequence[NewJob]) -> AbstractContextManager[object]:
+        return self.producer.scope(jobs)
 
-    # -- sync plumbing ---------------------------------------------------------------------------
+    def _wake_workers(self) -> None:
+        self.producer.wake()
 
-    @staticmethod
-    def _no_running_loop(method: str, twin: str) -> None:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        raise SyncInAsyncContextError(method, twin)
+    async def _astart(self, definition: Any, input: Any, **kwargs: Any) -> WorkflowRun:
+        return await self.workflow_registry.start(definition, input, **kwargs)
 
-    def _sync_call(self, method: str, *args: Any) -> Any:
-        sync = self._get_sync()
-        if sync is not None:
-            return getattr(sync, method)(*args)
-        assert self._portal is not None
-        if method == "enqueue":
-            return self._portal.call(self._portal_store().enqueue(*args))
-        if method == "cancel":
-            return self._portal.call(self._portal_store().cancel(*args, now=utcnow()))
-        return self._portal.call(getattr(self._portal_store(), method)(*args))
+    def _driver_options(self, run: WorkflowRun) -> tuple[str, int]:
+        return self.workflow_registry.driver_options(run)
 
-    def _get_sync(self) -> SyncStore | None:
-        with self._sync_lock:
-            if self._sync is None and self._portal is None:
-                try:
-                    self._sync = self.store.sync()
-                except StoreUnavailableError:
-                    raise
-                except Exception as exc:
-                    raise StoreUnavailableError(
-                        f"cannot open store {self.safe_url}: {exc}"
-                    ) from exc
-                if self._sync is None:
-                    self._portal = _Portal(self)
-                if self.auto_migrate and not self._migrated:
-                    self._migrate_blocking()
-            return self._sync
-
-    def _migrate_blocking(self) -> None:
-        """Apply migrations before the first sync call, as ``aopen`` does for async ones."""
-        if self._open_loop is not None:
-            return  # an event loop has the store open, and migrated it when it opened it
-        store = self.stores.create(self.url) if self._built_from_url else self.store
-
-        async def migrate() -> None:
-            await store.open()
-            try:
-                await store.migrate()
-            finally:
-                if store is not self.store:
-                    await store.close()
-
-        try:
-            asyncio.run(migrate())
-        except DispatchError:
-            raise
-        except Exception as exc:
-            raise StoreUnavailableError(f"migrating store {self.safe_url} failed: {exc}") from exc
-        self._migrated = True
-
-    def _portal_store(self) -> Store:
-        assert self._portal is not None
-        return self._portal.store
-
-
-class _Portal:
-    """A private event loop in a thread, for sync calls on a store with no sync driver."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="dispatch-portal", daemon=True
-        )
-        self.thread.start()
-        self.store = engine.stores.create(engine.url) if engine._built_from_url else engine.store
-        self.call(self._open())
-
-    async def _open(self) -> None:
-        await self.store.open()
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def stop(self) -> None:
-        try:
-            self.call(self.store.close())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=5)
-            if not self.loop.is_running():
-                self.loop.close()
-
-
-_NO_PRODUCERS: AbstractContextManager[object] = contextlib.nullcontext()
-
-
-class _ProducerScope:
-    """The ``dispatch_job_enqueuing`` implementations' context managers, entered around a
-    write. A plugin that fails here is logged and skipped: it never stops an enqueue."""
-
-    def __init__(self, engine: Engine, jobs: Sequence[NewJob]) -> None:
-        self._engine = engine
-        self._jobs = jobs
-        self._entered: list[AbstractContextManager[Any]] = []
-
-    def __enter__(self) -> None:
-        kwargs = {"jobs": self._jobs, "engine": self._engine}
-        # Each implementation on its own (pluggy would stop at the first that raises).
-        for impl in self._engine._producers:
-            try:
-                cm = cast(
-                    "AbstractContextManager[Any] | None",
-                    impl.function(*(kwargs[name] for name in impl.argnames)),
-                )
-                if cm is not None:
-                    cm.__enter__()
-                    self._entered.append(cm)
-            except Exception:
-                log.exception(
-                    "dispatch_job_enqueuing of plugin %s failed; enqueueing without it",
-                    impl.plugin_name,
-                )
-
-    def __exit__(self, *exc: Any) -> None:
-        for cm in reversed(self._entered):
-            try:
-                cm.__exit__(*exc)
-            except Exception:
-                log.exception("a dispatch_job_enqueuing context manager failed to exit")
-        self._entered.clear()
+    def _workflow_definition(self, name: str, version: int) -> Any:
+        return self.workflow_registry.definition(name, version)

@@ -26,11 +26,14 @@ if TYPE_CHECKING:
     from dispatch_core.engine import Engine
     from dispatch_core.worker import Worker
 
-__all__ = ["LeaderDuties", "cron_new_job"]
+__all__ = ["LeaderDuties", "cron_new_job", "take_over"]
 
 log = logging.getLogger("dispatch_core.leader")
 
 _CRON_REFRESH = 5.0  # seconds between re-reads of the cron entries by the leader
+#: A worker timeout (s) that no worker's silence reaches: a rescue pass with it declares no
+#: worker dead, and takes back only the jobs of workers already dead or stopped.
+_NOBODY_SILENT_SO_LONG = 10 * 365 * 86400.0
 
 
 class LeaderDuties:
@@ -113,7 +116,7 @@ class LeaderDuties:
                 store.acquire_leadership(worker_id=self.worker.id, ttl=self.ttl, now=utcnow())
             )
         except Exception as exc:
-            self.worker._store_failed()
+            self.worker.store_failed()
             log.warning("worker %s: leader election failed (%s)", self.worker.id, exc)
             leader = self.is_leader and time.monotonic() < self._lead_until
             if not leader and self.is_leader:
@@ -160,7 +163,7 @@ class LeaderDuties:
             self.engine.store.rescue_expired(now=utcnow(), worker_timeout=worker.worker_timeout)
         )
         if rescued:
-            worker._report_rescued(rescued)
+            worker.outcomes.report_rescued(rescued)
 
     # -- cron --------------------------------------------------------------------------------------
 
@@ -190,7 +193,7 @@ class LeaderDuties:
                         late,
                     )
                     job = None
-            with self.engine._producing((job,) if job is not None else ()):
+            with self.engine.producer.scope((job,) if job is not None else ()):
                 result = await self.worker.bounded(
                     store.fire_cron(
                         name=entry.name, tick=tick, next_run_at=following, job=job, now=now
@@ -213,7 +216,7 @@ class LeaderDuties:
         if stale:
             self._entries_read = 0.0
         if fired:
-            self.engine._wake_workers()
+            self.engine.producer.wake()
 
     # -- retention ---------------------------------------------------------------------------------
 
@@ -250,7 +253,7 @@ def cron_new_job(
     """The job an entry enqueues: for a ``tick`` (keyed so it is written once), or, with
     ``tick=None``, a manual trigger. The job's options come from its definition when this
     process knows it, else from the defaults."""
-    definition = engine._jobs.get(entry.job_name)
+    definition = engine.jobs.get(entry.job_name)
     headers = {"dispatch-cron": entry.name}
     if tick is not None:
         headers["dispatch-cron-tick"] = tick.isoformat()
@@ -276,7 +279,7 @@ def cron_new_job(
             unique_key=cron_unique_key(entry.name, tick) if tick is not None else None,
             headers=headers,
         )
-    return engine._new_job(
+    return engine.producer.new_job(
         definition,
         entry.payload,
         queue=entry.queue,
@@ -284,3 +287,32 @@ def cron_new_job(
         headers=headers,
         now=now,
     )
+
+
+async def take_over(worker: Worker) -> None:
+    """Take back at once the jobs that an earlier worker with this id (a restart with a
+    fixed ``worker_id``) still holds: they died with it, and waiting for their leases to
+    expire would only delay them."""
+    store = worker.engine.store
+    rows = await worker.bounded(store.list_workers())
+    earlier = next((w for w in rows if w.id == worker.id), None)
+    if earlier is None:
+        return
+    await worker.bounded(store.deregister_worker(worker.id, now=utcnow()))
+    # A worker timeout no live worker can reach: nobody is declared dead by this call
+    # (only a leader with store contact may do that); the jobs of dead and stopped
+    # workers, this id's included now, are rescued whatever their leases say.
+    rescued = await worker.bounded(
+        store.rescue_expired(now=utcnow(), worker_timeout=_NOBODY_SILENT_SO_LONG)
+    )
+    if rescued:
+        log.warning(
+            "worker %s: an earlier worker with this id (pid %d on %s, last seen %s) left "
+            "%s running; took them back",
+            worker.id,
+            earlier.pid,
+            earlier.hostname,
+            earlier.last_seen.isoformat(timespec="seconds"),
+            f"{len(rescued)} job{'' if len(rescued) == 1 else 's'}",
+        )
+        worker.outcomes.report_rescued(rescued)

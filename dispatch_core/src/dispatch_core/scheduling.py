@@ -271,9 +271,9 @@ class ClusterAPI:
         entry = await engine.store.get_cron(name)
         now = utcnow()
         new = cron_new_job(engine, entry, tick=None, now=now)
-        with engine._producing((new,)):
+        with engine.producer.scope((new,)):
             [job] = await engine.store.enqueue([new])
-        engine._after_enqueue([job], [new])
+        engine.producer.enqueued([job], [new])
         if engine.hooks.wants("dispatch_cron_fired"):
             engine.hooks.emit("dispatch_cron_fired", entry_name=name, job_id=job.id, engine=engine)
         return job
@@ -311,7 +311,7 @@ class ClusterAPI:
         engine = self._engine()
         await engine.aopen()
         await engine.store.pause_queue(name, paused=False)
-        engine._wake_workers()
+        engine.producer.wake()
 
     # -- workers, leader, retention ----------------------------------------------------------------
 

@@ -21,16 +21,16 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Awaitable, Collection, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import attrs
-
 from dispatch_core._ids import new_id
-from dispatch_core._stall import StallGuard
-from dispatch_core._tracebacks import format_error
+from dispatch_core._outcomes import OutcomeWriter, UndecodablePayload, error_text, fail_reason
+from dispatch_core._stall import StallGuard, make_guard
+from dispatch_core._stats import DrainResult, WorkerStats
+from dispatch_core._threads import JobThreads
+from dispatch_core._unhandled import UnhandledJobs
 from dispatch_core._urls import redact_url
 from dispatch_core.cluster import WorkerInfo
 from dispatch_core.context import JobContext
@@ -40,22 +40,19 @@ from dispatch_core.errors import (
     PayloadError,
     ResultError,
     RetryJob,
-    StoreUnavailableError,
 )
-from dispatch_core.leader import LeaderDuties
+from dispatch_core.leader import LeaderDuties, take_over
 from dispatch_core.middleware import build_chain
-from dispatch_core.models import Job, Outcome, OutcomeKind, RunnableCount, utcnow
+from dispatch_core.models import Job, Outcome, OutcomeKind, utcnow
 from dispatch_core.serde import (
     DEFAULT_MAX_RESULT_BYTES,
     check_result,
     from_json_payload,
     storable_error,
 )
-from dispatch_core.states import JobState
 
 if TYPE_CHECKING:
     from dispatch_core.engine import Engine
-    from dispatch_core.store import Store
 
 __all__ = ["Worker", "WorkerStats", "DrainResult"]
 
@@ -64,70 +61,9 @@ log = logging.getLogger("dispatch_core.worker")
 _IDLE_BASE = 0.05  # first idle wait (s); doubles up to poll_interval
 _STORE_RETRY_MAX = 5.0  # cap of the wait between retries when the store is unreachable
 _WATCHDOG_TICK = 0.05  # resolution of job timeouts (s)
-_STALL_MIN = 1.0  # shortest block of the event loop (s) that the stall guard acts on
-#: Seconds after start of the first check for unhandled jobs: time for the workers started
-#: with this one to register their names.
-_UNHANDLED_FIRST_CHECK = 5.0
-_NAMES_SHOWN = 20  # known job names listed in the unhandled-job warning
-#: Times an outcome must fail alone, while the store answers other calls, before it counts as
-#: refused and is replaced by a failure: once more for an error that says "data" (a flaky
-#: driver gets a second chance), twice more for one that says "unavailable" (PostgreSQL reports
-#: a value over its limits as an operational error, like a lost connection).
-_REFUSED_STRIKES = 2
-_SUSPECT_STRIKES = 3
-_STORE_ERROR_CHARS = 300  # of a store's error, quoted in the error that replaces an outcome
-#: A worker timeout (s) that no worker's silence reaches: a rescue pass with it declares no
-#: worker dead, and takes back only the jobs of workers already dead or stopped.
-_NOBODY_SILENT_SO_LONG = 10 * 365 * 86400.0
-
-_Entry = tuple[Outcome, Job, float]  # an outcome to write, its job, the attempt's run time
-_JobLog = logging.Logger | logging.LoggerAdapter[logging.Logger]
-
-
-@attrs.define
-class WorkerStats:
-    """What a worker did: counts of attempt outcomes."""
-
-    completed: int = 0
-    retried: int = 0
-    failed: int = 0
-    released: int = 0
-    rescued: int = 0
-    #: Outcomes refused by the store because the lease was lost (cancelled or rescued).
-    lost: int = 0
-
-    @property
-    def processed(self) -> int:
-        """Attempts that reached an outcome."""
-        return self.completed + self.retried + self.failed
-
-
-#: What :meth:`Engine.drain` returns.
-DrainResult = WorkerStats
 
 
 T = TypeVar("T")
-
-
-class _JobThreads(ThreadPoolExecutor):
-    """The pool for sync handlers; it counts the calls still running in its threads."""
-
-    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
-        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
-        self._busy_lock = threading.Lock()
-        self.busy = 0
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        def tracked() -> T:
-            with self._busy_lock:
-                self.busy += 1
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                with self._busy_lock:
-                    self.busy -= 1
-
-        return super().submit(tracked)
 
 
 class Worker:
@@ -252,35 +188,26 @@ class Worker:
         #: Prefetched jobs waiting for a slot, with the monotonic time they were claimed.
         self._ready: collections.deque[tuple[Job, float]] = collections.deque()
         self._prefetch_paused = False
-        self._outcomes: list[_Entry] = []
-        #: The batch being written; its jobs' leases are still renewed (see _heartbeat_loop).
-        self._writing: list[_Entry] = []
-        self._flushing = False
-        #: Failures alone of outcomes the store may be refusing, by (job id, attempt token).
-        self._strikes: dict[tuple[str, str], int] = {}
+        self.outcomes = OutcomeWriter(self)
         self._lost: set[str] = set()
         self._stopping = False
         self._hard = False
-        self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_id = 0
         self._drain = False
         self._wait_scheduled = False
-        self._executor: _JobThreads | None = None
+        self._executor: JobThreads | None = None
         self._emit_started = False
         self._idle = _IDLE_BASE
         #: Since when a drain has seen due jobs that its claims did not return.
         self._held_since: float | None = None
-        #: Job names already reported as unhandled (once per name for the worker's life).
-        self._warned_unhandled: set[str] = set()
+        self.unhandled = UnhandledJobs(self)
         #: Watches the event loop from a thread (not in a drain; see _stall.py).
         self._guard: StallGuard | None = None
         #: Decides, with the guard's thread, whether a job starts or is given back.
         self._start_lock = threading.Lock()
         #: Jobs the guard gave back while the loop was blocked; they must not start.
         self._given_back: set[str] = set()
-        #: Why each failing job is dead-lettered, logged once the store has written it.
-        self._dead_reasons: dict[str, tuple[_JobLog, str]] = {}
 
     # -- control -------------------------------------------------------------------------------
 
@@ -312,6 +239,16 @@ class Worker:
         self._stopping = True
         self._wake_ev.set()
         self._slot_ev.set()
+
+    @property
+    def names(self) -> Collection[str]:
+        """The job names this worker runs (those it claims)."""
+        return self._names
+
+    @property
+    def draining(self) -> bool:
+        """Whether this worker runs as a drain (:meth:`drain`), not as a cluster member."""
+        return self._drain
 
     def busy_threads(self) -> int:
         """Sync handler calls still running in the worker's threads (a timed-out or released
@@ -349,7 +286,7 @@ class Worker:
             await task
             raise TimeoutError(f"drain did not finish within {timeout}s")
         stats = task.result()
-        await self._warn_left_behind()
+        await self.unhandled.warn_left_behind()
         return stats
 
     async def _start(self) -> None:
@@ -359,7 +296,6 @@ class Worker:
         self._thread_id = threading.get_ident()
         self._wake_ev = asyncio.Event()
         self._slot_ev = asyncio.Event()
-        self._flush_ev = asyncio.Event()
         self._hard_ev = asyncio.Event()
         self._definitions = self.engine.jobs
         if not self._definitions:
@@ -373,18 +309,18 @@ class Worker:
             for name, d in self._definitions.items()
             if d.takes_payload and d.payload_type is not Any
         }
-        self._executor = _JobThreads(
+        self._executor = JobThreads(
             max_workers=self.concurrency, thread_name_prefix=f"dispatch-{self.id[-6:]}"
         )
-        self.engine._add_waker(self.wake)
+        self.engine.producer.add_waker(self.wake)
         self._stop_listening = await self.engine.store.listen(self.wake)
         self._idle_max = self.poll_interval
         if not self._drain:
-            self._guard = self._make_guard()
+            self._guard = make_guard(self)
             if self._guard is not None:
                 self._guard.start()
         self._background = [
-            asyncio.create_task(self._finish_loop(), name="dispatch-finisher"),
+            asyncio.create_task(self.outcomes.run(), name="dispatch-finisher"),
             asyncio.create_task(self._heartbeat_loop(), name="dispatch-heartbeat"),
             asyncio.create_task(self._watchdog_loop(), name="dispatch-timeouts"),
         ]
@@ -400,7 +336,7 @@ class Worker:
                     asyncio.create_task(self.leader.run(), name="dispatch-leader")
                 )
             self._background.append(
-                asyncio.create_task(self._unhandled_loop(), name="dispatch-unhandled-jobs")
+                asyncio.create_task(self.unhandled.run(), name="dispatch-unhandled-jobs")
             )
         log.info(
             "worker %s started on %s (queues=%s, concurrency=%d)",
@@ -408,26 +344,6 @@ class Worker:
             redact_url(self.engine.url),
             ",".join(self.queues) if self.queues else "*",
             self.concurrency,
-        )
-
-    def _make_guard(self) -> StallGuard | None:
-        """The stall guard, when the guard's thread can have a store of its own: a new one
-        from the engine's URL, or the engine's own when it is thread-safe (memory)."""
-        engine = self.engine
-        factory: Callable[[], Store]
-        if engine.store.thread_safe:
-            factory = lambda: engine.store  # noqa: E731
-        elif engine._built_from_url:
-            factory = lambda: engine.stores.create(engine.url)  # noqa: E731
-        else:
-            log.debug("worker %s: no stall guard (the store was given as an instance)", self.id)
-            return None
-        return StallGuard(
-            self,
-            store_factory=factory,
-            # Never below a second: a busy machine pauses a loop for tenths of seconds.
-            threshold=max(self.heartbeat_interval, _STALL_MIN),
-            give_back_after=max(2 * self.heartbeat_interval, 2 * _STALL_MIN),
         )
 
     async def _register(self) -> None:
@@ -445,42 +361,14 @@ class Worker:
             last_seen=now,
         )
         try:
-            await self._take_over()
+            await take_over(self)
             await self.bounded(self.engine.store.register_worker(self._info))
             await self.bounded(self.engine.apply_schedules())
         except Exception as exc:  # the heartbeats register it and retry the schedules
-            self._store_failed()
+            self.store_failed()
             log.warning("worker %s: registration failed (%s); will retry", self.id, exc)
         else:
             self._schedules_applied = True
-
-    async def _take_over(self) -> None:
-        """Take back at once the jobs that an earlier worker with this id (a restart with a
-        fixed ``worker_id``) still holds: they died with it, and waiting for their leases to
-        expire would only delay them."""
-        store = self.engine.store
-        rows = await self.bounded(store.list_workers())
-        earlier = next((w for w in rows if w.id == self.id), None)
-        if earlier is None:
-            return
-        await self.bounded(store.deregister_worker(self.id, now=utcnow()))
-        # A worker timeout no live worker can reach: nobody is declared dead by this call
-        # (only a leader with store contact may do that); the jobs of dead and stopped
-        # workers, this id's included now, are rescued whatever their leases say.
-        rescued = await self.bounded(
-            store.rescue_expired(now=utcnow(), worker_timeout=_NOBODY_SILENT_SO_LONG)
-        )
-        if rescued:
-            log.warning(
-                "worker %s: an earlier worker with this id (pid %d on %s, last seen %s) left "
-                "%s running; took them back",
-                self.id,
-                earlier.pid,
-                earlier.hostname,
-                earlier.last_seen.isoformat(timespec="seconds"),
-                _jobs(len(rescued)),
-            )
-            self._report_rescued(rescued)
 
     async def bounded(self, call: Awaitable[T]) -> T:
         """Await one store call within :attr:`store_timeout`; a :class:`TimeoutError` (an
@@ -488,10 +376,13 @@ class Worker:
         async with asyncio.timeout(self.store_timeout):
             return await call
 
-    def _store_failed(self) -> None:
+    def store_failed(self) -> None:
+        """Note a failed store call: the leader rescues by worker timeout only after a full
+        timeout of contact."""
         self._contact_since = None
 
-    def _store_ok(self) -> None:
+    def store_ok(self) -> None:
+        """Note a successful store call."""
         if self._contact_since is None:
             self._contact_since = time.monotonic()
 
@@ -516,7 +407,7 @@ class Worker:
             try:
                 finished = await self._fetch_once(room)
             except Exception as exc:  # the store is unreachable: keep trying, never die
-                self._store_failed()
+                self.store_failed()
                 failures += 1
                 delay = min(_IDLE_BASE * 2**failures, _STORE_RETRY_MAX)
                 log.warning(
@@ -532,9 +423,7 @@ class Worker:
         """Claim up to ``room`` jobs and launch those that fit the free slots (buffering the
         rest), or wait for work; True once a drain is done."""
         store = self.engine.store
-        was_idle = (
-            not self._active and not self._ready and not self._outcomes and not self._flushing
-        )
+        was_idle = not self._active and not self._ready and self.outcomes.idle()
         self._wake_ev.clear()
         jobs = await self.bounded(
             store.claim(
@@ -631,8 +520,8 @@ class Worker:
                         self.engine.converter, definition.name, definition.payload_type, payload
                     )
                 except PayloadError as bad:
-                    raise _UndecodablePayload() from bad
-                raise _UndecodablePayload() from exc
+                    raise UndecodablePayload() from bad
+                raise UndecodablePayload() from exc
         assert self._executor is not None
         return await definition._invoke(ctx, payload, self._executor)
 
@@ -668,7 +557,7 @@ class Worker:
             asked = isinstance(exc, RetryJob | FailJob)
             requested = exc.delay if isinstance(exc, RetryJob) else None
             cause = exc.__cause__ if asked else None
-            error = _error_text(cause if isinstance(cause, Exception) else exc)
+            error = error_text(cause if isinstance(cause, Exception) else exc)
             if job.attempt < job.max_attempts and not isinstance(exc, FailJob):
                 if requested is None:
                     definition = self._definitions.get(job.name)
@@ -698,7 +587,7 @@ class Worker:
                 outcome = Outcome(
                     job_id=job.id, attempt_token=token, kind=OutcomeKind.FAIL, error=error
                 )
-                self._dead_reasons[job.id] = (ctx.log, _fail_reason(exc))
+                self.outcomes.dead_reasons[job.id] = (ctx.log, fail_reason(exc))
         else:
             raw = None
             try:
@@ -715,7 +604,7 @@ class Worker:
                 outcome = Outcome(
                     job_id=job.id, attempt_token=token, kind=OutcomeKind.FAIL, error=error
                 )
-                self._dead_reasons[job.id] = (ctx.log, "its result cannot be stored")
+                self.outcomes.dead_reasons[job.id] = (ctx.log, "its result cannot be stored")
             else:
                 outcome = Outcome(
                     job_id=job.id, attempt_token=token, kind=OutcomeKind.COMPLETED, result=raw
@@ -723,9 +612,7 @@ class Worker:
         finally:
             self._next_slot(job)
         if outcome is not None:
-            if not self._outcomes:  # the finisher waits only when the buffer is empty
-                self._flush_ev.set()
-            self._outcomes.append((outcome, job, time.perf_counter() - t0))
+            self.outcomes.add(outcome, job, time.perf_counter() - t0)
 
     def _next_slot(self, job: Job) -> None:
         """``job`` left its slot: start a prefetched job in it, and tell the fetcher."""
@@ -734,300 +621,6 @@ class Worker:
         if self._ready and not self._stopping:
             self._launch(self._ready.popleft()[0])
         self._slot_ev.set()
-
-    # -- while the loop is blocked (called from the stall guard's thread) -------------------------
-
-    def _give_back_unstarted(self) -> list[Job]:
-        """Mark the jobs that have not started (launched but not yet run, prefetched) as given
-        back, and return them: the guard writes them back to the store, and the loop does not
-        start them. Runs in the guard's thread, while the loop is blocked."""
-        jobs: list[Job] = []
-        with self._start_lock:
-            for _ in range(3):  # the loop may wake and change the collections under us
-                try:
-                    unstarted = [ctx.job for _, ctx in list(self._active.values())]
-                    unstarted = [j for j in unstarted if not self._is_started(j.id)]
-                    unstarted += [job for job, _ in list(self._ready)]
-                    break
-                except RuntimeError:
-                    continue
-            else:
-                return []
-            for job in unstarted:
-                if job.id not in self._given_back:
-                    self._given_back.add(job.id)
-                    jobs.append(job)
-        return jobs
-
-    def _is_started(self, job_id: str) -> bool:
-        entry = self._active.get(job_id)
-        return entry is not None and entry[1]._started
-
-    def _stalled_leases(self, overrun_before: float) -> dict[str, str]:
-        """The leases the guard renews while the loop is blocked: every job held but those
-        given back and those past their timeout by ``overrun_before`` (monotonic), which
-        nothing can stop while the loop is blocked: the leader's rescue takes them over."""
-        for _ in range(3):
-            try:
-                leases: dict[str, str] = {}
-                for job_id, (_, ctx) in list(self._active.items()):
-                    deadline = ctx._deadline
-                    if deadline is not None and deadline < overrun_before:
-                        continue
-                    leases[job_id] = ctx.job.attempt_token or ""
-                for job, _ in list(self._ready):
-                    leases[job.id] = job.attempt_token or ""
-                for outcome, _, _ in (*list(self._writing), *list(self._outcomes)):
-                    leases[outcome.job_id] = outcome.attempt_token
-            except RuntimeError:
-                continue
-            given_back = self._given_back
-            return {k: v for k, v in leases.items() if k not in given_back}
-        return {}
-
-    # -- background tasks --------------------------------------------------------------------------
-
-    async def _finish_loop(self) -> None:
-        failures = 0
-        while True:
-            if not self._outcomes:
-                if self._closing:
-                    return
-                self._flush_ev.clear()
-                await self._flush_ev.wait()
-                continue
-            batch, self._outcomes = self._outcomes, []
-            self._writing = batch
-            self._flushing = True
-            try:
-                kept, exc = await self._write(batch)
-            finally:
-                self._flushing = False
-                self._writing = []
-            if exc is None or not kept:  # written, or refused and dealt with (_settle)
-                failures = 0
-                continue
-            self._outcomes[:0] = kept  # keep them, in order, for the next try
-            failures += 1
-            if self._closing and failures > 5:
-                log.error(
-                    "worker %s: could not record %d outcomes (%s); their leases will "
-                    "expire and the jobs will be rescued",
-                    self.id,
-                    len(self._outcomes),
-                    exc,
-                )
-                return
-            delay = min(_IDLE_BASE * 2**failures, _STORE_RETRY_MAX)
-            log.warning(
-                "worker %s: recording %d outcomes failed (%s); retrying in %.2fs",
-                self.id,
-                len(kept),
-                exc,
-                delay,
-            )
-            await asyncio.sleep(delay)
-
-    async def _write(self, batch: list[_Entry]) -> tuple[list[_Entry], Exception | None]:
-        """Write a batch of outcomes; return those to try again later, and the error met.
-
-        A batch the store refuses is written in halves, so that every outcome it takes is
-        written and the refused ones are replaced by failures (see :meth:`_settle`): one bad
-        outcome never holds back the others.
-        """
-        try:
-            written = await self.bounded(
-                self.engine.store.finish([e[0] for e in batch], now=utcnow())
-            )
-        except Exception as exc:
-            kept = await self._settle(batch, exc)
-            if self._strikes:  # forget the outcomes that were written or replaced
-                pending = {(e[0].job_id, e[0].attempt_token) for e in kept}
-                self._strikes = {k: n for k, n in self._strikes.items() if k in pending}
-            return kept, exc
-        self._store_ok()
-        if self._strikes:
-            self._strikes.clear()
-        self._after_finish(batch, written)
-        return [], None
-
-    async def _settle(self, group: list[_Entry], exc: Exception) -> list[_Entry]:
-        """Deal with a group of outcomes whose write failed with ``exc``; return those to keep.
-
-        When the store does not answer a probe either, it is unavailable: the group is kept,
-        to be written when it is back. When it does, it refuses something in the group: the
-        halves are written apart, down to single outcomes. A single outcome that fails alone
-        again and again (``_REFUSED_STRIKES``, ``_SUSPECT_STRIKES``) is replaced by a failure
-        with a short error, or dropped when even that is refused. Every path ends in a bounded
-        number of store calls.
-        """
-        if not await self._probe(group):
-            return group
-        if len(group) > 1:
-            kept: list[_Entry] = []
-            mid = len(group) // 2
-            for half in (group[:mid], group[mid:]):
-                try:
-                    written = await self.bounded(
-                        self.engine.store.finish([e[0] for e in half], now=utcnow())
-                    )
-                except Exception as half_exc:
-                    kept += await self._settle(half, half_exc)
-                else:
-                    self._after_finish(half, written)
-            return kept
-        outcome = group[0][0]
-        key = (outcome.job_id, outcome.attempt_token)
-        strikes = self._strikes.get(key, 0) + 1
-        if strikes < (_SUSPECT_STRIKES if _unavailable(exc) else _REFUSED_STRIKES):
-            self._strikes[key] = strikes
-            return group
-        self._strikes.pop(key, None)
-        return await self._replace(group[0], exc)
-
-    async def _probe(self, group: list[_Entry]) -> bool:
-        """Whether the store answers a call other than the failed write: a heartbeat that
-        extends the leases of ``group``'s jobs."""
-        try:
-            await self.bounded(
-                self.engine.store.heartbeat(
-                    worker_id=self.id,
-                    leases={e[0].job_id: e[0].attempt_token for e in group},
-                    lease_seconds=self.lease_seconds,
-                    now=utcnow(),
-                )
-            )
-        except Exception:
-            self._store_failed()
-            return False
-        self._store_ok()
-        return True
-
-    async def _replace(self, entry: _Entry, exc: Exception) -> list[_Entry]:
-        """Write, in place of an outcome the store refuses, a failure with a short error
-        (and no result); drop it when that is refused too. Returns what to keep."""
-        outcome, job, elapsed = entry
-        reason = storable_error(_first_line(f"{type(exc).__name__}: {exc}", _STORE_ERROR_CHARS))
-        if outcome.kind is OutcomeKind.RELEASE:  # nothing in it to shorten
-            log.error(
-                "worker %s: the store refused to give job %s back (%s); dropping it: its lease "
-                "will expire and the leader will rescue it",
-                self.id,
-                job.id,
-                reason,
-            )
-            return []
-        if outcome.kind is OutcomeKind.COMPLETED:
-            # Dead-lettered at once, as a result refused before the write (see _execute).
-            error = f"ResultError: {ResultError(job.id, f'the store refused it ({reason})')}"
-            replacement = attrs.evolve(outcome, kind=OutcomeKind.FAIL, result=None, error=error)
-        else:  # a retry stays a retry: only its error text was refused
-            error = (
-                f"OutcomeError: the store refused the error recorded for attempt {job.attempt} "
-                f"of job {job.id} ({reason}); the worker's log has it"
-            )
-            replacement = attrs.evolve(outcome, result=None, error=error)
-        log.error(
-            "worker %s: the store refused outcome %s of job %s (%s); recording this instead: %s",
-            self.id,
-            outcome.kind.value,
-            job.id,
-            reason,
-            error,
-        )
-        try:
-            written = await self.bounded(self.engine.store.finish([replacement], now=utcnow()))
-        except Exception as again:
-            if _unavailable(again) and not await self._probe([entry]):
-                return [(replacement, job, elapsed)]  # the store went away: write it later
-            log.error(
-                "worker %s: the store refused the failure written in place of outcome %s of "
-                "job %s too (%s); dropping it: its lease will expire and the leader will "
-                "rescue it",
-                self.id,
-                outcome.kind.value,
-                job.id,
-                _first_line(f"{type(again).__name__}: {again}", _STORE_ERROR_CHARS),
-            )
-            return []
-        self._after_finish([(replacement, job, elapsed)], written)
-        return []
-
-    def _after_finish(self, batch: list[_Entry], written: list[bool]) -> None:
-        hooks = self.engine.hooks
-        stats = self.stats
-        engine = self.engine
-        rewake = False
-        for (outcome, job, elapsed), ok in zip(batch, written, strict=True):
-            kind = outcome.kind
-            dead = self._dead_reasons.pop(job.id, None) if kind is OutcomeKind.FAIL else None
-            if not ok:
-                stats.lost += 1
-                log.warning(
-                    "worker %s: outcome %s of job %s discarded: its lease was lost (cancelled "
-                    "or rescued)",
-                    self.id,
-                    kind.value,
-                    job.id,
-                )
-                continue
-            if kind is OutcomeKind.COMPLETED:
-                stats.completed += 1
-                if hooks.wants("dispatch_job_completed"):
-                    done = attrs.evolve(
-                        job,
-                        state=JobState.COMPLETED,
-                        result=outcome.result,
-                        worker_id=None,
-                        attempt_token=None,
-                        lease_expires_at=None,
-                    )
-                    hooks.emit("dispatch_job_completed", job=done, elapsed=elapsed, engine=engine)
-            elif kind is OutcomeKind.RETRY:
-                stats.retried += 1
-                rewake = True
-                if hooks.wants("dispatch_job_retrying") and outcome.run_at is not None:
-                    retrying = attrs.evolve(
-                        job,
-                        state=JobState.RETRYING,
-                        last_error=outcome.error,
-                        run_at=outcome.run_at,
-                        worker_id=None,
-                        attempt_token=None,
-                        lease_expires_at=None,
-                    )
-                    hooks.emit(
-                        "dispatch_job_retrying",
-                        job=retrying,
-                        attempt=job.attempt,
-                        next_run_at=outcome.run_at,
-                        engine=engine,
-                    )
-            elif kind is OutcomeKind.FAIL:
-                stats.failed += 1
-                if dead is not None:  # logged now that the store holds the dead letter
-                    _log_dead_letter(dead[0], job, dead[1], outcome.error or "")
-                failed = attrs.evolve(
-                    job,
-                    state=JobState.FAILED,
-                    last_error=outcome.error,
-                    worker_id=None,
-                    attempt_token=None,
-                    lease_expires_at=None,
-                )
-                self._emit_failure(failed, outcome.error or "")
-            else:
-                stats.released += 1
-                rewake = True
-        if rewake or self._drain:  # a drain re-checks for work once outcomes are stored
-            self.wake()
-
-    def _emit_failure(self, job: Job, error: str) -> None:
-        hooks = self.engine.hooks
-        if hooks.wants("dispatch_job_failed"):
-            hooks.emit("dispatch_job_failed", job=job, error=error, engine=self.engine)
-        if hooks.wants("dispatch_job_dead_lettered"):
-            hooks.emit("dispatch_job_dead_lettered", job=job, error=error, engine=self.engine)
 
     async def _heartbeat_loop(self) -> None:
         store = self.engine.store
@@ -1039,8 +632,7 @@ class Worker:
                 leases[job.id] = job.attempt_token or ""
             # A finished job stays leased until its outcome is written: while a write is
             # retried, the leader must not rescue (and run again) a job that already ran.
-            for outcome, _, _ in (*self._writing, *self._outcomes):
-                leases[outcome.job_id] = outcome.attempt_token
+            leases.update(self.outcomes.leases())
             for job_id in self._given_back:  # no longer this worker's
                 leases.pop(job_id, None)
             if not leases and self._info is None:
@@ -1056,10 +648,10 @@ class Worker:
                     )
                 )
             except Exception as exc:
-                self._store_failed()
+                self.store_failed()
                 log.warning("worker %s: heartbeat failed (%s)", self.id, exc)
                 continue
-            self._store_ok()
+            self.store_ok()
             if self._info is not None and not self._schedules_applied:
                 try:
                     await self.bounded(self.engine.apply_schedules())
@@ -1085,65 +677,6 @@ class Worker:
                 ctx._request_cancel()
                 task.cancel()
 
-    async def _unhandled_loop(self) -> None:
-        """Warn, once per name, about jobs waiting in this worker's queues under a name no
-        running worker registers: without a word they would wait forever."""
-        await asyncio.sleep(min(_UNHANDLED_FIRST_CHECK, self.unhandled_check_interval))
-        while True:
-            try:
-                rows = await self.engine.aunhandled_jobs()
-            except Exception as exc:  # the store is down: the next check tries again
-                log.debug("worker %s: checking for unhandled jobs failed (%s)", self.id, exc)
-            else:
-                self._warn_unhandled(rows)
-            await asyncio.sleep(self.unhandled_check_interval)
-
-    def _warn_unhandled(self, rows: Sequence[RunnableCount]) -> None:
-        by_name: dict[str, list[RunnableCount]] = {}
-        for row in rows:
-            # Its own names count as handled even if its row is missing (registration failed).
-            if row.name in self._names or row.name in self._warned_unhandled:
-                continue
-            if self.queues is not None and row.queue not in self.queues:
-                continue  # a worker of that queue reports it
-            by_name.setdefault(row.name, []).append(row)
-        for name, found in by_name.items():
-            self._warned_unhandled.add(name)
-            count = sum(r.count for r in found)
-            log.warning(
-                "worker %s: %s named %r %s in %s, and no running worker registers that name. "
-                "This worker runs: %s. %s",
-                self.id,
-                _jobs(count),
-                name,
-                "waits" if count == 1 else "wait",
-                _where(found),
-                _name_list(self._names),
-                _unhandled_hint(name, self._names),
-            )
-
-    async def _warn_left_behind(self) -> None:
-        """After a drain, name the runnable jobs it left because it has no handler for them."""
-        try:
-            rows = await self.bounded(
-                self.engine.store.count_runnable(now=utcnow(), exclude_names=self._names)
-            )
-        except Exception as exc:
-            log.debug("drain: counting the jobs it left failed (%s)", exc)
-            return
-        if self.queues is not None:
-            rows = [r for r in rows if r.queue in self.queues]
-        if not rows:
-            return
-        log.warning(
-            "drain finished, leaving %s this engine has no handler for: %s. It runs: %s. "
-            "They were enqueued under names no handler here registers (another app's jobs, "
-            "a renamed handler, or code run as __main__ in a REPL or with python -c).",
-            _jobs(sum(r.count for r in rows)),
-            ", ".join(f"{r.name!r} in {r.queue!r} ({r.count})" for r in rows),
-            _name_list(self._names),
-        )
-
     def _release_stale_prefetch(self, *, everything: bool = False) -> None:
         """Give back buffered jobs that waited longer than a heartbeat interval (or all of
         them), without consuming their attempt, so an idle worker can take them."""
@@ -1159,9 +692,7 @@ class Worker:
                 outcome = Outcome(
                     job_id=job.id, attempt_token=job.attempt_token or "", kind=OutcomeKind.RELEASE
                 )
-                if not self._outcomes:
-                    self._flush_ev.set()
-                self._outcomes.append((outcome, job, 0.0))
+                self.outcomes.add(outcome, job, 0.0)
                 released += 1
             else:
                 keep.append((job, claimed_at))
@@ -1185,48 +716,12 @@ class Worker:
                     ctx._request_cancel()
                     task.cancel()
 
-    def _report_rescued(self, rescued: Sequence[Job]) -> None:
-        """Count, log and announce jobs this worker (as leader) rescued from dead workers."""
-        hooks = self.engine.hooks
-        self.stats.rescued += len(rescued)
-        for job in rescued:
-            if job.state is JobState.FAILED:
-                _log_dead_letter(
-                    JobContext(job, self.engine, self.id).log,  # the job's logger and fields
-                    job,
-                    f"worker {self.id} took it back with no attempts left",
-                    job.last_error or "",
-                )
-            else:
-                log.warning(
-                    "worker %s: took back job %s (%s) -> %s: %s",
-                    self.id,
-                    job.id,
-                    job.name,
-                    job.state.value,
-                    job.last_error,
-                )
-            if hooks.wants("dispatch_job_rescued"):
-                hooks.emit("dispatch_job_rescued", job=job, engine=self.engine)
-            if job.state is JobState.RETRYING:
-                if hooks.wants("dispatch_job_retrying"):
-                    hooks.emit(
-                        "dispatch_job_retrying",
-                        job=job,
-                        attempt=job.attempt,
-                        next_run_at=job.run_at,
-                        engine=self.engine,
-                    )
-            else:
-                self._emit_failure(job, job.last_error or "")
-        self.engine._wake_workers()
-
     # -- shutdown --------------------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
         self._stopping = True
         self._release_stale_prefetch(everything=True)
-        self.engine._remove_waker(self.wake)
+        self.engine.producer.remove_waker(self.wake)
         if self._stop_listening is not None:
             try:
                 await self._stop_listening()
@@ -1262,8 +757,8 @@ class Worker:
                 ctx._request_cancel()
                 task.cancel()
             await asyncio.gather(*(t for t, _ in leftovers), return_exceptions=True)
-        self._closing = True
-        self._flush_ev.set()
+        self.outcomes.closing = True
+        self.outcomes.event.set()
         finisher = self._background[0]
         try:
             await asyncio.wait_for(asyncio.shield(finisher), timeout=max(self.grace_period, 5.0))
@@ -1283,103 +778,6 @@ class Worker:
             await asyncio.to_thread(self._guard.stop)
         await self.engine.hooks.flush()
         log.info("worker %s stopped: %s", self.id, self.stats)
-
-
-class _UndecodablePayload(FailJob):
-    """The stored payload does not fit the handler's type (the cause says where)."""
-
-    def __init__(self) -> None:
-        super().__init__("its payload does not fit the handler's type")
-
-
-def _fail_reason(exc: Exception) -> str:
-    """Why a job is dead-lettered, for the log."""
-    if isinstance(exc, _UndecodablePayload):
-        return "its payload does not fit the handler's type"
-    if isinstance(exc, FailJob):
-        return "it raised FailJob"
-    return "no attempts left"
-
-
-def _unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the store cannot be reached (rather than that it refuses data)."""
-    return isinstance(exc, StoreUnavailableError | OSError)
-
-
-def _first_line(text: str, limit: int) -> str:
-    """The first line of ``text``, cut to ``limit`` characters."""
-    line = text.strip().split("\n", 1)[0]
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _error_text(exc: BaseException) -> str:
-    """The error recorded for a failed attempt. It is always storable (lone surrogates
-    escaped, size bounded) and always made, even when the exception's ``__str__`` raises: a
-    failure must always be recordable."""
-    try:
-        text = format_error(exc)
-    except Exception:
-        text = f"{type(exc).__name__}: (its message could not be read)"
-    return storable_error(text)
-
-
-def _jobs(count: int) -> str:
-    return f"{count} runnable job" + ("" if count == 1 else "s")
-
-
-def _where(rows: Sequence[RunnableCount]) -> str:
-    """``queue 'emails'`` or ``queues 'a' (2), 'b' (1)``."""
-    if len(rows) == 1:
-        return f"queue {rows[0].queue!r}"
-    return "queues " + ", ".join(f"{r.queue!r} ({r.count})" for r in rows)
-
-
-def _name_list(names: Collection[str]) -> str:
-    """The sorted names, the first few of them: ``a, b, c … and 4 more``."""
-    ordered = sorted(names)
-    if not ordered:
-        return "no jobs"
-    shown = ", ".join(ordered[:_NAMES_SHOWN])
-    if len(ordered) > _NAMES_SHOWN:
-        shown += f" … and {len(ordered) - _NAMES_SHOWN} more"
-    return shown
-
-
-def _unhandled_hint(name: str, known: Collection[str]) -> str:
-    """What to do about jobs named ``name`` that no worker runs."""
-    module, _, qualname = name.partition(".")
-    if module == "__main__" and qualname:
-        twins = sorted(n for n in known if n.endswith("." + qualname))
-        job = twins[0] if twins else "the job that should run them"
-        return (
-            "They were enqueued from code run as __main__ (python -c, a REPL, or a script "
-            "under an older Dispatch); a script's jobs are now named after its module, as a "
-            f"worker imports it. To run these, add aliases=[{name!r}] to {job}, or cancel "
-            "them and enqueue again."
-        )
-    return (
-        "They were enqueued under a name no worker imports: run a worker whose app imports "
-        "the module that defines it, or, if the handler was renamed, keep the old name in "
-        "aliases=[...]. `dispatch jobs counts` lists such jobs."
-    )
-
-
-def _log_dead_letter(
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-    job: Job,
-    reason: str,
-    error: str,
-) -> None:
-    """Log a job that failed for good, with its stored error (type, message, traceback)."""
-    logger.warning(
-        "job %s (%s) failed for good on attempt %d/%d (%s) and was dead-lettered: %s",
-        job.id,
-        job.name,
-        job.attempt,
-        job.max_attempts,
-        reason,
-        error or "(no error recorded)",
-    )
 
 
 def _version() -> str:

@@ -135,6 +135,25 @@ def test_enqueue_writes_through_the_current_app_engine(
     assert stored.state is JobState.PENDING
 
 
+def test_every_core_enqueue_option_reaches_the_engine(
+    dispatch: Dispatch, make_app: MakeApp
+) -> None:
+    # The options are defined once (EnqueueOptions): job_id, missing here before, works.
+    jobs = declare_jobs(dispatch)
+    app = make_app()
+    with app.app_context():
+        job = jobs["with_ctx"].enqueue(
+            Welcome(1, "a@x"), job_id="order-7", headers={"h": "v"}, tenant="acme"
+        )
+        again = asyncio.run(
+            jobs["with_ctx"].aenqueue(Welcome(1, "a@x"), job_id="order-7", tenant="acme")
+        )
+        with pytest.raises(TypeError, match=r"unknown enqueue option.*jobid"):
+            jobs["with_ctx"].enqueue(Welcome(1, "a@x"), jobid="x")  # type: ignore[call-arg]
+    assert job.id == again.id == "order-7"
+    assert (job.headers, job.tenant) == ({"h": "v"}, "acme")
+
+
 def test_a_bad_payload_is_refused_at_enqueue(
     on_engine: OnEngine, dispatch: Dispatch, make_app: MakeApp
 ) -> None:

@@ -102,7 +102,7 @@ def test_sync_producer_and_async_worker(redis_url: str) -> None:
         assert add.enqueue(100, unique_key="once").id == dup.id
         cancelled = add.enqueue(-1)
         assert engine.cancel(cancelled.id).state is JobState.CANCELLED
-        assert isinstance(engine._sync, RedisSyncStore)
+        assert isinstance(engine.blocking.sync(), RedisSyncStore)
         # from another thread, too
         out: list[str] = []
         t = threading.Thread(target=lambda: out.append(add.enqueue(11).id))

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
 
 from flask import Flask
 
-from dispatch_core import Job, JobDefinition, current_job
+from dispatch_core import EnqueueOptions, Job, JobDefinition, current_job
 
 if TYPE_CHECKING:
     from dispatch_flask.extension import Dispatch
@@ -67,57 +66,22 @@ class FlaskJob(Generic[P]):
     # -- enqueue -----------------------------------------------------------------------------------
 
     def enqueue(
-        self,
-        payload: P = _MISSING,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        run_at: datetime | None = None,
-        delay: float | timedelta | None = None,
-        max_retries: int | None = None,
-        timeout: float | None = None,
-        unique_key: str | None = None,
-        tenant: str | None = None,
-        headers: dict[str, str] | None = None,
-        conn: Any = None,
+        self, payload: P = _MISSING, *, conn: Any = None, **options: Unpack[EnqueueOptions]
     ) -> Job:
         """Enqueue one job from a view or other sync code, through the app's pooled sync
-        producer (no event loop is started). See :meth:`dispatch_core.JobDefinition.enqueue`
-        for the options.
+        producer (no event loop is started). ``options`` are
+        :class:`~dispatch_core.EnqueueOptions`, as for
+        :meth:`dispatch_core.JobDefinition.enqueue`.
 
         Raises:
             PayloadError: the payload does not fit the handler's type; nothing was written.
             SyncInAsyncContextError: called inside a running event loop; use ``aenqueue``.
         """
         args = () if payload is _MISSING else (payload,)
-        return self.definition().enqueue(
-            *args,
-            queue=queue,
-            priority=priority,
-            run_at=run_at,
-            delay=delay,
-            max_retries=max_retries,
-            timeout=timeout,
-            unique_key=unique_key,
-            tenant=tenant,
-            headers=headers,
-            conn=conn,
-        )
+        return self.definition().enqueue(*args, conn=conn, **options)
 
     async def aenqueue(
-        self,
-        payload: P = _MISSING,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        run_at: datetime | None = None,
-        delay: float | timedelta | None = None,
-        max_retries: int | None = None,
-        timeout: float | None = None,
-        unique_key: str | None = None,
-        tenant: str | None = None,
-        headers: dict[str, str] | None = None,
-        conn: Any = None,
+        self, payload: P = _MISSING, *, conn: Any = None, **options: Unpack[EnqueueOptions]
     ) -> Job:
         """Async twin of :meth:`enqueue`, for async views and async jobs.
 
@@ -128,28 +92,19 @@ class FlaskJob(Generic[P]):
         """
         definition = self.definition()
         args = () if payload is _MISSING else (payload,)
-        options: dict[str, Any] = {
-            "queue": queue,
-            "priority": priority,
-            "run_at": run_at,
-            "delay": delay,
-            "max_retries": max_retries,
-            "timeout": timeout,
-            "unique_key": unique_key,
-            "tenant": tenant,
-            "headers": headers,
-        }
         running = current_job()
         if conn is not None or (running is not None and running.engine is definition.engine):
             return await definition.aenqueue(*args, conn=conn, **options)
         return await asyncio.to_thread(functools.partial(definition.enqueue, *args, **options))
 
-    def enqueue_many(self, payloads: Iterable[P], **options: Any) -> list[Job]:
+    def enqueue_many(self, payloads: Iterable[P], **options: Unpack[EnqueueOptions]) -> list[Job]:
         """Enqueue many jobs in one store transaction (sync); all payloads are validated
         before anything is written. Options as for :meth:`enqueue`."""
         return self.definition().enqueue_many(payloads, **options)
 
-    async def aenqueue_many(self, payloads: Iterable[P], **options: Any) -> list[Job]:
+    async def aenqueue_many(
+        self, payloads: Iterable[P], **options: Unpack[EnqueueOptions]
+    ) -> list[Job]:
         """Async twin of :meth:`enqueue_many` (see :meth:`aenqueue` for the path taken)."""
         definition = self.definition()
         running = current_job()

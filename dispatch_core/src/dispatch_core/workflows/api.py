@@ -7,16 +7,14 @@ workers, never in the caller's stack.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from dispatch_core._ids import new_id
 from dispatch_core._naming import default_name
-from dispatch_core.context import JobContext, current_tenant
-from dispatch_core.errors import ConfigurationError
+from dispatch_core.context import current_tenant
 from dispatch_core.models import SortOrder, utcnow
 from dispatch_core.workflows.definition import WorkflowDefinition
 from dispatch_core.workflows.errors import WorkflowError
@@ -29,7 +27,8 @@ from dispatch_core.workflows.models import (
     StepRecord,
     WorkflowRun,
 )
-from dispatch_core.workflows.runtime import DRIVER_JOB, cancel_key, drive, new_driver
+from dispatch_core.workflows.registry import WorkflowRegistry
+from dispatch_core.workflows.runtime import cancel_key, new_driver
 
 if TYPE_CHECKING:
     from dispatch_core.engine import Engine
@@ -43,8 +42,8 @@ class WorkflowAPI:
     """Workflows: the part of the engine that defines, starts and steers them."""
 
     def _init_workflows(self) -> None:
-        #: name -> version -> definition
-        self._workflows: dict[str, dict[int, WorkflowDefinition[Any, Any]]] = {}
+        #: The workflows this engine knows (core's internal API; see its module).
+        self.workflow_registry = WorkflowRegistry(self._wf_engine())
 
     def _wf_engine(self) -> Engine:
         return self  # type: ignore[return-value]
@@ -79,111 +78,15 @@ class WorkflowAPI:
                 queue=queue,
                 priority=priority,
             )
-            versions = self._workflows.setdefault(wf_name, {})
-            if version in versions and versions[version].fn is not fn:
-                raise ConfigurationError(
-                    f"workflow {wf_name!r} version {version} is already registered by "
-                    f"{versions[version].fn.__qualname__}"
-                )
-            versions[version] = definition
-            self._ensure_driver()
+            self.workflow_registry.add(definition)
             return definition
 
         return register
 
-    def _ensure_driver(self) -> None:
-        engine = self._wf_engine()
-        if DRIVER_JOB in engine._jobs:
-            return
-
-        async def drive_run(ctx: JobContext, payload: dict[str, Any]) -> None:
-            if payload.get("hold"):
-                return  # a replayed run's placeholder job: its real driver comes after its history
-            await drive(engine, ctx, payload["run_id"])
-
-        # Internal: its payload addresses a run by id, whatever the run's tenant.
-        engine.job(name=DRIVER_JOB, max_retries=24, timeout=None, internal=True)(drive_run)
-
     @property
     def workflows(self) -> dict[str, WorkflowDefinition[Any, Any]]:
         """The latest version of each registered workflow, by name."""
-        return {name: v[max(v)] for name, v in self._workflows.items()}
-
-    def _workflow_definition(self, name: str, version: int) -> WorkflowDefinition[Any, Any]:
-        versions = self._workflows.get(name)
-        if not versions:
-            raise WorkflowError(f"workflow {name!r} is not registered in this process")
-        definition = versions.get(version)
-        if definition is None:
-            raise WorkflowError(
-                f"workflow {name!r} has no version {version} here (registered: "
-                f"{sorted(versions)}); keep old versions registered while runs use them, or "
-                "migrate those runs"
-            )
-        return definition
-
-    def _driver_options(self, run: WorkflowRun) -> tuple[str, int]:
-        """Queue and priority of a run's driver jobs: its definition's, or the defaults when
-        this process does not register it (the CLI with only a store URL)."""
-        versions = self._workflows.get(run.name, {})
-        definition = versions.get(run.version)
-        if definition is None:
-            return "default", 0
-        return definition.queue, definition.priority
-
-    # -- starting ----------------------------------------------------------------------------------
-
-    async def _astart(
-        self,
-        definition: WorkflowDefinition[Any, Any],
-        input: Any,
-        *,
-        tenant: str | None,
-        correlation_key: str | None,
-        run_id: str | None = None,
-        parent_run_id: str | None = None,
-    ) -> WorkflowRun:
-        engine = self._wf_engine()
-        if tenant is None:
-            tenant = current_tenant()
-        latest = self._workflow_definition(definition.name, max(self._workflows[definition.name]))
-        raw = latest._encode_input(input)
-        await engine.aopen()
-        now = utcnow()
-        new = NewRun(
-            id=run_id or new_id("wfrun"),
-            name=latest.name,
-            version=latest.version,
-            input=raw,
-            created_at=now,
-            tenant=tenant,
-            parent_run_id=parent_run_id,
-            correlation_key=correlation_key,
-        )
-        placeholder = WorkflowRun(
-            id=new.id,
-            name=new.name,
-            version=new.version,
-            input=raw,
-            state=RunState.RUNNING,
-            created_at=now,
-            updated_at=now,
-            tenant=tenant,
-            parent_run_id=parent_run_id,
-        )
-        driver = latest._driver_job(placeholder, 0, run_at=None)
-        with engine._producing((driver,)):
-            run = await engine.store.create_run(new, driver)
-        engine._wake_workers()
-        if engine.hooks.wants("dispatch_workflow_started"):
-            engine.hooks.emit("dispatch_workflow_started", run=run, engine=engine)
-        return run
-
-    def _blocking(self, method: str, twin: str, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        """Run an async engine call from code with no event loop, on a private loop."""
-        engine = self._wf_engine()
-        engine._no_running_loop(method, twin)
-        return asyncio.run(_closing(engine, make))
+        return self.workflow_registry.latest()
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -270,7 +173,7 @@ class WorkflowAPI:
             ]
         reached = []
         for run in targets:
-            queue, priority = self._driver_options(run)
+            queue, priority = self.workflow_registry.driver_options(run)
             event = NewEvent(
                 id=new_id("evt"),
                 run_id=run.id,
@@ -284,11 +187,11 @@ class WorkflowAPI:
             driver = new_driver(
                 run=run, generation=run.generation, queue=queue, priority=priority, run_at=None
             )
-            with engine._producing((driver,)):
+            with engine.producer.scope((driver,)):
                 woken = await engine.store.send_event(event, driver=driver, now=utcnow())
             reached.append(run.id)
             if woken:
-                engine._wake_workers()
+                engine.producer.wake()
         return reached
 
     async def acancel_run(self, run_id: str) -> WorkflowRun:
@@ -302,7 +205,7 @@ class WorkflowAPI:
         engine = self._wf_engine()
         await engine.aopen()
         current = await engine.store.get_run(run_id)
-        queue, priority = self._driver_options(current)
+        queue, priority = self.workflow_registry.driver_options(current)
         compensate = new_driver(
             run=current,
             generation=current.generation,
@@ -317,7 +220,7 @@ class WorkflowAPI:
         if run is None:
             current = await engine.store.get_run(run_id)
             raise WorkflowError(f"workflow run {run_id!r} is already {current.state.value}")
-        engine._wake_workers()
+        engine.producer.wake()
         return run
 
     async def amigrate_run(self, run_id: str, to_version: int) -> WorkflowRun:
@@ -333,7 +236,7 @@ class WorkflowAPI:
         engine = self._wf_engine()
         await engine.aopen()
         run = await engine.store.get_run(run_id)
-        self._workflow_definition(run.name, to_version)  # refuse an unknown version now
+        self.workflow_registry.definition(run.name, to_version)  # refuse an unknown version now
         moved = await engine.store.set_run_version(
             run_id, to_version, generation=run.generation, now=utcnow()
         )
@@ -370,7 +273,7 @@ class WorkflowAPI:
         start = next((r.seq for r in history if r.name == from_step), None)
         if start is None:
             raise WorkflowError(f"workflow run {run_id!r} has no step {from_step!r}")
-        queue, priority = self._driver_options(old)
+        queue, priority = self.workflow_registry.driver_options(old)
         now = utcnow()
         new = NewRun(
             id=new_id("wfrun"),
@@ -415,15 +318,7 @@ class WorkflowAPI:
             generation=0,
             driver=new_driver(run=run, generation=0, queue=queue, priority=priority, run_at=None),
         )
-        engine._wake_workers()
+        engine.producer.wake()
         if engine.hooks.wants("dispatch_workflow_started"):
             engine.hooks.emit("dispatch_workflow_started", run=started or run, engine=engine)
         return started or run
-
-
-async def _closing(engine: Engine, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run ``make()`` with the engine's store opened on this loop, then close it."""
-    try:
-        return await make()
-    finally:
-        await engine.aclose()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from dispatch_core._blocking import run_blocking
 from dispatch_core.errors import ConfigurationError
 from dispatch_core.serde import from_json_payload, to_json_payload
 from dispatch_core.workflows.errors import WorkflowCancelledError, WorkflowFailedError
@@ -113,7 +114,9 @@ class WorkflowDefinition(Generic[I, R]):
             tenant: The run's tenant (events must come from the same one).
             correlation_key: A key events may be addressed to instead of the run id.
         """
-        run = await self.engine._astart(self, input, tenant=tenant, correlation_key=correlation_key)
+        run = await self.engine.workflow_registry.start(
+            self, input, tenant=tenant, correlation_key=correlation_key
+        )
         return RunHandle(self.engine, run.id)
 
     def start(
@@ -124,10 +127,11 @@ class WorkflowDefinition(Generic[I, R]):
         correlation_key: str | None = None,
     ) -> RunHandle[R]:
         """Blocking twin of :meth:`astart`, for code without an event loop."""
-        run = self.engine._blocking(
+        run = run_blocking(
+            self.engine,
             "start",
             "astart",
-            lambda: self.engine._astart(
+            lambda: self.engine.workflow_registry.start(
                 self, input, tenant=tenant, correlation_key=correlation_key
             ),
         )
