@@ -36,7 +36,7 @@ from dispatch_core.store import PruneCutoffs
 from dispatch_core.testing import make_new_job
 from dispatch_plugins.redis import RedisStore
 from dispatch_plugins.redis import codec as c
-from dispatch_plugins.redis import store as store_module
+from dispatch_plugins.redis.ops import common as bounds_module
 
 TENANTS = [None, "a", "b"]
 QUEUES = ["q1", "q2", "q3"]
@@ -59,7 +59,7 @@ def bounds(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> C
     calls: Counter[str] = Counter()
     if request.param == "tiny bounds":
         for name, value in TINY.items():
-            monkeypatch.setattr(store_module, name, value)
+            monkeypatch.setattr(bounds_module, name, value)
         calls["tiny"] = 1
     real = RedisStore._call
 

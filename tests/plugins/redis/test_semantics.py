@@ -288,7 +288,7 @@ async def test_count_runnable_goes_in_bounded_steps(
         return result
 
     monkeypatch.setattr(store, "_call", counted)
-    monkeypatch.setattr("dispatch_plugins.redis.store.COUNT_RUNNABLE_CHUNK", 3)
+    monkeypatch.setattr("dispatch_plugins.redis.ops.common.COUNT_RUNNABLE_CHUNK", 3)
     rows = await store.count_runnable(now=at)
     assert _table(rows) == [("default", "big", 5), *by_queue]
     # five ready jobs a queue, in steps of three; the not yet due one ends the delayed walk
@@ -317,15 +317,15 @@ async def test_count_runnable_looks_at_a_bounded_number_of_jobs_a_queue(
         + [make_new_job("x", queue="b") for _ in range(2)]
     )
     at = now + timedelta(seconds=2)
-    monkeypatch.setattr("dispatch_plugins.redis.store.COUNT_RUNNABLE_CHUNK", 3)
-    monkeypatch.setattr("dispatch_plugins.redis.store.COUNT_RUNNABLE_LIMIT", 5)
+    monkeypatch.setattr("dispatch_plugins.redis.ops.common.COUNT_RUNNABLE_CHUNK", 3)
+    monkeypatch.setattr("dispatch_plugins.redis.ops.common.COUNT_RUNNABLE_LIMIT", 5)
     # Queue a: the five jobs a claim would take first; queue b has a bound of its own.
     assert _table(await store.count_runnable(now=at)) == [
         ("a", "bulk", 4),
         ("a", "head", 1),
         ("b", "x", 2),
     ]
-    monkeypatch.setattr("dispatch_plugins.redis.store.COUNT_RUNNABLE_LIMIT", 9)
+    monkeypatch.setattr("dispatch_plugins.redis.ops.common.COUNT_RUNNABLE_LIMIT", 9)
     assert _table(await store.count_runnable(now=at)) == [
         ("a", "bulk", 6),
         ("a", "head", 1),

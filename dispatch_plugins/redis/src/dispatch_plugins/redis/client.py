@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio as aredis
 from dispatch_core.errors import StoreUnavailableError
-from dispatch_plugins.redis.scripts import SCRIPTS, SHAS
+from dispatch_plugins.redis.lua import SCRIPTS, SHAS
 from dispatch_plugins.redis.url import RedisURL
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
@@ -43,10 +43,12 @@ def _kwargs(config: RedisURL) -> dict[str, Any]:
 
 
 def make_async_client(config: RedisURL) -> aredis.Redis:
+    """A ``redis.asyncio`` client for ``config``, decoding replies, with no retries."""
     return aredis.Redis(**_kwargs(config), retry=AsyncRetry(NoBackoff(), 0))
 
 
 def make_sync_client(config: RedisURL) -> redis.Redis:
+    """A blocking client for ``config``, decoding replies, with no retries."""
     return redis.Redis(**_kwargs(config), retry=Retry(NoBackoff(), 0))
 
 
@@ -103,5 +105,7 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def unavailable(config: RedisURL, exc: BaseException) -> StoreUnavailableError:
+    """The :class:`StoreUnavailableError` for ``exc``, naming the server, never the
+    password."""
     reason = " ".join(str(exc).split()) or type(exc).__name__
     return StoreUnavailableError(f"cannot use Redis at {config.display}: {config.scrub(reason)}")

@@ -17,6 +17,7 @@ from dispatch_core.cron import CronEntry, MisfirePolicy
 from dispatch_core.models import DLQEntry, Job, NewJob
 from dispatch_core.queues import QueueConfig
 from dispatch_core.states import JobState
+from dispatch_core.storekit import compact_json
 from dispatch_core.workflows.models import (
     NewEvent,
     NewRun,
@@ -36,7 +37,6 @@ __all__ = [
     "as_dict",
     "job_args",
     "job_from",
-    "job_from_new",
     "dlq_from",
     "worker_args",
     "worker_from",
@@ -63,6 +63,7 @@ def us(dt: datetime) -> str:
 
 
 def from_us(raw: str | bytes | int) -> datetime:
+    """The UTC time of integer microseconds since the epoch (as :func:`us` writes it)."""
     return _EPOCH + timedelta(microseconds=int(raw))
 
 
@@ -75,8 +76,8 @@ def opt(value: str | None) -> str:
     return "" if value is None else "=" + value
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+#: A JSON value as the hashes hold it: compact text, non-ASCII characters as they are.
+dumps = compact_json
 
 
 def _opt_json(value: Any) -> str:
@@ -117,28 +118,8 @@ def job_args(jobs: Iterable[NewJob]) -> list[str]:
     return out
 
 
-def job_from_new(new: NewJob) -> Job:
-    """The job a fresh enqueue wrote, without reading it back."""
-    return Job(
-        id=new.id,
-        name=new.name,
-        queue=new.queue,
-        payload=new.payload,
-        state=JobState.PENDING,
-        priority=new.priority,
-        attempt=0,
-        max_attempts=new.max_attempts,
-        timeout=new.timeout,
-        run_at=from_us(us(new.run_at)),
-        created_at=from_us(us(new.created_at)),
-        updated_at=from_us(us(new.created_at)),
-        unique_key=new.unique_key,
-        tenant=new.tenant,
-        headers=dict(new.headers),
-    )
-
-
 def job_from(flat: Sequence[Any] | Mapping[str, str]) -> Job:
+    """The job of a job hash (a dict, or an ``HGETALL`` reply)."""
     h = flat if isinstance(flat, Mapping) else as_dict(flat)
     g = h.get
     timeout = g("timeout")
@@ -170,6 +151,7 @@ def job_from(flat: Sequence[Any] | Mapping[str, str]) -> Job:
 
 
 def dlq_from(flat: Sequence[Any]) -> DLQEntry:
+    """The dead-letter entry of an entry hash (an ``HGETALL`` reply)."""
     h = as_dict(flat)
     g = h.get
     timeout = g("timeout")
@@ -222,6 +204,7 @@ def worker_args(w: WorkerInfo, *, last_seen: datetime | None = None) -> list[str
 
 
 def worker_from(flat: Sequence[Any], leader: str) -> WorkerInfo:
+    """The worker of a worker row; ``leader`` is the lease holder's id (``""``: none)."""
     h = as_dict(flat)
     queues = h.get("queues")
     names = h.get("names")
@@ -264,6 +247,7 @@ def cron_args(e: CronEntry) -> list[str]:
 
 
 def cron_from(flat: Sequence[Any]) -> CronEntry:
+    """The cron entry of an entry hash (an ``HGETALL`` reply)."""
     h = as_dict(flat)
     g = h.get
     return CronEntry(
@@ -303,6 +287,7 @@ def queue_config_from(name: str, flat: Sequence[Any]) -> QueueConfig | None:
 
 
 def run_pairs(run: NewRun) -> list[str]:
+    """A new run's hash, as field/value pairs (absent optional fields left out)."""
     out = [
         "id",
         run.id,
@@ -332,6 +317,7 @@ def run_pairs(run: NewRun) -> list[str]:
 
 
 def run_from(flat: Sequence[Any]) -> WorkflowRun:
+    """The workflow run of a run hash (an ``HGETALL`` reply)."""
     h = as_dict(flat)
     g = h.get
     return WorkflowRun(
@@ -360,6 +346,7 @@ def opt_json(value: Any) -> str:
 
 
 def step_json(step: StepRecord) -> str:
+    """A step record as the JSON text the steps hash holds (after its state)."""
     return dumps(
         {
             "seq": step.seq,
@@ -377,6 +364,7 @@ def step_json(step: StepRecord) -> str:
 
 
 def step_from(raw: str) -> StepRecord:
+    """The step record of a steps hash value: its state, a newline, then its JSON."""
     d = json.loads(raw.partition("\n")[2])
     return StepRecord(
         seq=int(d["seq"]),
@@ -393,6 +381,7 @@ def step_from(raw: str) -> StepRecord:
 
 
 def event_json(event: NewEvent) -> str:
+    """An event as the JSON text the events hash holds."""
     return dumps(
         {
             "id": event.id,
@@ -406,6 +395,7 @@ def event_json(event: NewEvent) -> str:
 
 
 def event_from(raw: str, consumed_seq: int) -> WorkflowEvent:
+    """The event of its JSON text, consumed by the step ``consumed_seq``."""
     d = json.loads(raw)
     return WorkflowEvent(
         id=d["id"],

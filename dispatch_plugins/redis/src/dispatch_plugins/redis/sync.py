@@ -11,6 +11,7 @@ import redis
 from dispatch_core.errors import JobIdTakenError, JobNotFoundError
 from dispatch_core.models import Job, NewJob, utcnow
 from dispatch_core.states import JobState, check_transition
+from dispatch_core.storekit import job_from_new
 from dispatch_plugins.redis import codec as c
 from dispatch_plugins.redis.client import is_unavailable, make_sync_client, seval, unavailable
 from dispatch_plugins.redis.url import RedisURL
@@ -23,7 +24,7 @@ def enqueue_result(jobs: Sequence[NewJob], res: list[Any]) -> list[Job]:
     if int(res[0]) == -1:
         raise JobIdTakenError(res[1])
     return [
-        c.job_from_new(new) if stored == 0 else c.job_from(stored)
+        job_from_new(new) if stored == 0 else c.job_from(stored)
         for new, stored in zip(jobs, res[1], strict=True)
     ]
 

@@ -31,8 +31,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import attrs
 
-from dispatch_core._urls import redact_url
 from dispatch_core.errors import StoreURLError
+from dispatch_core.storekit import redact_url
 
 __all__ = ["RedisURL", "parse_url", "DEFAULT_PREFIX", "OPTIONS"]
 
@@ -262,7 +262,7 @@ def _scrub(url: str, exc: Exception) -> str:
 def _safe(url: str) -> str:
     """``url`` with its secrets masked (the user part's password, and ``password=``,
     ``token=``... query parameters, in any case), for messages: core's
-    :func:`~dispatch_core._urls.redact_url`, as every store uses."""
+    :func:`~dispatch_core.storekit.redact_url`, as every store uses."""
     return redact_url(url)
 
 
