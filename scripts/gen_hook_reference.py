@@ -1,4 +1,5 @@
-"""Generate docs/reference/hooks.md from dispatch_core/hookspecs.py.
+"""Generate docs/reference/hooks.md from dispatch_core/hookspecs.py (and the hookspecs modules
+of the plugins that specify hooks of their own, such as dispatch-admin's).
 
 Run ``python scripts/gen_hook_reference.py`` after changing a hookspec; a test fails while the
 committed page is out of date.
@@ -9,12 +10,35 @@ from __future__ import annotations
 import inspect
 import pathlib
 import sys
+from collections.abc import Callable
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "reference" / "hooks.md"
 
 
+#: Plugins that specify hooks of their own: (distribution, hookspecs module).
+PLUGIN_HOOKSPECS = [("dispatch-admin", "dispatch_plugins.admin.hookspecs")]
+
+
+def _hook(name: str, fn: Callable[..., object], kind: str) -> list[str]:
+    sig = str(inspect.signature(fn)).replace("'", "")
+    return [
+        f"### `{name}`",
+        "",
+        "```python",
+        f"def {name}{sig}",
+        "```",
+        "",
+        f"*{kind}*",
+        "",
+        inspect.cleandoc(fn.__doc__ or ""),
+        "",
+    ]
+
+
 def render() -> str:
+    import importlib
+
     from dispatch_core import hookspecs
 
     lines = [
@@ -53,23 +77,25 @@ def render() -> str:
         for name, fn in specs:
             if not wanted(name):
                 continue
-            sig = str(inspect.signature(fn)).replace("'", "")
-            kind = (
-                "lifecycle, `async def` allowed"
-                if name in hookspecs.LIFECYCLE_HOOKS
-                else "registration, sync"
-            )
-            lines += [
-                f"### `{name}`",
-                "",
-                "```python",
-                f"def {name}{sig}",
-                "```",
-                "",
-                f"*{kind}*",
-                "",
-            ]
-            lines += [inspect.cleandoc(fn.__doc__ or ""), ""]
+            if name in hookspecs.LIFECYCLE_HOOKS:
+                kind = "lifecycle, `async def` allowed"
+            elif name == "dispatch_job_enqueuing":
+                kind = "producer, sync, in band"
+            else:
+                kind = "registration, sync"
+            lines += _hook(name, fn, kind)
+    for distribution, module_name in PLUGIN_HOOKSPECS:
+        module = importlib.import_module(module_name)
+        lines += [
+            f"## Hooks of {distribution}",
+            "",
+            f"Specified in `{module_name}` and added when {distribution} loads; implement",
+            "them like the others. Without that distribution they are never called.",
+            "",
+        ]
+        for name, fn in vars(module).items():
+            if name.startswith("dispatch_") and callable(fn):
+                lines += _hook(name, fn, f"called by {distribution}, sync")
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -43,10 +43,13 @@ def test_every_go_extension_event_has_a_hook() -> None:
         "dispatch_register_middleware",
         "dispatch_configure_converter",
         "dispatch_register_commands",
-        "dispatch_register_routes",
+        "dispatch_register_jobs",
+        "dispatch_add_hookspecs",
         "dispatch_remote_operations",
     ]:
         assert hasattr(pm.hook, name)
+    # dispatch-admin specifies the hook it calls itself (tests/plugins/admin/test_hookspecs.py).
+    assert not hasattr(pm.hook, "dispatch_register_routes")
 
 
 def test_managers_are_per_engine() -> None:

@@ -17,12 +17,31 @@ import pluggy
 
 from dispatch_core import hookspecs
 
-__all__ = ["ENTRY_POINT_GROUP", "make_plugin_manager", "Hooks", "PluginInfo", "list_plugins"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PLUGIN_HOOKS",
+    "TRACE_ENV",
+    "make_plugin_manager",
+    "Hooks",
+    "PluginInfo",
+    "list_plugins",
+]
 
 ENTRY_POINT_GROUP = "dispatch_core.plugins"
+#: Set (to anything but empty) to log every hook call at DEBUG on ``dispatch_core.plugins``.
+TRACE_ENV = "DISPATCH_TRACE_PLUGINS"
 log = logging.getLogger("dispatch_core.plugins")
 
+#: Hooks whose specifications belong to a plugin distribution, which adds them when it loads
+#: (``dispatch_add_hookspecs``). Implementing one while that distribution is absent or
+#: blocked is not a misspelling: the implementation is kept and simply never called.
+PLUGIN_HOOKS: dict[str, str] = {"dispatch_register_routes": "dispatch-admin"}
+
 Listener = Callable[[str, dict[str, Any]], None]
+
+
+def _tracing() -> bool:
+    return bool(os.environ.get(TRACE_ENV))
 
 
 def make_plugin_manager(
@@ -31,12 +50,21 @@ def make_plugin_manager(
     """Build a plugin manager for one engine (never a module global).
 
     Built-ins are registered ``trylast`` so user plugins win; ``DISPATCH_DISABLE_PLUGINS``
-    (comma-separated names) blocks plugins; ``DISPATCH_TRACE_PLUGINS=1`` logs every hook call.
+    (comma-separated names) blocks plugins; ``DISPATCH_TRACE_PLUGINS=1`` logs every hook call
+    (the lifecycle hooks, which :class:`Hooks` calls, included). A plugin adds hook
+    specifications of its own with ``dispatch_add_hookspecs``, called as it registers.
+
+    Raises:
+        pluggy.PluginValidationError: a plugin implements a hook nobody specifies (a
+            misspelling), or implements one with arguments its specification lacks.
     """
     from dispatch_core import _builtins
 
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
+    # Historic: each plugin registered from now on is called as it registers, so its specs
+    # exist before the check below.
+    pm.hook.dispatch_add_hookspecs.call_historic(kwargs={"pluginmanager": pm})
     for name in filter(
         None, (n.strip() for n in os.environ.get("DISPATCH_DISABLE_PLUGINS", "").split(","))
     ):
@@ -46,13 +74,33 @@ def make_plugin_manager(
         pm.register(plugin)
     if load_entrypoints:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    pm.check_pending()
-    if os.environ.get("DISPATCH_TRACE_PLUGINS"):
+    _check_pending(pm)
+    if _tracing():
         pm.add_hookcall_monitoring(
-            lambda name, impls, kwargs: log.debug("hook %s -> %d impls", name, len(impls)),
+            lambda name, impls, kwargs: _log_call(name, len(impls)),
             lambda outcome, name, impls, kwargs: None,
         )
     return pm
+
+
+def _log_call(name: str, impls: int) -> None:
+    log.debug("hook %s -> %d impls", name, impls)
+
+
+def _check_pending(pm: pluggy.PluginManager) -> None:
+    """``pm.check_pending()``, except for :data:`PLUGIN_HOOKS` whose plugin is not loaded."""
+    for name, caller in vars(pm.hook).items():
+        if name.startswith("_") or not isinstance(caller, pluggy.HookCaller):
+            continue
+        if caller.has_spec() or name in PLUGIN_HOOKS:
+            continue
+        for impl in caller.get_hookimpls():
+            if not impl.optionalhook:
+                raise pluggy.PluginValidationError(
+                    impl.plugin,
+                    f"unknown hook {name!r} in plugin {impl.plugin!r}: no installed "
+                    "distribution specifies it (misspelled?); see docs/reference/hooks.md",
+                )
 
 
 class PluginInfo:
@@ -83,6 +131,11 @@ def list_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
     return sorted(out, key=lambda p: p.name)
 
 
+def _unknown_hook(name: str) -> ValueError:
+    known = ", ".join(hookspecs.LIFECYCLE_HOOKS)
+    return ValueError(f"unknown lifecycle hook {name!r}; the lifecycle hooks are: {known}")
+
+
 #: Seconds the private hook loop waits, once woken by sync code, for more calls to batch.
 _THREAD_PASS_DELAY = 0.005
 
@@ -90,17 +143,24 @@ _THREAD_PASS_DELAY = 0.005
 class Hooks:
     """Emits lifecycle hooks out of band.
 
-    ``emit`` never blocks and never raises: it records the call for listeners (tests) and, if
-    any plugin implements the hook, queues it for a background task that awaits each
-    implementation under ``timeout`` and logs its failures. A hook nobody implements costs a
-    set lookup.
+    ``emit`` never blocks and never raises for a lifecycle hook: it records the call for
+    listeners (tests) and, if any plugin implements the hook, queues it for a background task
+    that awaits each implementation under ``timeout`` and logs its failures. A hook nobody
+    implements costs a dict lookup. A name that is no lifecycle hook (a misspelling) raises
+    ``ValueError`` at once, from ``emit`` and ``wants`` alike, instead of notifying nobody.
+    With ``DISPATCH_TRACE_PLUGINS`` set, each call of the implementations is logged like the
+    hooks pluggy calls.
     """
 
     def __init__(self, pm: pluggy.PluginManager, *, timeout: float = 10.0) -> None:
         self._pm = pm
         self._timeout = timeout
         self._listeners: list[Listener] = []
-        self._implemented: frozenset[str] = frozenset()
+        # One lookup per call answers both "is it a hook?" (a key) and "does anyone care?".
+        #: Lifecycle hook -> whether a plugin implements it.
+        self._implemented: dict[str, bool] = {}
+        #: Lifecycle hook -> whether emitting it reaches anyone (a plugin or a listener).
+        self._wanted: dict[str, bool] = {}
         self._queue: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -111,36 +171,57 @@ class Hooks:
         #: Calls emitted from threads without a loop, for the private loop's next pass.
         self._thread_queue: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
         self._thread_pass_due = False
+        self._traced = _tracing()
         self.refresh()
 
     def refresh(self) -> None:
         """Recompute which lifecycle hooks have implementations (after registering a plugin)."""
-        self._implemented = frozenset(
-            name
+        self._implemented = {
+            name: bool(getattr(self._pm.hook, name).get_hookimpls())
             for name in hookspecs.LIFECYCLE_HOOKS
-            if getattr(self._pm.hook, name).get_hookimpls()
-        )
+        }
+        self._refresh_wanted()
+
+    def _refresh_wanted(self) -> None:
+        listened = bool(self._listeners)
+        self._wanted = {name: listened or impl for name, impl in self._implemented.items()}
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(hook_name, kwargs)`` synchronously on every emit."""
         self._listeners.append(listener)
+        self._refresh_wanted()
 
     def remove_listener(self, listener: Listener) -> None:
         """Undo :meth:`add_listener`."""
         self._listeners.remove(listener)
+        self._refresh_wanted()
 
-    def wants(self, name: str) -> bool:
-        """Whether emitting ``name`` would reach anyone (lets callers skip building arguments)."""
-        return bool(self._listeners) or name in self._implemented
+    def wants(self, name: hookspecs.LifecycleHook) -> bool:
+        """Whether emitting ``name`` would reach anyone (lets callers skip building arguments).
 
-    def emit(self, name: str, **kwargs: Any) -> None:
-        """Queue lifecycle hook ``name`` with ``kwargs``; safe from any thread."""
+        Raises:
+            ValueError: ``name`` is not a lifecycle hook.
+        """
+        try:
+            return self._wanted[name]
+        except KeyError:
+            raise _unknown_hook(name) from None
+
+    def emit(self, name: hookspecs.LifecycleHook, **kwargs: Any) -> None:
+        """Queue lifecycle hook ``name`` with ``kwargs``; safe from any thread.
+
+        Raises:
+            ValueError: ``name`` is not a lifecycle hook.
+        """
+        implemented = self._implemented.get(name)
+        if implemented is None:
+            raise _unknown_hook(name)
         for listener in self._listeners:
             try:
                 listener(name, kwargs)
             except Exception:
                 log.exception("event listener failed on %s", name)
-        if name not in self._implemented:
+        if not implemented:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -208,9 +289,11 @@ class Hooks:
             self._idle.set()
 
     async def _call_all(self, name: str, kwargs: dict[str, Any]) -> None:
-        caller = getattr(self._pm.hook, name)
+        impls = getattr(self._pm.hook, name).get_hookimpls()
+        if self._traced:
+            _log_call(name, len(impls))
         # Same order as pluggy: last registered first, tryfirst/trylast respected.
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in reversed(impls):
             try:
                 args = [kwargs[a] for a in impl.argnames]
                 result = impl.function(*args)

@@ -53,10 +53,7 @@ from dispatch_core.store import Store
 from dispatch_core.workflows.api import WorkflowAPI
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
     from dispatch_core.worker import DrainResult, Worker
-    from dispatch_core.workflows.models import WorkflowRun
 
 __all__ = ["Engine", "DEFAULT_QUEUE", "EARLIEST_RUN_AT", "LATEST_RUN_AT"]
 
@@ -702,21 +699,3 @@ class Engine(ClusterAPI, WorkflowAPI):
         """
         worker = self.worker(queues=queues, concurrency=concurrency)
         return await worker.drain(wait_scheduled=wait_scheduled, timeout=timeout)
-
-    # -- transitional: the workflow runtime's calls, until it moves to the producer and the
-    # workflow registry (issue 17) ------------------------------------------------------------
-
-    def _producing(self, jobs: Sequence[NewJob]) -> AbstractContextManager[object]:
-        return self.producer.scope(jobs)
-
-    def _wake_workers(self) -> None:
-        self.producer.wake()
-
-    async def _astart(self, definition: Any, input: Any, **kwargs: Any) -> WorkflowRun:
-        return await self.workflow_registry.start(definition, input, **kwargs)
-
-    def _driver_options(self, run: WorkflowRun) -> tuple[str, int]:
-        return self.workflow_registry.driver_options(run)
-
-    def _workflow_definition(self, name: str, version: int) -> Any:
-        return self.workflow_registry.definition(name, version)

@@ -1,7 +1,9 @@
 """The exceptions Dispatch raises.
 
 Every error a user can meet derives from :class:`DispatchError`, so ``except DispatchError``
-catches them all. Messages say what was wrong and where.
+catches them all. Messages say what was wrong and where. Errors of a topic live beside it and
+derive from it too: the workflow errors in :mod:`dispatch_core.workflows.errors`,
+:class:`~dispatch_core.middleware.HandlerCrashedError` in :mod:`dispatch_core.middleware`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ __all__ = [
     "InvalidTransitionError",
     "SyncInAsyncContextError",
     "JobTimeoutError",
+    "RetryJob",
+    "FailJob",
+    "RunNotFoundError",
+    "CronNotFoundError",
+    "CronExpressionError",
 ]
 
 

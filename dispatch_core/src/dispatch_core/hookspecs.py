@@ -1,10 +1,12 @@
 """Hook specifications: every hook a Dispatch plugin may implement.
 
 Plugins implement hooks with :data:`dispatch_core.hookimpl` and register through the
-``dispatch_core.plugins`` entry-point group. Two kinds of hook exist:
+``dispatch_core.plugins`` entry-point group. Three kinds of hook exist:
 
-* **Registration hooks** (``dispatch_register_*``, ``dispatch_configure_converter``) are called
-  synchronously while an engine or the CLI is built. They must be plain functions.
+* **Registration hooks** (``dispatch_register_*``, ``dispatch_configure_converter``,
+  ``dispatch_add_hookspecs``, ``dispatch_remote_operations``) are called synchronously while an
+  engine or the CLI is built (``dispatch_remote_operations`` when a command is given an
+  ``http(s)://`` ``--url``). They must be plain functions.
 * **The producer hook** (``dispatch_job_enqueuing``) is called synchronously, in the caller's
   thread and context, just before new jobs are written: the place to stamp headers (trace
   context) on them. It must be a plain function and must be quick.
@@ -18,6 +20,10 @@ Plugins implement hooks with :data:`dispatch_core.hookimpl` and register through
 
 Every lifecycle hook may take ``engine``; pluggy passes only the arguments an implementation
 names, so implementations list just what they need.
+
+A plugin that calls hooks of its own specifies them in its own module and adds them with
+``dispatch_add_hookspecs``: dispatch-admin's ``dispatch_register_routes`` is one (its
+specification is in ``dispatch_plugins.admin.hookspecs``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import pluggy
 
@@ -38,7 +44,7 @@ if TYPE_CHECKING:
     from dispatch_core.models import Job, NewJob
     from dispatch_core.registry import StoreRegistry
 
-__all__ = ["hookspec", "hookimpl", "PROJECT_NAME", "LIFECYCLE_HOOKS"]
+__all__ = ["hookspec", "hookimpl", "PROJECT_NAME", "LIFECYCLE_HOOKS", "LifecycleHook"]
 
 PROJECT_NAME = "dispatch"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -48,6 +54,24 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 # ---------------------------------------------------------------------------------------------
 # Registration hooks (sync)
 # ---------------------------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def dispatch_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
+    """Add the specifications of hooks a plugin calls itself.
+
+    Called as each plugin registers (a historic hook: plugins registered later are called
+    too), before the plugin manager checks that every implemented hook is specified. Call
+    ``pluginmanager.add_hookspecs(module)``, and only for a spec not yet there
+    (``pluginmanager.hook`` has no attribute of its name, or that hook caller's
+    ``has_spec()`` is false), since several engines or a test may load the plugin again. Must
+    not be ``async``.
+
+    Args:
+        pluginmanager: The engine's (or the CLI's) plugin manager.
+
+    .. versionadded:: 0.1
+    """
 
 
 @hookspec
@@ -115,18 +139,6 @@ def dispatch_register_jobs(engine: Engine) -> None:
 
     Args:
         engine: The engine being built.
-
-    .. versionadded:: 0.1
-    """
-
-
-@hookspec
-def dispatch_register_routes(routes: list[Any], engine: Engine) -> None:
-    """Add HTTP routes to the admin application (used by dispatch-admin).
-
-    Args:
-        routes: The route list being built; append to it.
-        engine: The engine the admin app serves.
 
     .. versionadded:: 0.1
     """
@@ -353,8 +365,9 @@ def dispatch_cron_fired(entry_name: str, job_id: str, engine: Engine) -> None:
     """
 
 
-#: Names of the lifecycle (notification) hooks, in catalogue order.
-LIFECYCLE_HOOKS: tuple[str, ...] = (
+#: The name of a lifecycle (notification) hook: what ``engine.hooks.emit`` and ``wants`` take,
+#: so that mypy refuses a misspelled name before the runtime check does.
+LifecycleHook = Literal[
     "dispatch_engine_started",
     "dispatch_engine_shutdown",
     "dispatch_job_enqueued",
@@ -370,4 +383,7 @@ LIFECYCLE_HOOKS: tuple[str, ...] = (
     "dispatch_workflow_completed",
     "dispatch_workflow_failed",
     "dispatch_cron_fired",
-)
+]
+
+#: Names of the lifecycle (notification) hooks, in catalogue order.
+LIFECYCLE_HOOKS: tuple[LifecycleHook, ...] = get_args(LifecycleHook)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import attrs
 
 from dispatch_core.context import JobContext, _current_ctx
-from dispatch_core.errors import JobTimeoutError
+from dispatch_core.errors import DispatchError, JobTimeoutError
 
 if TYPE_CHECKING:
     from dispatch_core.workflows.models import WorkflowRun
@@ -112,7 +112,7 @@ RECOVER, TRACING, METRICS, LOGGING, SCOPE, TIMEOUT, USER = 100, 200, 300, 400, 5
 log = logging.getLogger("dispatch_core.worker")
 
 
-class HandlerCrashedError(Exception):
+class HandlerCrashedError(DispatchError):
     """A handler raised a ``BaseException`` that is not an ``Exception`` (``SystemExit``...)."""
 
 

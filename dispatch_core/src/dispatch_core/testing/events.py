@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from dispatch_core.hookspecs import LIFECYCLE_HOOKS
+
 if TYPE_CHECKING:
     from dispatch_core.engine import Engine
 
@@ -33,8 +35,15 @@ class EventCapture:
         return [e.name for e in self.events]
 
     def of(self, name: str) -> list[CapturedEvent]:
-        """The recorded events called ``name`` (``"job_failed"`` or ``"dispatch_job_failed"``)."""
+        """The recorded events called ``name`` (``"job_failed"`` or ``"dispatch_job_failed"``).
+
+        Raises:
+            ValueError: ``name`` is no lifecycle hook (a misspelling would match nothing).
+        """
         short = name.removeprefix("dispatch_")
+        if f"dispatch_{short}" not in LIFECYCLE_HOOKS:
+            known = ", ".join(h.removeprefix("dispatch_") for h in LIFECYCLE_HOOKS)
+            raise ValueError(f"unknown lifecycle hook {name!r}; the lifecycle hooks are: {known}")
         return [e for e in self.events if e.name == short]
 
     def _record(self, hook: str, args: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from dispatch_core import Engine
 from dispatch_plugins.admin.auth import Authenticator, Token, load_tokens
 from dispatch_plugins.admin.dashboard import dashboard_routes
 from dispatch_plugins.admin.errors import ApiError, error_response, exception_handlers
+from dispatch_plugins.admin.hookspecs import add_hookspecs
 from dispatch_plugins.admin.routes import PUBLIC_PATHS, api_routes
 from dispatch_plugins.admin.routes._base import TOKEN_SCOPE_KEY
 
@@ -167,6 +168,8 @@ def admin_app(
             "request will be refused with 401"
         )
     plugin_routes: list[Any] = []
+    # The spec is there when dispatch-admin loaded as a plugin; not with load_entrypoints=False.
+    add_hookspecs(engine.pm)
     engine.pm.hook.dispatch_register_routes(routes=plugin_routes, engine=engine)
     routes: list[BaseRoute] = [
         Mount(

@@ -1,5 +1,6 @@
-"""The plugin dispatch-core discovers by entry point: ``dispatch serve``, and the client that
-lets the operator commands take an ``http(s)://`` ``--url``.
+"""The plugin dispatch-core discovers by entry point: ``dispatch serve``, the client that
+lets the operator commands take an ``http(s)://`` ``--url``, and the specifications of the
+hooks dispatch-admin calls (:mod:`dispatch_plugins.admin.hookspecs`).
 
 Every engine loads this module, so it imports nothing heavy: the server (uvicorn, Starlette)
 and the client (httpx) are imported when first used.
@@ -10,13 +11,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dispatch_core.hookspecs import hookimpl
+from dispatch_plugins.admin import hookspecs
 
 if TYPE_CHECKING:
     import click
+    import pluggy
 
     from dispatch_plugins.admin.client import AdminClient
 
-__all__ = ["dispatch_register_commands", "dispatch_remote_operations"]
+__all__ = ["dispatch_add_hookspecs", "dispatch_register_commands", "dispatch_remote_operations"]
+
+
+@hookimpl
+def dispatch_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
+    """Add ``dispatch_register_routes`` (see :mod:`dispatch_plugins.admin.hookspecs`)."""
+    hookspecs.add_hookspecs(pluginmanager)
 
 
 @hookimpl
