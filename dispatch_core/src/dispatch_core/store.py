@@ -113,6 +113,10 @@ class Store(abc.ABC):
     #: may not (the usual case: a pool belongs to one loop), a worker's stall guard opens a
     #: second instance from the same URL (see :mod:`dispatch_core._stall`).
     thread_safe: ClassVar[bool] = False
+    #: Whether every call of this store has a deadline of its own (a store that bounds its
+    #: sockets, as PostgreSQL's ``call_timeout``): a worker then adds none of its own
+    #: (``Worker.store_timeout``), which costs a timer per call.
+    bounds_calls: ClassVar[bool] = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -13,8 +13,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from dispatch_core._ids import new_id, new_token
@@ -33,7 +34,60 @@ __all__ = [
     "claim_order",
     "as_utc",
     "Truncated",
+    "STORE_SECTIONS",
+    "STORE_OPERATIONS",
 ]
+
+#: The operations of the store contract (:class:`~dispatch_core.store.Store`), by the section
+#: each store's ``ops/<section>.py`` module holds them in (see ``docs/internals.md``). Stores
+#: build their modules' ``__all__`` from it, so the map is written once.
+STORE_SECTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "jobs": (
+            "enqueue",
+            "get_job",
+            "list_jobs",
+            "count_jobs",
+            "count_runnable",
+            "throughput",
+            "cancel",
+            "retry",
+        ),
+        "claim": ("claim", "heartbeat", "finish", "rescue_expired", "next_run_at"),
+        "dlq": ("list_dlq", "count_dlq", "get_dlq", "replay_dlq", "purge_dlq"),
+        "cluster": (
+            "register_worker",
+            "deregister_worker",
+            "list_workers",
+            "acquire_leadership",
+            "release_leadership",
+            "get_leader",
+            "upsert_cron",
+            "list_cron",
+            "get_cron",
+            "set_cron_enabled",
+            "fire_cron",
+            "delete_cron",
+            "set_queue",
+            "pause_queue",
+            "list_queues",
+            "prune",
+        ),
+        "workflows": (
+            "create_run",
+            "get_run",
+            "list_runs",
+            "list_steps",
+            "save_step",
+            "update_run",
+            "set_run_version",
+            "send_event",
+            "take_event",
+        ),
+    }
+)
+#: Every operation of the store contract, in section order.
+STORE_OPERATIONS: tuple[str, ...] = tuple(op for ops in STORE_SECTIONS.values() for op in ops)
 
 
 #: Compact JSON text as the stores write payloads, results, headers and inputs.

@@ -99,7 +99,9 @@ class Worker:
             with what to do. A drain does not check (it warns when it ends instead).
         store_timeout: Seconds any one store call of the worker and of its leader duties may
             take before it counts as failed (default: the lease, at least 5): a hung
-            connection then stalls nothing, the call is retried like any store failure.
+            connection then stalls nothing, the call is retried like any store failure. A
+            store whose calls carry their own deadline (``Store.bounds_calls``, PostgreSQL's
+            ``call_timeout``) is left to it unless this is given.
         max_result_bytes: Largest result recorded, in bytes of compact UTF-8 JSON (default
             10 MiB; ``None``: no limit but the store's). A result that is larger, is not JSON
             (NaN, infinities, other types) or holds a lone surrogate fails its job with a
@@ -173,6 +175,7 @@ class Worker:
         if store_timeout is not None and not store_timeout > 0:
             raise ConfigurationError(f"store_timeout must be > 0 seconds, got {store_timeout}")
         self.store_timeout = store_timeout or max(lease_seconds, 5.0)
+        self._store_bounds_calls = engine.store.bounds_calls and store_timeout is None
         self.id = worker_id or new_id("wkr")
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
@@ -373,6 +376,8 @@ class Worker:
     async def bounded(self, call: Awaitable[T]) -> T:
         """Await one store call within :attr:`store_timeout`; a :class:`TimeoutError` (an
         :class:`OSError`, so it reads as the store being unavailable) when it takes longer."""
+        if self._store_bounds_calls:  # the store's own deadline is cheaper than a timer
+            return await call
         async with asyncio.timeout(self.store_timeout):
             return await call
 

@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 
 from dispatch_celery import AsyncResult, Celery, EncodeError, Task, shared_task, states
-from dispatch_celery.exceptions import TaskFailedError, TaskRevokedError
-from dispatch_celery.exceptions import TimeoutError as CeleryTimeoutError
+from dispatch_celery.exceptions import (
+    TaskFailedError,
+    TaskRevokedError,
+    TimeoutError as CeleryTimeoutError,
+)
 from dispatch_core import JobState, Worker, WorkerStats
 
 # The types of the conftest fixtures `drain` and `running_worker`.

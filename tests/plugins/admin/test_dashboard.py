@@ -30,8 +30,7 @@ CHROMIUM = os.environ.get("DISPATCH_TEST_CHROMIUM", "/usr/bin/chromium")
 TIMEOUT_MS = 20_000
 
 try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
-    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import Browser, Error as PlaywrightError, Page, expect, sync_playwright
 except ImportError:  # pragma: no cover - the browser fixture reports it
     sync_playwright = None  # type: ignore[assignment]
 

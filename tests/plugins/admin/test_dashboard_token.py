@@ -25,8 +25,7 @@ TOKEN_KEY = "dispatch.token"
 NOTICE = '[data-notice="token-ignored"]'
 
 try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
-    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import Browser, Error as PlaywrightError, Page, expect, sync_playwright
 except ImportError:  # pragma: no cover - the browser fixture reports it
     sync_playwright = None  # type: ignore[assignment]
 

@@ -12,8 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from dispatch_core import Engine, hookimpl
-from dispatch_core import hookspecs as core_hookspecs
+from dispatch_core import Engine, hookimpl, hookspecs as core_hookspecs
 from dispatch_plugins.admin import hookspecs
 from dispatch_plugins.admin.app import admin_app
 from dispatch_plugins.admin.auth import Token

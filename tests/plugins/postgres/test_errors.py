@@ -23,7 +23,7 @@ from dispatch_plugins.postgres import (
     PostgresSyncStore,
     PostgresTimeoutError,
 )
-from dispatch_plugins.postgres.operations import Statements, Steps, Stmt
+from dispatch_plugins.postgres.ops import Statements, Steps, Stmt
 
 from .conftest import with_params
 

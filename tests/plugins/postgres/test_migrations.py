@@ -18,7 +18,7 @@ from dispatch_core.models import utcnow
 from dispatch_core.testing import make_new_job
 from dispatch_plugins.postgres import PostgresStore
 from dispatch_plugins.postgres.migrations import LATEST_VERSION, lock_key, migrate
-from dispatch_plugins.postgres.operations import Statements, Steps
+from dispatch_plugins.postgres.ops import Statements, Steps
 from dispatch_plugins.postgres.schema import MIGRATIONS
 
 from .conftest import DSN

@@ -22,11 +22,9 @@ import pytest
 from dispatch_core.models import utcnow
 from dispatch_core.queues import QueueConfig
 from dispatch_core.testing import make_new_job
-from dispatch_plugins.postgres import PostgresStore
-from dispatch_plugins.postgres import operations as ops
-from dispatch_plugins.postgres import store as store_module
+from dispatch_plugins.postgres import PostgresStore, ops, runner as runner_module
 from dispatch_plugins.postgres.connection import run_async
-from dispatch_plugins.postgres.operations import Stmt
+from dispatch_plugins.postgres.ops import Stmt
 
 HERE = Path(__file__).parent
 
@@ -51,7 +49,7 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
         return await real(conn, spy(), own=own, guard=guard)
 
-    monkeypatch.setattr(store_module, "run_async", counting)
+    monkeypatch.setattr(runner_module, "run_async", counting)
     return sent
 
 

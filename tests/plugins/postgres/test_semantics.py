@@ -25,7 +25,7 @@ from dispatch_core.models import (
 from dispatch_core.states import JobState
 from dispatch_core.testing import make_new_job
 from dispatch_plugins.postgres import PostgresStore
-from dispatch_plugins.postgres.operations import COPY_MIN_ROWS
+from dispatch_plugins.postgres.ops import COPY_MIN_ROWS
 
 from .conftest import DSN
 

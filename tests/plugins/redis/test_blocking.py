@@ -30,8 +30,7 @@ from dispatch_core.models import DLQFilter, JobFilter, Outcome, OutcomeKind, utc
 from dispatch_core.states import JobState
 from dispatch_core.store import PruneCutoffs
 from dispatch_core.testing import make_new_job
-from dispatch_plugins.redis import RedisStore
-from dispatch_plugins.redis import codec as c
+from dispatch_plugins.redis import RedisStore, codec as c
 
 from ._bulk import build_finished
 from ._server import PrivateRedis

@@ -34,8 +34,7 @@ from dispatch_core.models import (
 from dispatch_core.states import JobState
 from dispatch_core.store import PruneCutoffs
 from dispatch_core.testing import make_new_job
-from dispatch_plugins.redis import RedisStore
-from dispatch_plugins.redis import codec as c
+from dispatch_plugins.redis import RedisStore, codec as c
 from dispatch_plugins.redis.ops import common as bounds_module
 
 TENANTS = [None, "a", "b"]

@@ -12,8 +12,7 @@ import redis
 from dispatch_core._ids import new_id
 from dispatch_core.models import DLQFilter, Outcome, OutcomeKind, utcnow
 from dispatch_core.testing import make_new_job
-from dispatch_plugins.redis import RedisStore
-from dispatch_plugins.redis import store as store_module
+from dispatch_plugins.redis import RedisStore, store as store_module
 
 from .conftest import REDIS_URL
 

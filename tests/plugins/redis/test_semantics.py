@@ -15,8 +15,7 @@ from dispatch_core.errors import StoreUnavailableError
 from dispatch_core.models import Job, JobFilter, Outcome, OutcomeKind, RunnableCount, utcnow
 from dispatch_core.states import JobState
 from dispatch_core.testing import make_new_job
-from dispatch_plugins.redis import RedisStore
-from dispatch_plugins.redis import codec as c
+from dispatch_plugins.redis import RedisStore, codec as c
 
 from .conftest import REDIS_URL, delete_prefix, with_params
 

@@ -13,8 +13,13 @@ from pathlib import Path
 import pytest
 
 from dispatch_core import Engine, Job, JobState
-from dispatch_plugins.webhooks import CONFIG_ENV, DELIVER_JOB, Relay, RelayConfigError
-from dispatch_plugins.webhooks import plugin as entry_point
+from dispatch_plugins.webhooks import (
+    CONFIG_ENV,
+    DELIVER_JOB,
+    Relay,
+    RelayConfigError,
+    plugin as entry_point,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 

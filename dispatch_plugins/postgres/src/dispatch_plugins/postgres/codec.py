@@ -7,8 +7,7 @@ time zone and are normalised to UTC; a naive datetime handed to the store is tak
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +17,7 @@ from dispatch_core.errors import PayloadError
 from dispatch_core.models import JSON, DLQEntry, Job, NewJob
 from dispatch_core.queues import QueueConfig
 from dispatch_core.states import JobState
+from dispatch_core.storekit import as_utc, compact_json
 from dispatch_core.workflows.models import (
     NewRun,
     RunState,
@@ -46,10 +46,8 @@ __all__ = [
     "new_job_params",
     "new_job_columns",
     "copy_row",
-    "job_from_new",
     "decode_job",
     "decode_dlq",
-    "claim_order",
     "WORKER_COLUMNS",
     "WORKER_SELECT",
     "CRON_COLUMNS",
@@ -164,41 +162,8 @@ COPY_TYPES = (
 )
 
 
-def _make_encoder() -> Callable[[Any], str]:
-    """The fastest compact JSON encoder available.
-
-    ``JSONEncoder.encode`` builds a new C encoder on every call; build the C encoder once
-    instead, when the interpreter has it and it agrees with the pure-Python path.
-    """
-    encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-    portable = encoder.encode
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return portable
-    try:
-        # markers=None skips the circularity check: payloads are JSON trees by construction.
-        chunks = make(
-            None,
-            encoder.default,
-            json.encoder.encode_basestring,
-            None,
-            ":",
-            ",",
-            False,
-            False,
-            True,
-        )
-        fast: Callable[[Any], str] = lambda value: "".join(chunks(value, 0))  # noqa: E731
-        sample = {"a": [1, 2.5, None, True, "é\n"], "b": {"c": -1e300}}
-        if fast(sample) != portable(sample):
-            return portable
-    except Exception:  # a future interpreter changed the private signature
-        return portable
-    return fast
-
-
-#: Compact JSON text of a JSON value.
-encode_json = _make_encoder()
+#: Compact JSON text of a JSON value (the text every store writes).
+encode_json = compact_json
 
 # jsonb (like text) cannot hold the NUL character, which JSON text escapes as \u0000. The
 # substring test is a cheap filter; _has_nul() then decides on the value itself (the text of
@@ -335,28 +300,6 @@ def copy_row(new: NewJob) -> tuple[Any, ...]:
     )
 
 
-def job_from_new(new: NewJob) -> Job:
-    """The job a successful insert of ``new`` stored, built without reading it back."""
-    created = to_utc(aware(new.created_at))
-    return Job(
-        id=new.id,
-        name=new.name,
-        queue=new.queue,
-        payload=new.payload,
-        state=JobState.PENDING,
-        priority=new.priority,
-        attempt=0,
-        max_attempts=new.max_attempts,
-        timeout=new.timeout,
-        run_at=to_utc(aware(new.run_at)),
-        created_at=created,
-        updated_at=created,
-        unique_key=new.unique_key,
-        tenant=new.tenant,
-        headers=dict(new.headers),
-    )
-
-
 def decode_job(row: Row) -> Job:
     """Build a :class:`Job` from a row selected with :data:`JOB_SELECT`."""
     (
@@ -445,11 +388,6 @@ def decode_dlq(row: Row) -> DLQEntry:
         replayed_at=None if replayed_at is None else to_utc(replayed_at),
         replay_job_id=replay_job_id,
     )
-
-
-def claim_order(job: Job) -> tuple[int, datetime, str]:
-    """Sort key of the claim order: priority descending, then run_at, then id."""
-    return (-job.priority, job.run_at, job.id)
 
 
 #: Column order of every worker row this package writes and reads.
@@ -658,7 +596,7 @@ def _utc_or_none(value: datetime | None) -> datetime | None:
 
 def run_from_new(new: NewRun) -> WorkflowRun:
     """The run a successful insert of ``new`` stored, built without reading it back."""
-    created = to_utc(aware(new.created_at))
+    created = as_utc(new.created_at)
     return WorkflowRun(
         id=new.id,
         name=new.name,

@@ -1,4 +1,4 @@
-"""Connections and pools, the runners of :mod:`~dispatch_plugins.postgres.operations`, and the
+"""Connections and pools, the runners of :mod:`~dispatch_plugins.postgres.ops`, and the
 translation of driver errors into Dispatch's.
 
 The store's connections are autocommit (one statement, one transaction, one round trip) and
@@ -40,7 +40,7 @@ from dispatch_core.errors import (
     JobIdTakenError,
     StoreUnavailableError,
 )
-from dispatch_plugins.postgres.operations import TRANSACTION, Copy, Steps, Stmt
+from dispatch_plugins.postgres.ops.common import TRANSACTION, Copy, Steps, Stmt
 from dispatch_plugins.postgres.url import PostgresURL
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "sever",
     "Guard",
     "AsyncDeadline",
+    "AsyncWatchdog",
     "SyncWatchdog",
     "POOL_RECONNECT_TIMEOUT",
     "unavailable",
@@ -177,11 +178,12 @@ class Guard(Protocol):
 
 
 class AsyncDeadline:
-    """A :class:`Guard` on the event loop: :func:`sever` the connection when a step has
-    waited ``limit`` seconds (0: never).
+    """A :class:`Guard` on the event loop with a timer of its own: :func:`sever` the
+    connection when a step has waited ``limit`` seconds (0: never). For one long-lived
+    connection (the listener's); the store's calls share an :class:`AsyncWatchdog`.
 
-    One timer per call: a kick only moves the due time, and a timer that fires before it
-    sets itself again, so a call of many steps costs one ``call_at`` and one ``cancel``.
+    A kick only moves the due time, and a timer that fires before it sets itself again, so
+    a call of many steps costs one ``call_at`` and one ``cancel``.
     """
 
     __slots__ = ("_at", "_handle", "_loop", "conn", "expired", "limit")
@@ -220,6 +222,90 @@ class AsyncDeadline:
         sever(self.conn)
 
 
+class _AsyncCall:
+    """The :class:`Guard` of one call, kept by an :class:`AsyncWatchdog`."""
+
+    __slots__ = ("_watchdog", "conn", "expired", "limit")
+
+    def __init__(
+        self, watchdog: AsyncWatchdog, conn: psycopg.AsyncConnection[Any], limit: float
+    ) -> None:
+        self.conn = conn
+        self.limit = limit
+        self.expired = False
+        self._watchdog = watchdog
+
+    def kick(self, seconds: float | None = None) -> None:
+        seconds = self.limit if seconds is None else seconds
+        watchdog = self._watchdog
+        if seconds > 0 and not self.expired:
+            watchdog.arm(self, watchdog.loop.time() + seconds)
+        else:
+            watchdog.arm(self, None)
+
+    def stop(self) -> None:
+        self._watchdog.arm(self, None)
+
+
+class AsyncWatchdog:
+    """The :class:`Guard` maker of the async store: one timer on the event loop for all of
+    its calls, instead of one ``call_at`` and one ``cancel`` per call.
+
+    A call's guard only records its due time, and drops it when the call ends. The timer is
+    set for the earliest due time and moved only when a call is due before it; when it fires
+    it severs the connections whose deadline passed and sets itself for the next due time,
+    if any. Calls of a busy store share one limit, so each is due after the ones before it:
+    the timer stays where it is and fires about once per limit.
+
+    Args:
+        loop: The event loop of the calls (the store's pool's).
+    """
+
+    __slots__ = ("_armed", "_handle", "_timer_at", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._armed: dict[_AsyncCall, float] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def guard(self, conn: psycopg.AsyncConnection[Any], limit: float) -> Guard:
+        """A guard for one call on ``conn`` (``limit`` seconds per step; 0: none)."""
+        return _AsyncCall(self, conn, limit)
+
+    def arm(self, deadline: _AsyncCall, at: float | None) -> None:
+        """Sever ``deadline.conn`` at loop time ``at`` (``None``: never)."""
+        if at is None:
+            self._armed.pop(deadline, None)
+            return
+        self._armed[deadline] = at
+        if at < self._timer_at:  # due before the timer: bring it forward
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle = self.loop.call_at(at, self._due)
+            self._timer_at = at
+
+    def close(self) -> None:
+        """Stop the timer (idempotent); calls still running are no longer bounded."""
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle, self._timer_at = None, math.inf
+        self._armed.clear()
+
+    def _due(self) -> None:
+        self._handle, self._timer_at = None, math.inf
+        now = self.loop.time()
+        expired = [deadline for deadline, at in self._armed.items() if at <= now]
+        for deadline in expired:
+            del self._armed[deadline]
+            deadline.expired = True
+            sever(deadline.conn)
+        if self._armed:
+            at = min(self._armed.values())
+            self._handle = self.loop.call_at(at, self._due)
+            self._timer_at = at
+
+
 class _SyncDeadline:
     __slots__ = ("_watchdog", "conn", "expired", "limit")
 
@@ -247,7 +333,9 @@ class SyncWatchdog:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._cond = threading.Condition()
+        # A plain lock, taken directly by arm(): no Python-level __enter__ on every call.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._armed: dict[_SyncDeadline, float] = {}
         self._wake_at = math.inf
         self._thread: threading.Thread | None = None
@@ -259,7 +347,7 @@ class SyncWatchdog:
 
     def arm(self, deadline: _SyncDeadline, at: float | None) -> None:
         """Sever ``deadline.conn`` at monotonic time ``at`` (``None``: never)."""
-        with self._cond:
+        with self._lock:
             if at is None:
                 self._armed.pop(deadline, None)
                 return
@@ -299,7 +387,7 @@ def needs_check(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) ->
     trip: it is closed or broken, or its socket is readable. An idle connection of the store
     receives nothing unless the server is ending it (a restart, ``pg_terminate_backend``: an
     error message, then end of file), or, rarely, sends a notice or a parameter change."""
-    if conn.closed or conn.broken:
+    if conn.closed:  # a broken connection is closed too
         return True
     try:
         fd = conn.pgconn.socket
@@ -328,7 +416,7 @@ async def run_async(
         conn: An open async connection.
         steps: The operation's generator, not started.
         own: ``conn`` is one of the store's (autocommit) connections, so a
-            :data:`~dispatch_plugins.postgres.operations.TRANSACTION` marker opens a transaction;
+            :data:`~dispatch_plugins.postgres.ops.common.TRANSACTION` marker opens a transaction;
             on a caller's connection the marker is ignored and nothing is committed.
         guard: The call's deadline (own connections only), started again for each step and
             for the commit; stopped for an ``unbounded`` statement, and renewed every
@@ -342,7 +430,7 @@ async def run_async(
             try:
                 step = steps.send(sent)
             except StopIteration as stop:
-                if guard is not None:
+                if guard is not None and in_transaction:
                     guard.kick()  # the commit, when the stack closes the transaction
                 return cast(T, stop.value)
             if guard is not None:
@@ -389,8 +477,8 @@ def run_sync(
             try:
                 step = steps.send(sent)
             except StopIteration as stop:
-                if guard is not None:
-                    guard.kick()
+                if guard is not None and in_transaction:
+                    guard.kick()  # the commit
                 return cast(T, stop.value)
             if guard is not None:
                 guard.kick()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 
 from dispatch_core.errors import StoreUnavailableError
-from dispatch_plugins.postgres.operations import TRANSACTION, Steps, Stmt
+from dispatch_plugins.postgres.ops.common import TRANSACTION, Steps, Stmt
 from dispatch_plugins.postgres.schema import MIGRATIONS, MIGRATIONS_TABLE, Migration
 
 __all__ = ["migrate", "applied_versions", "lock_key", "LATEST_VERSION"]

@@ -10,14 +10,12 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
+from typing import Any, ClassVar
 
 import psycopg
-from psycopg_pool import PoolTimeout
 
 from dispatch_core.cluster import WorkerInfo
 from dispatch_core.cron import CronEntry
-from dispatch_core.errors import StoreUnavailableError
 from dispatch_core.models import (
     DLQEntry,
     DLQFilter,
@@ -31,6 +29,7 @@ from dispatch_core.models import (
 from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.states import JobState
 from dispatch_core.store import PruneCutoffs, StopListening, Store
+from dispatch_core.storekit import claim_order
 from dispatch_core.workflows.models import (
     NewEvent,
     NewRun,
@@ -40,54 +39,27 @@ from dispatch_core.workflows.models import (
     WorkflowEvent,
     WorkflowRun,
 )
-from dispatch_plugins.postgres import migrations
-from dispatch_plugins.postgres import operations as ops
-from dispatch_plugins.postgres.codec import claim_order
+from dispatch_plugins.postgres import ops
 from dispatch_plugins.postgres.connection import (
-    AsyncDeadline,
     AsyncPool,
+    AsyncWatchdog,
     WrongConnectionError,
     connect_async,
-    is_retryable,
     make_async_pool,
-    needs_check,
-    no_answer,
     run_async,
     store_error,
-    timeout_sql,
     unavailable,
     wrong_connection,
 )
 from dispatch_plugins.postgres.listener import Listener
+from dispatch_plugins.postgres.runner import PoolRunner, close_at_loop_end, migrate_op
 from dispatch_plugins.postgres.sync import PostgresSyncStore
 from dispatch_plugins.postgres.url import PostgresURL, parse_url
 
 __all__ = ["PostgresStore", "WrongConnectionError"]
 
 
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
-#: Attempts of a statement rolled back by a deadlock or a serialization failure.
-_ROLLBACK_ATTEMPTS = 3
-#: Seconds a call waits for a pooled connection before it checks that the server can be
-#: reached at all (when it cannot, the call fails then, not after ``pool_timeout``).
-_PROBE_AFTER = 0.5
-#: Seconds for which a successful probe vouches for the server when a pooled connection is
-#: then found dead.
-_PROBE_FRESH = 1.0
-#: Retention may delete many rows per statement: it gets this many times the timeouts.
-_LONG_FACTOR = 6
-#: Seconds the pool's custodian waits for the pool's tasks to stop when the event loop ends
-#: with the store open (``asyncio.run`` waits for them in any case).
-_CUSTODIAN_CLOSE_TIMEOUT = 1.0
-
-
-class _DeadConnection(Exception):
-    """A pooled connection was found dead before anything was sent on it."""
-
-
-class PostgresStore(Store):
+class PostgresStore(PoolRunner, Store):
     """A durable store in a PostgreSQL schema, shared by any number of processes and hosts.
 
     URL: ``postgresql://user:password@host:5432/dbname`` (or ``postgres://``) with optional
@@ -97,7 +69,7 @@ class PostgresStore(Store):
 
     Operations run on an ``AsyncConnectionPool`` of autocommit connections, made by
     :meth:`open` and made again in a forked child (a pool is never shared across processes).
-    Every operation is written once in :mod:`~dispatch_plugins.postgres.operations` and is
+    Every operation is written once in :mod:`~dispatch_plugins.postgres.ops` and is
     almost always one statement: a claim is one ``UPDATE ... WHERE id = ANY(ARRAY(SELECT ...
     FOR UPDATE SKIP LOCKED)) RETURNING``, a batch of outcomes one statement whose CTEs also
     write the dead-letter entries.
@@ -115,6 +87,8 @@ class PostgresStore(Store):
     """
 
     scheme: ClassVar[str] = "postgresql"
+    #: Every call has its own deadline (``call_timeout``, ``statement_timeout``).
+    bounds_calls: ClassVar[bool] = True
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -123,8 +97,10 @@ class PostgresStore(Store):
         self._pool: AsyncPool | None = None
         self._pool_pid = 0
         self._pool_loop: asyncio.AbstractEventLoop | None = None
+        #: The deadlines of the calls on the pool, in the pool's event loop.
+        self._watchdog: AsyncWatchdog | None = None
         #: Closes the pool when its event loop ends with the store still open (see
-        #: :func:`_close_at_loop_end`).
+        #: :func:`~dispatch_plugins.postgres.runner.close_at_loop_end`).
         self._custodian: asyncio.Task[None] | None = None
         self._opened = False
         self._opening: asyncio.Lock | None = None
@@ -148,175 +124,6 @@ class PostgresStore(Store):
     def schema(self) -> str:
         """The PostgreSQL schema holding the store's tables."""
         return self.config.schema
-
-    # -- plumbing ------------------------------------------------------------------------------
-
-    def _pool_is_ours(self) -> bool:
-        """Whether the pool was made by this process, in the running event loop."""
-        return (
-            self._pool is not None
-            and self._pool_pid == os.getpid()
-            and self._pool_loop is asyncio.get_running_loop()
-        )
-
-    async def _get_pool(self) -> AsyncPool:
-        pool = self._pool
-        if pool is not None and self._pool_is_ours():
-            return pool
-        if not self._opened:
-            raise StoreUnavailableError(
-                f"{self!r} is not open: 'await store.open()' before using it"
-            )
-        await self.open()  # a forked child, or another event loop: a pool of its own
-        assert self._pool is not None
-        return self._pool
-
-    async def _run(
-        self,
-        op: Callable[Concatenate[ops.Statements, _P], ops.Steps[_T]],
-        *args: _P.args,
-        **kwargs: _P.kwargs,
-    ) -> _T:
-        """Run ``op(statements, *args, **kwargs)`` on a pooled connection.
-
-        A pooled connection found dead before use (the server restarted, or ended it) is
-        discarded and the call goes on with another: nothing was sent, so writes are safe to
-        run again too. A statement rolled back by a deadlock or serialization failure is run
-        again; a read whose connection died under it is run again once on a fresh one; a
-        write is not (it may have committed). Each step waits at most ``call_timeout`` for
-        the server (six times that, and six times ``statement_timeout``, for retention).
-        Driver errors are translated by
-        :func:`~dispatch_plugins.postgres.connection.store_error`.
-
-        Raises:
-            StoreUnavailableError: the server cannot be reached (found out by a direct
-                connection attempt, within ``connect_timeout``), did not answer in time, or
-                the connection was lost under a write.
-        """
-        pool = await self._get_pool()
-        long = op in _LONG
-        limit = self.config.call_timeout * (_LONG_FACTOR if long else 1)
-        attempt = dead = 0
-        while True:
-            attempt += 1
-            if self._down:
-                await self._probe()
-            conn = await self._getconn(pool)
-            guard = AsyncDeadline(conn, limit)
-            try:
-                if needs_check(conn):
-                    guard.kick()
-                    try:
-                        await conn.execute("")
-                    except psycopg.Error:
-                        raise _DeadConnection from None
-                if long:
-                    guard.kick()
-                    await conn.execute(timeout_sql(self.config.statement_timeout * _LONG_FACTOR))
-                try:
-                    return await run_async(
-                        conn, op(self._q, *args, **kwargs), own=True, guard=guard
-                    )
-                finally:
-                    if long and not conn.broken:
-                        await self._restore_timeout(conn, guard)
-            except _DeadConnection:
-                # Each idle connection is found dead once: there are at most max_size.
-                self._lost()
-                dead += 1
-                attempt -= 1
-                if dead <= self.config.max_size:
-                    continue
-                raise StoreUnavailableError(
-                    f"cannot use PostgreSQL at {self.config.display}: every pooled "
-                    "connection was lost"
-                ) from None
-            except psycopg.Error as exc:
-                if guard.expired:
-                    self._lost()
-                    raise no_answer(self.config, limit) from exc
-                if is_retryable(exc) and attempt < _ROLLBACK_ATTEMPTS:
-                    continue
-                if conn.broken:
-                    self._lost()
-                    if attempt == 1 and op in _READS:
-                        continue
-                err = store_error(self.config, exc)
-                if err is exc:
-                    raise
-                raise err from exc
-            finally:
-                guard.stop()
-                await pool.putconn(conn)
-
-    async def _restore_timeout(
-        self, conn: psycopg.AsyncConnection[Any], guard: AsyncDeadline
-    ) -> None:
-        """Set ``statement_timeout`` back after a long call, or close the connection (the pool
-        then replaces it) rather than return it with the long one."""
-        guard.kick()
-        try:
-            await conn.execute(timeout_sql(self.config.statement_timeout))
-        except psycopg.Error:
-            await conn.close()
-
-    async def _getconn(self, pool: AsyncPool) -> psycopg.AsyncConnection[Any]:
-        """A connection from the pool, within ``pool_timeout``.
-
-        A call that waits more than :data:`_PROBE_AFTER` for one asks the server directly
-        (:meth:`_probe`): when it cannot be reached, the call fails at once with libpq's
-        reason instead of waiting out ``pool_timeout``.
-        """
-        deadline = time.monotonic() + self.config.pool_timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                return await pool.getconn(timeout=min(left, _PROBE_AFTER))
-            except PoolTimeout as exc:
-                if left <= _PROBE_AFTER:
-                    raise unavailable(self.config, exc) from exc
-            # A busy pool makes every waiter come here: one probe a second is enough, unless
-            # the pool itself reported that it cannot connect.
-            if self._down or time.monotonic() - self._probed_at > _PROBE_FRESH:
-                await self._probe()
-
-    async def _probe(self) -> None:
-        """Connect to the server directly, once for every call waiting on it (a shared task).
-
-        Raises:
-            StoreUnavailableError: it cannot be reached, with libpq's reason.
-        """
-        loop = asyncio.get_running_loop()
-        task = self._probing
-        if task is None or task.done() or task.get_loop() is not loop:
-            task = self._probing = loop.create_task(
-                self._probe_once(), name="dispatch-postgres probe"
-            )
-        reason = await asyncio.shield(task)
-        if reason is not None:
-            raise StoreUnavailableError(reason)
-
-    async def _probe_once(self) -> str | None:
-        try:
-            conn = await connect_async(self.config)
-        except StoreUnavailableError as exc:
-            self._down = True
-            return str(exc)
-        await conn.close()
-        self._down = False
-        self._probed_at = time.monotonic()
-        return None
-
-    def _lost(self) -> None:
-        """A connection died: check the server before the next call, unless a probe just
-        found it up (after a restart, each of the pool's idle connections is found dead in
-        turn, and one probe answers for all)."""
-        if time.monotonic() - self._probed_at > _PROBE_FRESH:
-            self._down = True
-
-    def _reconnect_failed(self) -> None:
-        """The pool gave up replacing a connection: the server is unreachable."""
-        self._down = True
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -350,8 +157,9 @@ class PostgresStore(Store):
             except psycopg.Error as exc:
                 raise unavailable(self.config, exc) from exc
             self._pool, self._pool_pid, self._pool_loop = pool, os.getpid(), loop
+            self._watchdog = AsyncWatchdog(loop)
             self._custodian = loop.create_task(
-                _close_at_loop_end(pool), name="dispatch-postgres pool custodian"
+                close_at_loop_end(pool), name="dispatch-postgres pool custodian"
             )
             self._opened = True
 
@@ -360,7 +168,8 @@ class PostgresStore(Store):
         Idempotent.
 
         A store left open has its pool closed when ``asyncio.run()`` ends its event loop
-        (see :func:`_close_at_loop_end`), so such a program still exits at once.
+        (see :func:`~dispatch_plugins.postgres.runner.close_at_loop_end`), so such a program
+        still exits at once.
         """
         for listener in list(self._listeners):
             with contextlib.suppress(RuntimeError):  # its event loop is gone
@@ -375,9 +184,12 @@ class PostgresStore(Store):
                 await probing
         ours = self._pool_is_ours()
         pool, self._pool, self._opened = self._pool, None, False
+        watchdog, self._watchdog = self._watchdog, None
         custodian, self._custodian = self._custodian, None
         if pool is not None and ours:
             await pool.close()
+            if watchdog is not None:
+                watchdog.close()
             if custodian is not None:
                 custodian.cancel()  # the pool is closed: it has nothing left to do
                 with contextlib.suppress(asyncio.CancelledError):
@@ -389,7 +201,7 @@ class PostgresStore(Store):
         Safe to run from several processes at once: the migration transaction takes an
         advisory lock first, and the later processes find nothing left to do.
         """
-        return await self._run(_migrate, self.config.display)
+        return await self._run(migrate_op, self.config.display)
 
     async def listen(self, wake: Callable[[], None]) -> StopListening:
         """Call ``wake()`` whenever a transaction that made jobs claimable commits, in any
@@ -474,7 +286,7 @@ class PostgresStore(Store):
         Without a limited queue that has due jobs, one ``UPDATE ... SKIP LOCKED`` statement
         that leaves paused and limited queues alone (reading the small ``queues`` table in
         the same statement, so a pause is exact), and that also says whether a limited queue
-        has due jobs it might start. Then :func:`~dispatch_plugins.postgres.operations
+        has due jobs it might start. Then :func:`~dispatch_plugins.postgres.ops.claim
         .claim_limited` claims under the limits in a transaction that locks the queues' rows:
         for the rest of this claim, or for the whole next one when this one was full.
         """
@@ -797,59 +609,3 @@ class PostgresStore(Store):
         """Consume the run's oldest unconsumed event ``name`` for ``seq`` (or return the one
         ``seq`` already consumed); ``None`` when there is none."""
         return await self._run(ops.take_event, run_id, name, seq=seq, now=now)
-
-
-async def _close_at_loop_end(pool: AsyncPool) -> None:
-    """Wait until cancelled, then close ``pool`` (a task, made with the pool).
-
-    ``asyncio.run()`` ends by cancelling every task left in its loop and waiting for all of
-    them. psycopg_pool's maintenance tasks catch ``CancelledError`` raised while they run a
-    job (such as connecting: the pool grows in the background while a first call waits) and
-    go back to wait for the next job, so a program whose ``main()`` returned without closing
-    the store hung at exit, about one run in ten. Cancelled along with them, this task closes
-    the pool, which sends each of them the order to stop that they then wait for.
-
-    Only in the process that made the pool: closing a pool inherited through ``fork()``
-    would end its connections, which are the parent's.
-    """
-    pid = os.getpid()
-    try:
-        await asyncio.get_running_loop().create_future()
-    finally:
-        if os.getpid() == pid:
-            # pool.close() raises the CancelledError of a maintenance task cancelled while
-            # idle, once the stop orders are sent: those are all that is needed here.
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await pool.close(timeout=_CUSTODIAN_CLOSE_TIMEOUT)
-
-
-def _migrate(q: ops.Statements, where: str) -> ops.Steps[list[str]]:
-    return migrations.migrate(q.schema, where)
-
-
-#: Operations that run with :data:`_LONG_FACTOR` times the timeouts.
-_LONG: frozenset[Callable[..., Any]] = frozenset({ops.prune})
-
-#: Operations that only read: safe to run again after a dead pooled connection.
-_READS: frozenset[Callable[..., Any]] = frozenset(
-    {
-        ops.next_run_at,
-        ops.get_job,
-        ops.list_jobs,
-        ops.count_jobs,
-        ops.count_runnable,
-        ops.throughput,
-        ops.list_dlq,
-        ops.count_dlq,
-        ops.get_dlq,
-        ops.list_workers,
-        ops.get_leader,
-        ops.list_cron,
-        ops.get_cron,
-        ops.list_queues,
-        ops.get_run,
-        ops.list_runs,
-        ops.list_steps,
-        _migrate,  # re-running is safe: it is idempotent and transactional
-    }
-)

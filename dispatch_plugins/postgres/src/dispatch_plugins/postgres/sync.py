@@ -14,7 +14,7 @@ from psycopg_pool import PoolTimeout
 
 from dispatch_core.errors import StoreUnavailableError
 from dispatch_core.models import Job, NewJob, utcnow
-from dispatch_plugins.postgres import operations as ops
+from dispatch_plugins.postgres import ops
 from dispatch_plugins.postgres.connection import (
     SyncPool,
     SyncWatchdog,
@@ -53,7 +53,7 @@ class PostgresSyncStore:
     opened on first use, once per process (a pool inherited through ``fork()`` is left to the
     parent and a new one is made). After :meth:`close` the next call opens a new pool.
     Failures are handled as in :meth:`PostgresStore._run
-    <dispatch_plugins.postgres.store.PostgresStore._run>`; the deadlines of calls are kept
+    <dispatch_plugins.postgres.runner.PoolRunner._run>`; the deadlines of calls are kept
     by one watchdog thread per store (:class:`~dispatch_plugins.postgres.connection.SyncWatchdog`).
 
     The schema must exist (``await store.migrate()`` once, or ``dispatch migrate``).

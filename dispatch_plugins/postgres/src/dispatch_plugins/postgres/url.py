@@ -15,7 +15,7 @@ A store URL is a standard libpq connection URI (``postgresql://user:password@hos
 * ``worker_synchronous_commit`` -- ``off`` (default): the worker's own writes (claim,
   heartbeat, finish, rescue) commit without waiting for the WAL flush, which a server crash
   can only turn into a job run again; ``on``: they wait, like every other write
-  (see :data:`~dispatch_plugins.postgres.operations.RELAXED`).
+  (see :data:`~dispatch_plugins.postgres.ops.common.RELAXED`).
 * ``statement_timeout``, ``lock_timeout``, ``idle_in_transaction_session_timeout`` -- seconds,
   set on the store's own sessions (defaults 10, 0 and 30; 0 means no limit): the server
   cancels a statement of the store that runs longer, or waits for a lock longer, and ends a

@@ -9,12 +9,12 @@ from datetime import datetime, timedelta
 
 from dispatch_core.cluster import WorkerInfo
 from dispatch_core.models import Job, Outcome, OutcomeKind
-from dispatch_core.storekit import new_id, new_token
+from dispatch_core.storekit import STORE_SECTIONS, new_id, new_token
 from dispatch_plugins.redis import codec as c
 from dispatch_plugins.redis.ops import common
 from dispatch_plugins.redis.ops.common import Runner
 
-__all__ = ["claim", "heartbeat", "finish", "rescue_expired", "next_run_at"]
+__all__ = [*STORE_SECTIONS["claim"]]
 
 
 # -- lua/claim.lua ---------------------------------------------------------------------------

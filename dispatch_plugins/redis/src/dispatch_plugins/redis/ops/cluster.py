@@ -13,29 +13,12 @@ from dispatch_core.errors import CronNotFoundError, JobIdTakenError
 from dispatch_core.models import Job, NewJob
 from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.store import PruneCutoffs
-from dispatch_core.storekit import job_from_new
+from dispatch_core.storekit import STORE_SECTIONS, job_from_new
 from dispatch_plugins.redis import codec as c
 from dispatch_plugins.redis.ops import common
 from dispatch_plugins.redis.ops.common import Runner
 
-__all__ = [
-    "register_worker",
-    "deregister_worker",
-    "list_workers",
-    "acquire_leadership",
-    "release_leadership",
-    "get_leader",
-    "upsert_cron",
-    "list_cron",
-    "get_cron",
-    "set_cron_enabled",
-    "fire_cron",
-    "delete_cron",
-    "set_queue",
-    "pause_queue",
-    "list_queues",
-    "prune",
-]
+__all__ = [*STORE_SECTIONS["cluster"]]
 
 
 async def _zhashes(s: Runner, key: str, hash_prefix: str) -> list[Any]:

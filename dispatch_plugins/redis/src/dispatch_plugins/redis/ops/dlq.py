@@ -8,11 +8,12 @@ from datetime import datetime
 
 from dispatch_core.errors import DLQEntryNotFoundError, JobIdTakenError
 from dispatch_core.models import DLQEntry, DLQFilter, Job
+from dispatch_core.storekit import STORE_SECTIONS
 from dispatch_plugins.redis import codec as c
 from dispatch_plugins.redis.ops import common
 from dispatch_plugins.redis.ops.common import Runner, page, previewed, walk
 
-__all__ = ["list_dlq", "count_dlq", "get_dlq", "replay_dlq", "purge_dlq"]
+__all__ = [*STORE_SECTIONS["dlq"]]
 
 #: A dead-letter entry id (a TypeID ``dlq_...``): the store mints them, so any other string
 #: names no entry.

@@ -17,21 +17,13 @@ from dispatch_core.models import (
     utcnow,
 )
 from dispatch_core.states import JobState, check_transition
+from dispatch_core.storekit import STORE_SECTIONS
 from dispatch_plugins.redis import codec as c
 from dispatch_plugins.redis.ops import common
 from dispatch_plugins.redis.ops.common import Runner, page, previewed, walk
 from dispatch_plugins.redis.sync import enqueue_result
 
-__all__ = [
-    "enqueue",
-    "get_job",
-    "list_jobs",
-    "count_jobs",
-    "count_runnable",
-    "throughput",
-    "cancel",
-    "retry",
-]
+__all__ = [*STORE_SECTIONS["jobs"]]
 
 
 # -- producing: lua/enqueue.lua --------------------------------------------------------------

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from dispatch_core.errors import JobIdTakenError, RunNotFoundError
 from dispatch_core.models import NewJob, utcnow
+from dispatch_core.storekit import STORE_SECTIONS
 from dispatch_core.workflows.models import (
     NewEvent,
     NewRun,
@@ -21,17 +22,7 @@ from dispatch_plugins.redis import codec as c
 from dispatch_plugins.redis.ops import common
 from dispatch_plugins.redis.ops.common import Runner, page, previewed
 
-__all__ = [
-    "create_run",
-    "get_run",
-    "list_runs",
-    "list_steps",
-    "save_step",
-    "update_run",
-    "set_run_version",
-    "send_event",
-    "take_event",
-]
+__all__ = [*STORE_SECTIONS["workflows"]]
 
 
 # -- runs: lua/create_run.lua, a plain read, lua/page.lua ------------------------------------

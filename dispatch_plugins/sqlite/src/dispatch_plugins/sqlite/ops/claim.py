@@ -18,7 +18,7 @@ from dispatch_core.cluster import WorkerInfo, WorkerState
 from dispatch_core.models import Job, Outcome, OutcomeKind
 from dispatch_core.queues import QueueConfig, TokenBucket
 from dispatch_core.states import JobState
-from dispatch_core.storekit import claim_order, new_id
+from dispatch_core.storekit import STORE_SECTIONS, claim_order, new_id
 from dispatch_plugins.sqlite.codec import (
     JOB_SELECT,
     decode_job,
@@ -39,14 +39,7 @@ from dispatch_plugins.sqlite.ops.common import (
     upsert_worker,
 )
 
-__all__ = [
-    "LimitedQueues",
-    "claim",
-    "heartbeat",
-    "finish",
-    "rescue_expired",
-    "next_run_at",
-]
+__all__ = ["LimitedQueues", *STORE_SECTIONS["claim"]]
 
 
 def _filters(

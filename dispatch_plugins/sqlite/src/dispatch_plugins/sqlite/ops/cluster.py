@@ -13,7 +13,7 @@ from dispatch_core.models import Job, NewJob
 from dispatch_core.queues import QueueConfig, QueueStats
 from dispatch_core.states import JobState
 from dispatch_core.store import PruneCutoffs
-from dispatch_core.storekit import job_from_new
+from dispatch_core.storekit import STORE_SECTIONS, job_from_new
 from dispatch_plugins.sqlite.codec import (
     CRON_COLUMNS,
     CRON_SELECT,
@@ -33,24 +33,7 @@ from dispatch_plugins.sqlite.ops.common import (
     upsert_worker,
 )
 
-__all__ = [
-    "register_worker",
-    "deregister_worker",
-    "list_workers",
-    "acquire_leadership",
-    "release_leadership",
-    "get_leader",
-    "upsert_cron",
-    "list_cron",
-    "get_cron",
-    "set_cron_enabled",
-    "fire_cron",
-    "delete_cron",
-    "set_queue",
-    "pause_queue",
-    "list_queues",
-    "prune",
-]
+__all__ = [*STORE_SECTIONS["cluster"]]
 
 # -- the cluster: workers and the leader ---------------------------------------------------------
 

@@ -8,18 +8,12 @@ from typing import cast
 
 from dispatch_core.errors import DLQEntryNotFoundError
 from dispatch_core.models import DLQEntry, DLQFilter, Job
-from dispatch_core.storekit import job_from_new
+from dispatch_core.storekit import STORE_SECTIONS, job_from_new
 from dispatch_plugins.sqlite.codec import DLQ_COLUMNS, DLQ_SELECT, decode_dlq, to_us
 from dispatch_plugins.sqlite.connection import write_transaction
 from dispatch_plugins.sqlite.ops.common import insert_job, keyset_page, list_previewed, where_equal
 
-__all__ = [
-    "list_dlq",
-    "count_dlq",
-    "get_dlq",
-    "replay_dlq",
-    "purge_dlq",
-]
+__all__ = [*STORE_SECTIONS["dlq"]]
 
 # The bodies a listing with previews cuts short.
 _DLQ_BODIES = ("payload",)

@@ -10,7 +10,7 @@ from typing import Any
 from dispatch_core.errors import InvalidTransitionError, JobIdTakenError, JobNotFoundError
 from dispatch_core.models import Job, JobFilter, NewJob, RunnableCount, ThroughputBucket
 from dispatch_core.states import JobState, check_transition
-from dispatch_core.storekit import job_from_new
+from dispatch_core.storekit import STORE_SECTIONS, job_from_new
 from dispatch_plugins.sqlite.codec import (
     JOB_COLUMNS,
     JOB_SELECT,
@@ -33,16 +33,7 @@ from dispatch_plugins.sqlite.ops.common import (
     where_equal,
 )
 
-__all__ = [
-    "enqueue",
-    "get_job",
-    "list_jobs",
-    "count_jobs",
-    "count_runnable",
-    "throughput",
-    "cancel",
-    "retry",
-]
+__all__ = [*STORE_SECTIONS["jobs"]]
 
 # -- producing -----------------------------------------------------------------------------------
 

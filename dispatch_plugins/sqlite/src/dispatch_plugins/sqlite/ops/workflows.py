@@ -16,6 +16,7 @@ import attrs
 
 from dispatch_core.errors import RunNotFoundError
 from dispatch_core.models import JSON, NewJob
+from dispatch_core.storekit import STORE_SECTIONS
 from dispatch_core.workflows.models import (
     TERMINAL_RUN_STATES,
     NewEvent,
@@ -52,17 +53,7 @@ from dispatch_plugins.sqlite.ops.common import (
 )
 from dispatch_plugins.sqlite.schema import KEY_SCOPE
 
-__all__ = [
-    "create_run",
-    "get_run",
-    "list_runs",
-    "list_steps",
-    "save_step",
-    "update_run",
-    "set_run_version",
-    "send_event",
-    "take_event",
-]
+__all__ = [*STORE_SECTIONS["workflows"]]
 
 # A run whose id is taken is not written (DO NOTHING returns no row): the stored one stands.
 _INSERT_RUN = f"""
