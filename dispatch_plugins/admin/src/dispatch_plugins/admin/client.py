@@ -30,7 +30,6 @@ from urllib.parse import quote
 import cattrs
 import httpx
 
-from dispatch_core._urls import redact_url
 from dispatch_core.cluster import WorkerInfo
 from dispatch_core.cron import CronEntry
 from dispatch_core.errors import (
@@ -46,6 +45,7 @@ from dispatch_core.errors import (
 from dispatch_core.models import DLQEntry, Job, RunnableCount, SortOrder, utcnow
 from dispatch_core.queues import QueueStats
 from dispatch_core.states import JobState
+from dispatch_core.storekit import redact_url
 from dispatch_core.workflows.errors import WorkflowError
 from dispatch_core.workflows.models import RunState, StepRecord, WorkflowRun
 from dispatch_plugins.admin.codec import format_datetime, from_json

@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
-from dispatch_core._urls import redact_url
 from dispatch_core.errors import (
     InvalidTransitionError,
     NotFoundError,
@@ -25,6 +24,7 @@ from dispatch_core.errors import (
     StoreUnavailableError,
     UnknownJobError,
 )
+from dispatch_core.storekit import redact_url
 from dispatch_core.workflows.errors import WorkflowError
 from dispatch_plugins.admin.codec import JSONResponse
 
@@ -88,7 +88,7 @@ _URL = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+""")
 
 
 def redact_urls(text: str) -> str:
-    """``text`` with every URL in it redacted (:func:`dispatch_core._urls.redact_url`:
+    """``text`` with every URL in it redacted (:func:`dispatch_core.storekit.redact_url`:
     passwords and secret query values masked), for the log."""
     return _URL.sub(lambda m: redact_url(m.group(0)), text)
 

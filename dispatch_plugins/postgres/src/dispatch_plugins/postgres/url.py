@@ -49,8 +49,8 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
-from dispatch_core._urls import redact_url
 from dispatch_core.errors import StoreURLError
+from dispatch_core.storekit import redact_url
 
 __all__ = [
     "PostgresURL",
